@@ -1,0 +1,272 @@
+// pybind11 glue for the CPU core: NumPy arrays -> views, checks that keep a
+// direct caller from crashing the process, GIL release, Ctrl-C polling.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hardmine/build_info.hpp"
+#include "hardmine/engine.hpp"
+
+namespace py = pybind11;
+using hardmine::DType;
+using hardmine::MatrixView;
+
+namespace {
+
+std::string shape_string(const py::array& a) {
+  std::string out = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) out += (i ? ", " : "") + std::to_string(a.shape(i));
+  return out + (a.ndim() == 1 ? ",)" : ")");
+}
+
+MatrixView as_view(const py::array& array, int dtype_code, const char* name) {
+  if (array.ndim() != 2) {
+    throw py::value_error(std::string(name) + " must be 2-D (n, d); got shape " + shape_string(array));
+  }
+  if (dtype_code < 0 || dtype_code > 2) {
+    throw py::value_error(std::string(name) + ": unknown dtype code " + std::to_string(dtype_code));
+  }
+  const auto dtype = static_cast<DType>(dtype_code);
+  const py::ssize_t expected_size = dtype == DType::F32 ? 4 : 2;
+  const char kind = array.dtype().kind();
+  const bool kind_ok = dtype == DType::F32 ? kind == 'f' : (kind == 'u' || kind == 'i');
+  if (array.itemsize() != expected_size || !kind_ok) {
+    throw py::type_error(std::string(name) + " must hold float32 (or uint16 bit patterns for "
+                         "float16/bfloat16) matching its dtype code");
+  }
+  const py::ssize_t s0 = array.strides(0);
+  const py::ssize_t s1 = array.strides(1);
+  if (s0 % expected_size != 0 || s1 % expected_size != 0) {
+    throw py::value_error(std::string(name) + " has strides that are not a multiple of its item size");
+  }
+  MatrixView view;
+  view.data = array.data();
+  view.rows = array.shape(0);
+  view.cols = array.shape(1);
+  view.row_stride = s0 / expected_size;
+  view.col_stride = s1 / expected_size;
+  view.dtype = dtype;
+  return view;
+}
+
+template <class T>
+const T* contiguous_input(const std::optional<py::array>& array, py::ssize_t length, const char* name) {
+  if (!array) return nullptr;
+  const py::array& a = *array;
+  if (!a.dtype().is(py::dtype::of<T>()) || a.ndim() != 1 ||
+      !(a.flags() & py::array::c_style)) {
+    throw py::type_error(std::string(name) + " must be a contiguous 1-D " +
+                         std::string(py::str(py::dtype::of<T>())) + " array");
+  }
+  if (length >= 0 && a.shape(0) != length) {
+    throw py::value_error(std::string(name) + " must have length " + std::to_string(length) +
+                          "; got " + std::to_string(a.shape(0)));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+template <class T>
+T* output(py::array& a, std::vector<py::ssize_t> shape, const char* name) {
+  if (!a.dtype().is(py::dtype::of<T>()) || !(a.flags() & py::array::c_style) || !a.writeable()) {
+    throw py::type_error(std::string(name) + " must be a writeable C-contiguous " +
+                         std::string(py::str(py::dtype::of<T>())) + " array");
+  }
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(i) == shape[i];
+  if (!same) throw py::value_error(std::string(name) + " has the wrong shape " + shape_string(a));
+  return static_cast<T*>(a.mutable_data());
+}
+
+hardmine::Exclusion as_exclusion(const std::optional<py::array>& indptr,
+                                 const std::optional<py::array>& indices,
+                                 const std::optional<py::array>& query_groups,
+                                 const std::optional<py::array>& candidate_groups, int64_t num_queries,
+                                 int64_t num_candidates) {
+  hardmine::Exclusion exclusion;
+  if (indptr.has_value() != indices.has_value()) {
+    throw py::value_error("exclude_indptr and exclude_indices come together");
+  }
+  if (query_groups.has_value() != candidate_groups.has_value()) {
+    throw py::value_error("query_groups and candidate_groups come together");
+  }
+  if (indptr) {
+    exclusion.indptr = contiguous_input<int64_t>(indptr, num_queries + 1, "exclude_indptr");
+    exclusion.indices = contiguous_input<int64_t>(indices, -1, "exclude_indices");
+    const int64_t nnz = indices->shape(0);
+    if (exclusion.indptr[0] != 0 || exclusion.indptr[num_queries] != nnz) {
+      throw py::value_error("exclude_indptr must start at 0 and end at len(exclude_indices)");
+    }
+    for (int64_t q = 0; q < num_queries; ++q) {
+      if (exclusion.indptr[q + 1] < exclusion.indptr[q]) {
+        throw py::value_error("exclude_indptr must be non-decreasing; row " + std::to_string(q));
+      }
+      for (int64_t p = exclusion.indptr[q]; p < exclusion.indptr[q + 1]; ++p) {
+        const int64_t id = exclusion.indices[p];
+        if (id < 0 || id >= num_candidates) {
+          throw py::value_error("exclude_indices: id " + std::to_string(id) + " of query " +
+                                std::to_string(q) + " is outside [0, " +
+                                std::to_string(num_candidates) + ")");
+        }
+        if (p > exclusion.indptr[q] && exclusion.indices[p - 1] > id) {
+          throw py::value_error("exclude_indices must be sorted within each query; query " +
+                                std::to_string(q));
+        }
+      }
+    }
+  }
+  if (query_groups) {
+    exclusion.query_groups = contiguous_input<int64_t>(query_groups, num_queries, "query_groups");
+    exclusion.candidate_groups =
+        contiguous_input<int64_t>(candidate_groups, num_candidates, "candidate_groups");
+  }
+  return exclusion;
+}
+
+hardmine::RunOptions run_options(int64_t query_rows, int64_t candidate_rows, int num_threads) {
+  if (query_rows < 0 || candidate_rows < 0) throw py::value_error("block sizes must be >= 0");
+  if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
+  hardmine::RunOptions options;
+  options.blocks.query_rows = query_rows;
+  options.blocks.candidate_rows = candidate_rows;
+  options.num_threads = num_threads;
+  options.interrupted = [] {
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+  };
+  return options;
+}
+
+// Runs pure C++ without the GIL; an interrupt leaves Python's error set.
+template <class Fn>
+void run_released(Fn&& fn) {
+  bool interrupted = false;
+  {
+    py::gil_scoped_release release;
+    try {
+      fn();
+    } catch (const hardmine::Interrupted&) {
+      interrupted = true;
+    }
+  }
+  if (interrupted) throw py::error_already_set();
+}
+
+void check_dims(const MatrixView& q, const MatrixView& c) {
+  if (q.cols != c.cols) {
+    throw py::value_error("queries and candidates must have the same dimension; got " +
+                          std::to_string(q.cols) + " and " + std::to_string(c.cols));
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "hardmine CPU core (C++17, OpenMP, BLAS score tiles)";
+
+  m.def(
+      "topk",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         int64_t k, std::optional<py::array> query_scales, std::optional<py::array> candidate_scales,
+         std::optional<py::array> exclude_indptr, std::optional<py::array> exclude_indices,
+         std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
+         py::array out_indices, py::array out_scores, int64_t query_rows, int64_t candidate_rows,
+         int num_threads) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        if (k < 1) throw py::value_error("k must be >= 1; got " + std::to_string(k));
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups,
+                                            candidate_groups, q.rows, c.rows);
+        int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
+        float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
+        const auto options = run_options(query_rows, candidate_rows, num_threads);
+        run_released([&] { hardmine::topk(q, c, k, scales, exclusion, options, indices, scores); });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("k"), py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
+      py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"),
+      py::arg("out_indices"), py::arg("out_scores"), py::arg("query_rows") = 0,
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0,
+      "Exact blocked top-k into preallocated outputs. Use hardmine.topk instead.");
+
+  m.def(
+      "violations",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         const py::array& positive_scores, float margin, std::optional<py::array> query_scales,
+         std::optional<py::array> candidate_scales, std::optional<py::array> exclude_indptr,
+         std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
+         std::optional<py::array> candidate_groups, py::array out_count, py::array out_hinge_sum,
+         py::array out_max, py::array out_argmax, int64_t query_rows, int64_t candidate_rows,
+         int num_threads) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        const float* positives =
+            contiguous_input<float>(std::optional<py::array>(positive_scores), q.rows, "positive_scores");
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups,
+                                            candidate_groups, q.rows, c.rows);
+        int64_t* count = output<int64_t>(out_count, {q.rows}, "out_count");
+        double* hinge_sum = output<double>(out_hinge_sum, {q.rows}, "out_hinge_sum");
+        float* max_hinge = output<float>(out_max, {q.rows}, "out_max");
+        int64_t* argmax = output<int64_t>(out_argmax, {q.rows}, "out_argmax");
+        const auto options = run_options(query_rows, candidate_rows, num_threads);
+        run_released([&] {
+          hardmine::violations(q, c, positives, margin, scales, exclusion, options, count, hinge_sum,
+                               max_hinge, argmax);
+        });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("positive_scores"), py::arg("margin"), py::arg("query_scales"),
+      py::arg("candidate_scales"), py::arg("exclude_indptr"), py::arg("exclude_indices"),
+      py::arg("query_groups"), py::arg("candidate_groups"), py::arg("out_count"),
+      py::arg("out_hinge_sum"), py::arg("out_max"), py::arg("out_argmax"), py::arg("query_rows") = 0,
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0,
+      "Blocked margin violations into preallocated outputs. Use hardmine.violations instead.");
+
+  m.def(
+      "similarity",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         std::optional<py::array> query_scales, std::optional<py::array> candidate_scales,
+         py::array out, int64_t query_rows, int64_t candidate_rows, int num_threads) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        float* dense = output<float>(out, {q.rows, c.rows}, "out");
+        const auto options = run_options(query_rows, candidate_rows, num_threads);
+        run_released([&] { hardmine::similarity(q, c, scales, options, dense); });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("query_scales"), py::arg("candidate_scales"), py::arg("out"), py::arg("query_rows") = 0,
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0,
+      "Dense score matrix into a preallocated output. Use hardmine.similarity instead.");
+
+  m.def(
+      "block_sizes",
+      [](int64_t queries, int64_t candidates, int64_t dim, int num_threads) {
+        const auto blocks = hardmine::choose_block_sizes(
+            queries, candidates, dim, num_threads > 0 ? num_threads : hardmine::max_threads(), {});
+        return py::make_tuple(blocks.query_rows, blocks.candidate_rows);
+      },
+      py::arg("queries"), py::arg("candidates"), py::arg("dim"), py::arg("num_threads") = 0,
+      "The (query_rows, candidate_rows) the core picks for a problem shape.");
+
+  py::dict info;
+  info["blas"] = hardmine::blas_info();
+  info["openmp"] = hardmine::has_openmp();
+  info["max_threads"] = hardmine::max_threads();
+  info["simd"] = hardmine::simd_info();
+  info["compiler"] = HARDMINE_COMPILER;
+  info["cuda_built"] = HARDMINE_CUDA_BUILT != 0;
+  info["cuda_reason"] = HARDMINE_CUDA_REASON;
+  m.attr("BUILD_INFO") = info;
+}

@@ -1,0 +1,140 @@
+// Row conversion to fp32 and score scaling, with run-time CPU dispatch for the
+// half-precision paths (the package is built for the baseline x86-64 ISA).
+#include <cstring>
+#include <string>
+
+#include "hardmine/tiling.hpp"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define HARDMINE_X86 1
+#endif
+
+namespace hardmine {
+namespace {
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1fu;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0) {
+    if (mantissa == 0) {
+      bits = sign;
+    } else {  // subnormal half: renormalise into a normal float
+      exponent = 127 - 15 + 1;
+      while ((mantissa & 0x400u) == 0) {
+        mantissa <<= 1;
+        --exponent;
+      }
+      bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+    }
+  } else if (exponent == 31) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else {
+    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
+  }
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+float bf16_to_float(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+#ifdef HARDMINE_X86
+__attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* in, int64_t n,
+                                                                 float* out) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) out[i] = half_to_float(in[i]);
+}
+
+bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  return has;
+}
+#endif
+
+void halves_to_floats(const uint16_t* in, int64_t n, float* out) {
+#ifdef HARDMINE_X86
+  if (cpu_has_f16c()) {
+    halves_to_floats_f16c(in, n, out);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) out[i] = half_to_float(in[i]);
+}
+
+}  // namespace
+
+const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, float* buffer,
+                         int64_t* leading) {
+  if (view.blas_ready() && view.row_stride < (int64_t{1} << 31)) {
+    *leading = view.row_stride;
+    return static_cast<const float*>(view.data) + first * view.row_stride;
+  }
+  const int64_t cols = view.cols;
+  for (int64_t r = 0; r < count; ++r) {
+    float* out = buffer + r * cols;
+    const int64_t base = (first + r) * view.row_stride;
+    switch (view.dtype) {
+      case DType::F32: {
+        const float* in = static_cast<const float*>(view.data) + base;
+        for (int64_t c = 0; c < cols; ++c) out[c] = in[c * view.col_stride];
+        break;
+      }
+      case DType::F16: {
+        const uint16_t* in = static_cast<const uint16_t*>(view.data) + base;
+        if (view.col_stride == 1) {
+          halves_to_floats(in, cols, out);
+        } else {
+          for (int64_t c = 0; c < cols; ++c) out[c] = half_to_float(in[c * view.col_stride]);
+        }
+        break;
+      }
+      case DType::BF16: {
+        const uint16_t* in = static_cast<const uint16_t*>(view.data) + base;
+        for (int64_t c = 0; c < cols; ++c) out[c] = bf16_to_float(in[c * view.col_stride]);
+        break;
+      }
+    }
+  }
+  *leading = cols;
+  return buffer;
+}
+
+void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
+                  const float* candidate_scales) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = scores + i * ld;
+    const float row_scale = query_scales ? query_scales[i] : 1.0f;
+    if (candidate_scales) {
+      for (int64_t j = 0; j < cols; ++j) row[j] *= row_scale * candidate_scales[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) row[j] *= row_scale;
+    }
+  }
+}
+
+std::string simd_info() {
+#ifdef HARDMINE_X86
+  std::string out = "x86-64 baseline build; run-time:";
+  if (__builtin_cpu_supports("avx512f")) out += " avx512f";
+  if (__builtin_cpu_supports("avx2")) out += " avx2";
+  if (__builtin_cpu_supports("fma")) out += " fma";
+  out += cpu_has_f16c() ? " f16c (used for fp16 rows)" : " (no f16c: scalar fp16 conversion)";
+  return out;
+#else
+  return "portable build (scalar conversions)";
+#endif
+}
+
+}  // namespace hardmine

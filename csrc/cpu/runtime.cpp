@@ -1,0 +1,80 @@
+// BLAS binding, thread facts and block-size choice.
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "hardmine/tiling.hpp"
+
+#ifdef HARDMINE_BLAS_PREFIXED
+#include <cblas.h>
+#define HARDMINE_SGEMM scipy_cblas_sgemm
+#define HARDMINE_BLAS_THREADS scipy_openblas_set_num_threads
+#define HARDMINE_BLAS_CONFIG scipy_openblas_get_config
+#define HARDMINE_BLAS_CORE scipy_openblas_get_corename
+#else
+#error "hardmine needs the scipy-openblas32 headers (HARDMINE_BLAS_PREFIXED)"
+#endif
+
+namespace hardmine {
+namespace {
+
+// Parallelism comes from our own workers (one query block each), so BLAS must
+// not spawn threads of its own inside them.
+const bool blas_single_threaded = [] {
+  HARDMINE_BLAS_THREADS(1);
+  return true;
+}();
+
+int64_t round_up(int64_t value, int64_t step) { return (value + step - 1) / step * step; }
+
+}  // namespace
+
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* out, int64_t ldo) {
+  if (m == 0 || n == 0) return;
+  HARDMINE_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+                 static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
+                 static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0f, out,
+                 static_cast<blasint>(ldo));
+}
+
+BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, int threads,
+                              BlockSizes requested) {
+  (void)dim;
+  BlockSizes out = requested;
+  if (out.query_rows <= 0) {
+    // Big enough for BLAS to amortise packing the candidate tile, small enough
+    // that every worker gets a block and Ctrl-C is seen within a block.
+    const int64_t per_thread = (queries + threads - 1) / std::max(threads, 1);
+    out.query_rows = std::clamp<int64_t>(round_up(per_thread, 8), 8, 256);
+  }
+  if (out.candidate_rows <= 0) {
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 <= 0) l2 = 1 << 20;
+    // The score tile stays in L2 while the handler scans it right after the GEMM.
+    const int64_t fit = static_cast<int64_t>(l2) / (2 * 4 * out.query_rows);
+    out.candidate_rows = std::clamp<int64_t>(fit / 64 * 64, 256, 8192);
+  }
+  out.candidate_rows = std::min<int64_t>(out.candidate_rows, std::max<int64_t>(candidates, 1));
+  out.query_rows = std::min<int64_t>(out.query_rows, std::max<int64_t>(queries, 1));
+  return out;
+}
+
+std::string blas_info() {
+  (void)blas_single_threaded;
+  return std::string("OpenBLAS (scipy-openblas32, ") + HARDMINE_BLAS_CONFIG() + "; kernel " +
+         HARDMINE_BLAS_CORE() + ")";
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+int max_threads() { return resolve_threads(0); }
+
+}  // namespace hardmine

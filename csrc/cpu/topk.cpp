@@ -1,0 +1,138 @@
+// Exact top-k: a per-row reservoir of up to `capacity` candidates that beat the
+// running threshold; when it fills, nth_element keeps the best k and raises the
+// threshold to the k-th score, so most scores are rejected by one comparison.
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "hardmine/tiling.hpp"
+
+namespace hardmine {
+namespace {
+
+struct Scored {
+  float score;
+  int64_t index;
+};
+
+// Higher score first; equal scores by the smaller candidate index.
+inline bool better(const Scored& a, const Scored& b) {
+  return a.score > b.score || (a.score == b.score && a.index < b.index);
+}
+
+// Any of 16 scores strictly above the threshold? Written so the compiler
+// vectorises it; NaN compares false and is never admitted.
+inline bool any_above(const float* x, float threshold) {
+  bool any = false;
+  for (int t = 0; t < 16; ++t) any |= x[t] > threshold;
+  return any;
+}
+
+class TopKHandler {
+ public:
+  TopKHandler(int64_t k, int64_t num_candidates, const Exclusion& exclusion, int64_t* out_indices,
+              float* out_scores)
+      : k_(k),
+        kept_(std::min(k, num_candidates)),
+        exclusion_(exclusion),
+        out_indices_(out_indices),
+        out_scores_(out_scores) {
+    // Candidates arrive in increasing index order, so a score equal to the
+    // threshold always loses the tie: the strict comparison below is exact.
+    capacity_ = std::min(num_candidates, std::max(2 * kept_, kept_ + 16));
+  }
+
+  struct State {
+    std::vector<Scored> buffer;
+    std::vector<int64_t> count;
+    std::vector<float> threshold;
+  };
+
+  State begin(int64_t, int64_t nq) const {
+    State state;
+    state.buffer.resize(static_cast<size_t>(nq * capacity_));
+    state.count.assign(static_cast<size_t>(nq), 0);
+    state.threshold.assign(static_cast<size_t>(nq), -std::numeric_limits<float>::infinity());
+    return state;
+  }
+
+  void consume(State& state, int64_t q0, int64_t nq, int64_t c0, int64_t nc, const float* scores,
+               int64_t ld) const {
+    for (int64_t i = 0; i < nq; ++i) {
+      const float* row = scores + i * ld;
+      const int64_t query = q0 + i;
+      Scored* buffer = state.buffer.data() + i * capacity_;
+      int64_t count = state.count[i];
+      float threshold = state.threshold[i];
+      auto offer = [&](int64_t j) {
+        const float s = row[j];
+        if (!(s > threshold)) return;
+        const int64_t candidate = c0 + j;
+        if (exclusion_.excludes(query, candidate)) return;
+        buffer[count++] = Scored{s, candidate};
+        if (count == capacity_ && capacity_ > kept_) {
+          std::nth_element(buffer, buffer + kept_ - 1, buffer + count, better);
+          threshold = buffer[kept_ - 1].score;
+          count = kept_;
+        }
+      };
+      int64_t j = 0;
+      for (; j + 16 <= nc; j += 16) {
+        if (!any_above(row + j, threshold)) continue;
+        for (int64_t t = j; t < j + 16; ++t) offer(t);
+      }
+      for (; j < nc; ++j) offer(j);
+      state.count[i] = count;
+      state.threshold[i] = threshold;
+    }
+  }
+
+  void finish(State& state, int64_t q0, int64_t nq) const {
+    for (int64_t i = 0; i < nq; ++i) {
+      Scored* buffer = state.buffer.data() + i * capacity_;
+      const int64_t count = state.count[i];
+      const int64_t take = std::min(count, kept_);
+      std::partial_sort(buffer, buffer + take, buffer + count, better);
+      int64_t* indices = out_indices_ + (q0 + i) * k_;
+      float* scores = out_scores_ + (q0 + i) * k_;
+      for (int64_t r = 0; r < take; ++r) {
+        indices[r] = buffer[r].index;
+        scores[r] = buffer[r].score;
+      }
+      for (int64_t r = take; r < k_; ++r) {
+        indices[r] = -1;
+        scores[r] = -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+
+ private:
+  int64_t k_;
+  int64_t kept_;
+  int64_t capacity_;
+  Exclusion exclusion_;
+  int64_t* out_indices_;
+  float* out_scores_;
+};
+
+}  // namespace
+
+void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
+          const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices,
+          float* out_scores) {
+  if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
+  if (queries.cols != candidates.cols) {
+    throw std::invalid_argument("queries and candidates must have the same number of columns");
+  }
+  TopKHandler handler(k, candidates.rows, exclusion, out_indices, out_scores);
+  if (candidates.rows == 0) {
+    // No tile will be visited; every row is padding.
+    auto state = handler.begin(0, queries.rows);
+    handler.finish(state, 0, queries.rows);
+    return;
+  }
+  for_each_score_tile(queries, candidates, scales, options, handler);
+}
+
+}  // namespace hardmine

@@ -1,0 +1,60 @@
+// Public entry points of the CPU engine: exact blocked top-k, margin
+// violations and the dense similarity matrix.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "hardmine/views.hpp"
+
+namespace hardmine {
+
+/// How a call runs: block sizes, threads and the host's interrupt poll.
+struct RunOptions {
+  BlockSizes blocks;          ///< 0 entries are chosen by choose_block_sizes()
+  int num_threads = 0;        ///< 0: every core OpenMP reports
+  /// Polled about every 100 ms by the calling thread; returning true stops the
+  /// call with hardmine::Interrupted. May be empty.
+  std::function<bool()> interrupted;
+};
+
+/// Block sizes from the L2 cache size and the problem shape.
+/// @param[in] queries, candidates, dim  problem shape
+/// @param[in] threads  worker count, so that every worker gets query blocks
+/// @param[in] requested  caller's choice; non-zero entries are kept
+BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, int threads,
+                              BlockSizes requested);
+
+/// Exact top-k per query, ties by the smaller candidate index.
+/// @param[in] queries (Q, d), candidates (C, d)
+/// @param[in] k  results per query, k >= 1
+/// @param[in] scales  cosine multipliers, or null pointers for the dot product
+/// @param[in] exclusion  candidates that may not be returned for a query
+/// @param[out] out_indices (Q, k) row-major, -1 where fewer than k candidates are admissible
+/// @param[out] out_scores (Q, k) row-major, -inf where out_indices is -1
+void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
+          const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices,
+          float* out_scores);
+
+/// Margin violations per query against every non-excluded candidate j:
+/// count = #{s_j > s_p - margin}, hinge_sum = sum max(0, margin + s_j - s_p),
+/// max_hinge/argmax = the hinge and index of the highest-scoring candidate.
+/// @param[in] positive_scores (Q,) s_p per query
+/// @param[out] count, hinge_sum, max_hinge, argmax  (Q,) each; argmax -1 when no candidate is admissible
+void violations(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
+                float margin, const RowScales& scales, const Exclusion& exclusion,
+                const RunOptions& options, int64_t* count, double* hinge_sum, float* max_hinge,
+                int64_t* argmax);
+
+/// The dense (Q, C) score matrix, row-major into out.
+void similarity(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales,
+                const RunOptions& options, float* out);
+
+/// Human-readable build facts: BLAS, OpenMP, SIMD targets.
+std::string blas_info();
+bool has_openmp();
+int max_threads();
+std::string simd_info();
+
+}  // namespace hardmine

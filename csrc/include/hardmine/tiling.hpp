@@ -1,0 +1,137 @@
+// The blocked score driver shared by every CPU kernel: each worker owns a query
+// block, walks every candidate tile, computes the score tile with BLAS and hands
+// it to a result handler (FAISS's BlockResultHandler idea). At most one score
+// tile per worker exists at any time.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "hardmine/engine.hpp"
+#include "hardmine/views.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace hardmine {
+
+/// Rows [first, first + count) of a view as fp32 with unit column step: either
+/// the caller's memory as it is, or converted into `buffer` (count * cols floats).
+/// @param[out] leading  row step of the returned pointer, in floats
+const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, float* buffer,
+                         int64_t* leading);
+
+/// out[i, j] = dot(a row i, b row j) for an (m, k) and an (n, k) operand, single-threaded BLAS.
+void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+             int64_t ldb, float* out, int64_t ldo);
+
+/// Multiplies each score row by its query scale and each column by its candidate scale.
+void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
+                  const float* candidate_scales);
+
+inline int resolve_threads(int requested) {
+#ifdef _OPENMP
+  return requested > 0 ? requested : omp_get_max_threads();
+#else
+  (void)requested;
+  return 1;
+#endif
+}
+
+/// Runs handler over every (query block, candidate tile) pair.
+/// Handler provides: State begin(q0, nq); consume(State&, q0, nq, c0, nc, scores, ld);
+/// finish(State&, q0, nq). Exceptions from any worker are rethrown here.
+template <class Handler>
+void for_each_score_tile(const MatrixView& queries, const MatrixView& candidates,
+                         const RowScales& scales, const RunOptions& options, Handler& handler) {
+  const int64_t num_queries = queries.rows;
+  const int64_t num_candidates = candidates.rows;
+  const int64_t dim = queries.cols;
+  if (num_queries == 0) return;
+  const int threads = resolve_threads(options.num_threads);
+  const BlockSizes blocks =
+      choose_block_sizes(num_queries, num_candidates, dim, threads, options.blocks);
+  const int64_t query_rows = blocks.query_rows;
+  const int64_t tile_rows = blocks.candidate_rows;
+  const int64_t num_blocks = (num_queries + query_rows - 1) / query_rows;
+
+  std::atomic<bool> stop{false};
+  bool interrupted = false;
+  std::exception_ptr first_error;
+  std::mutex error_mutex;
+  auto last_poll = std::chrono::steady_clock::now();
+
+  // Only the calling thread may talk to the host (it owns the interpreter state),
+  // so it polls for Ctrl-C between its own tiles.
+  auto poll = [&](bool is_caller) {
+    if (!is_caller || !options.interrupted) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_poll < std::chrono::milliseconds(100)) return;
+    last_poll = now;
+    if (options.interrupted()) {
+      interrupted = true;
+      stop.store(true);
+    }
+  };
+
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const bool is_caller = omp_get_thread_num() == 0;
+#else
+    const bool is_caller = true;
+#endif
+    std::vector<float> query_buffer;
+    std::vector<float> tile_buffer;
+    std::vector<float> score_tile;
+    try {
+      query_buffer.resize(static_cast<size_t>(query_rows * dim));
+      tile_buffer.resize(static_cast<size_t>(tile_rows * dim));
+      score_tile.resize(static_cast<size_t>(query_rows * tile_rows));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!first_error) first_error = std::current_exception();
+      stop.store(true);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t block = 0; block < num_blocks; ++block) {
+      if (stop.load(std::memory_order_relaxed)) continue;
+      try {
+        const int64_t q0 = block * query_rows;
+        const int64_t nq = std::min(query_rows, num_queries - q0);
+        int64_t ldq = 0;
+        const float* qptr = rows_as_f32(queries, q0, nq, query_buffer.data(), &ldq);
+        auto state = handler.begin(q0, nq);
+        for (int64_t c0 = 0; c0 < num_candidates; c0 += tile_rows) {
+          poll(is_caller);
+          if (stop.load(std::memory_order_relaxed)) break;
+          const int64_t nc = std::min(tile_rows, num_candidates - c0);
+          int64_t ldc = 0;
+          const float* cptr = rows_as_f32(candidates, c0, nc, tile_buffer.data(), &ldc);
+          gemm_nt(nq, nc, dim, qptr, ldq, cptr, ldc, score_tile.data(), nc);
+          if (scales.queries != nullptr || scales.candidates != nullptr) {
+            apply_scales(score_tile.data(), nc, nq, nc,
+                         scales.queries ? scales.queries + q0 : nullptr,
+                         scales.candidates ? scales.candidates + c0 : nullptr);
+          }
+          handler.consume(state, q0, nq, c0, nc, score_tile.data(), nc);
+        }
+        if (!stop.load(std::memory_order_relaxed)) handler.finish(state, q0, nq);
+        poll(is_caller);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!first_error) first_error = std::current_exception();
+        stop.store(true);
+      }
+    }
+  }
+  if (first_error) std::rethrow_exception(first_error);
+  if (interrupted) throw Interrupted();
+}
+
+}  // namespace hardmine

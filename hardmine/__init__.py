@@ -1,0 +1,5 @@
+"""hardmine: exact, fast hard-negative mining for retrieval training data."""
+
+from .api import SIMILARITY_MAX_ELEMENTS, TopK, Violations, info, similarity, topk, violations
+
+__all__ = ["SIMILARITY_MAX_ELEMENTS", "TopK", "Violations", "info", "similarity", "topk", "violations"]

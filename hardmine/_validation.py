@@ -1,0 +1,326 @@
+"""The one place where user inputs are checked and converted.
+
+Every public function calls into this module before any backend runs, so every
+backend sees the same, already validated :class:`Problem`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+try:  # bfloat16 is optional (the ``bf16`` extra)
+    import ml_dtypes
+
+    _BFLOAT16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+    _BFLOAT16 = None
+
+#: dtype codes shared with the compiled core (``hardmine::DType``)
+F32, F16, BF16 = 0, 1, 2
+
+#: rows per chunk when scanning inputs for NaN/inf and norms (bounded memory)
+_SCAN_BYTES = 32 << 20
+
+METRICS = ("dot", "cosine")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """A validated (n, d) embedding matrix, in the caller's storage (never copied for fp32/fp16/bf16)."""
+
+    array: np.ndarray
+    dtype_code: int
+    name: str
+
+    @property
+    def rows(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+    def rows_f32(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) as a C-contiguous float32 copy."""
+        return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a backend needs for one call; built by :func:`problem`."""
+
+    queries: Embeddings
+    candidates: Embeddings
+    metric: str
+    query_scales: np.ndarray | None  # (Q,) float32 inverse norms under cosine
+    candidate_scales: np.ndarray | None  # (C,) float32
+    exclude_indptr: np.ndarray | None  # (Q+1,) int64
+    exclude_indices: np.ndarray | None  # (nnz,) int64, sorted within each query
+    query_groups: np.ndarray | None  # (Q,) int64
+    candidate_groups: np.ndarray | None  # (C,) int64
+    block_size: tuple[int, int]  # (query_rows, candidate_rows); 0 = backend's choice
+    num_threads: int  # 0 = all cores
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)
+
+
+def embeddings(x: Any, name: str) -> Embeddings:
+    """Validates one embedding matrix without copying fp32/fp16/bf16 NumPy data.
+
+    float64 input is accepted and converted to float32 (a copy); torch CPU tensors
+    are viewed through DLPack.
+    """
+    array = _as_numpy(x, name)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    if array.dtype == np.float32:
+        code = F32
+    elif array.dtype == np.float16:
+        code = F16
+    elif _BFLOAT16 is not None and array.dtype == _BFLOAT16:
+        code = BF16
+    else:
+        raise TypeError(
+            f"{name} must hold float32, float16 or bfloat16 values; got dtype {_dtype_name(array.dtype)}. "
+            f"Convert it first, e.g. {name}.astype(np.float32)"
+        )
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {array.shape}")
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column (d >= 1); got shape {array.shape}")
+    if any(stride % array.itemsize for stride in array.strides):
+        array = np.ascontiguousarray(array)
+    return Embeddings(array=array, dtype_code=code, name=name)
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__.split(".")[0]
+    if module == "torch":
+        if x.device.type != "cpu":
+            raise TypeError(
+                f"{name} is a torch tensor on {x.device}; this build has no GPU backend. "
+                f"Move it with {name}.cpu() or install a CUDA-enabled hardmine"
+            )
+        tensor = x.detach()
+        if str(tensor.dtype) == "torch.bfloat16":
+            if _BFLOAT16 is None:
+                raise TypeError(f"{name} is bfloat16; install ml_dtypes (pip install hardmine[bf16])")
+            import torch
+
+            return tensor.view(torch.int16).numpy().view(_BFLOAT16)
+        return tensor.numpy()
+    if module == "cupy":
+        raise TypeError(f"{name} is a CuPy array; this build has no GPU backend. Use cupy.asnumpy({name})")
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a 2-D array of embeddings; got {type(x).__name__}")
+    try:
+        array = np.asarray(x)
+    except Exception as error:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be a 2-D array of embeddings; got {type(x).__name__}") from error
+    return array
+
+
+def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.ndarray | None:
+    """Streams over the rows once: rejects NaN/inf (first bad row named) and,
+    under cosine, returns float32 inverse L2 norms (zero rows rejected)."""
+    if not (check_finite or want_norms):
+        return None
+    inverse = np.empty(emb.rows, dtype=np.float32) if want_norms else None
+    chunk = max(1, _SCAN_BYTES // (4 * emb.dim))
+    for start in range(0, emb.rows, chunk):
+        stop = min(start + chunk, emb.rows)
+        block = emb.rows_f32(start, stop)
+        if check_finite:
+            finite = np.isfinite(block).all(axis=1)
+            if not finite.all():
+                row = start + int(np.argmin(finite))
+                raise ValueError(
+                    f"{emb.name} row {row} contains NaN or inf; clean the data or pass check_finite=False "
+                    f"(such rows then score NaN and are never returned)"
+                )
+        if inverse is not None:
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            zero = norms == 0
+            if zero.any():
+                row = start + int(np.argmax(zero))
+                raise ValueError(
+                    f"{emb.name} row {row} has zero norm, so its cosine similarity is undefined; "
+                    f"drop the row or use metric='dot'"
+                )
+            inverse[start:stop] = (1.0 / norms).astype(np.float32)
+    return inverse
+
+
+def _int_array(x: Any, name: str) -> np.ndarray:
+    array = np.asarray(x)
+    if array.size == 0 and array.dtype.kind not in "iu":
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu" or array.dtype == np.bool_:
+        raise TypeError(f"{name} must hold integer ids; got dtype {_dtype_name(array.dtype)}")
+    return array
+
+
+def _check_ids(ids: np.ndarray, name: str, num_candidates: int, rows: np.ndarray | None = None) -> None:
+    if ids.size == 0:
+        return
+    bad = (ids < 0) | (ids >= num_candidates)
+    if bad.any():
+        at = int(np.argmax(bad))
+        where = f"query {int(rows[at])}" if rows is not None else f"position {at}"
+        raise ValueError(
+            f"{name}: id {int(ids[at])} at {where} is outside [0, {num_candidates}) (candidate row numbers)"
+        )
+
+
+def exclusion(
+    value: Any, num_queries: int, num_candidates: int, name: str = "exclude"
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Normalises per-query candidate ids into sorted CSR ``(indptr, indices)``.
+
+    Accepted forms: a 1-D int array ``(Q,)`` (one id per query); a 2-D int array
+    ``(Q, m)``; a tuple ``(indptr, indices)``; a scipy.sparse matrix of shape (Q, C);
+    a list of per-query id sequences.
+    """
+    if value is None:
+        return None
+    if hasattr(value, "indptr") and hasattr(value, "indices") and hasattr(value, "shape"):
+        if tuple(value.shape) != (num_queries, num_candidates):
+            raise ValueError(f"{name} sparse matrix must have shape ({num_queries}, {num_candidates}); got {value.shape}")
+        value = (value.indptr, value.indices)
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"{name} as a tuple must be (indptr, indices); got {len(value)} items")
+        indptr = _int_array(value[0], f"{name} indptr").astype(np.int64).ravel()
+        indices = _int_array(value[1], f"{name} indices").astype(np.int64).ravel()
+        if indptr.shape != (num_queries + 1,):
+            raise ValueError(f"{name} indptr must have length Q+1 = {num_queries + 1}; got {indptr.shape[0]}")
+        if indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
+            raise ValueError(f"{name} indptr must rise from 0 to len(indices) = {indices.shape[0]}")
+    elif isinstance(value, list) and any(np.ndim(v) == 1 for v in value):
+        if len(value) != num_queries:
+            raise ValueError(f"{name} must have one entry per query ({num_queries}); got {len(value)}")
+        rows = [_int_array(v, name).astype(np.int64).ravel() for v in value]
+        indptr = np.zeros(num_queries + 1, dtype=np.int64)
+        np.cumsum([r.size for r in rows], out=indptr[1:])
+        indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    else:
+        array = _int_array(value, name)
+        if array.ndim not in (1, 2) or array.shape[0] != num_queries:
+            raise ValueError(
+                f"{name} must have shape (Q,) or (Q, m) with Q = {num_queries} queries; got shape {array.shape}"
+            )
+        per_row = 1 if array.ndim == 1 else array.shape[1]
+        indices = array.astype(np.int64).reshape(-1)
+        indptr = np.arange(num_queries + 1, dtype=np.int64) * per_row
+    rows = np.repeat(np.arange(num_queries, dtype=np.int64), np.diff(indptr))
+    _check_ids(indices, name, num_candidates, rows)
+    order = np.lexsort((indices, rows))
+    return np.ascontiguousarray(indptr), np.ascontiguousarray(indices[order])
+
+
+def groups(
+    query_groups: Any, candidate_groups: Any, num_queries: int, num_candidates: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Checks a pair of group-label arrays (any integers; equal labels = same group)."""
+    if query_groups is None and candidate_groups is None:
+        return None
+    if query_groups is None or candidate_groups is None:
+        missing = "query_groups" if query_groups is None else "candidate_groups"
+        raise ValueError(f"query_groups and candidate_groups come together; {missing} is missing")
+    out = []
+    for value, name, length in (
+        (query_groups, "query_groups", num_queries),
+        (candidate_groups, "candidate_groups", num_candidates),
+    ):
+        array = _int_array(value, name)
+        if array.ndim != 1 or array.shape[0] != length:
+            raise ValueError(f"{name} must have shape ({length},), one label per row; got shape {array.shape}")
+        out.append(np.ascontiguousarray(array, dtype=np.int64))
+    return out[0], out[1]
+
+
+def positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return int(value)
+
+
+def metric(value: Any) -> str:
+    if value not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}; got {value!r}")
+    return str(value)
+
+
+def block_size(value: Any) -> tuple[int, int]:
+    """None -> (0, 0) (automatic); n -> (n, n); (query_rows, candidate_rows)."""
+    if value is None:
+        return 0, 0
+    if isinstance(value, tuple) and len(value) == 2:
+        return positive_int(value[0], "block_size[0]"), positive_int(value[1], "block_size[1]")
+    size = positive_int(value, "block_size")
+    return size, size
+
+
+def num_threads(value: Any) -> int:
+    return 0 if value is None else positive_int(value, "num_threads")
+
+
+def real(value: Any, name: str) -> float:
+    try:
+        out = float(operator.index(value)) if isinstance(value, numbers.Integral) else float(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}") from error
+    if isinstance(value, bool) or not np.isfinite(out):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return out
+
+
+def problem(
+    queries: Any,
+    candidates: Any,
+    *,
+    metric_name: str,
+    exclude: Any = None,
+    query_groups: Any = None,
+    candidate_groups: Any = None,
+    block: Any = None,
+    threads: Any = None,
+    check_finite: bool = True,
+) -> Problem:
+    """Validates everything the engine functions share."""
+    q = embeddings(queries, "queries")
+    c = embeddings(candidates, "candidates")
+    if q.dim != c.dim:
+        raise ValueError(
+            f"queries and candidates must have the same dimension d; got {q.dim} and {c.dim}"
+        )
+    metric_name = metric(metric_name)
+    cosine = metric_name == "cosine"
+    query_scales = scan_rows(q, check_finite=bool(check_finite), want_norms=cosine)
+    candidate_scales = scan_rows(c, check_finite=bool(check_finite), want_norms=cosine)
+    csr = exclusion(exclude, q.rows, c.rows)
+    grouped = groups(query_groups, candidate_groups, q.rows, c.rows)
+    return Problem(
+        queries=q,
+        candidates=c,
+        metric=metric_name,
+        query_scales=query_scales,
+        candidate_scales=candidate_scales,
+        exclude_indptr=None if csr is None else csr[0],
+        exclude_indices=None if csr is None else csr[1],
+        query_groups=None if grouped is None else grouped[0],
+        candidate_groups=None if grouped is None else grouped[1],
+        block_size=block_size(block),
+        num_threads=num_threads(threads),
+    )

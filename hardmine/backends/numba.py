@@ -1,0 +1,243 @@
+"""The ``numba`` backend: the fallback when the compiled core is absent.
+
+Score tiles come from NumPy's matmul (its own multi-threaded BLAS); the
+selection and violation scans over each tile run in parallel Numba kernels
+with the same rules as the C++ core (reservoir with a running threshold, ties
+by the smaller index, NaN never admitted), so both give the same answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+from numba import prange
+from threadpoolctl import threadpool_limits
+
+from .._validation import Problem
+
+# Larger tiles than the C++ core: here each tile costs a Python round trip.
+_QUERY_ROWS = 1024
+_CANDIDATE_ROWS = 4096
+
+_EXCLUSION_ARGS = "int64[::1], int64[::1], boolean, int64[::1], int64[::1], boolean"
+
+
+@numba.njit(
+    f"boolean(int64, int64, {_EXCLUSION_ARGS})",
+    cache=True,
+    nogil=True,
+)
+def _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+    if has_groups and candidate_groups[candidate] == query_groups[query]:
+        return True
+    if has_csr:
+        lo = indptr[query]
+        hi = indptr[query + 1]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if indices[mid] < candidate:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo < indptr[query + 1] and indices[lo] == candidate
+    return False
+
+
+@numba.njit(
+    f"void(float32[:, ::1], int64, int64, float32[:, ::1], int64[:, ::1], int64[::1], float32[::1], int64, "
+    f"{_EXCLUSION_ARGS})",
+    parallel=True,
+    cache=True,
+    nogil=True,
+)
+def _topk_consume(
+    scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
+    indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+):
+    capacity = kept_scores.shape[1]
+    for row in prange(scores.shape[0]):
+        query = q0 + row
+        count = counts[row]
+        threshold = thresholds[row]
+        for j in range(scores.shape[1]):
+            s = scores[row, j]
+            if not s > threshold:
+                continue
+            candidate = c0 + j
+            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+                continue
+            kept_scores[row, count] = s
+            kept_ids[row, count] = candidate
+            count += 1
+            if count == capacity and capacity > kept:
+                # Entries are in ascending id order among equal scores, so a stable
+                # sort on -score yields (score desc, id asc).
+                order = np.argsort(-kept_scores[row, :count], kind="mergesort")[:kept]
+                best_scores = kept_scores[row, order]
+                best_ids = kept_ids[row, order]
+                kept_scores[row, :kept] = best_scores
+                kept_ids[row, :kept] = best_ids
+                count = kept
+                threshold = best_scores[kept - 1]
+        counts[row] = count
+        thresholds[row] = threshold
+
+
+@numba.njit(
+    "void(float32[:, ::1], int64[:, ::1], int64[::1], int64, float32[:, ::1], int64[:, ::1])",
+    parallel=True,
+    cache=True,
+    nogil=True,
+)
+def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids):
+    for row in prange(kept_scores.shape[0]):
+        count = counts[row]
+        order = np.argsort(-kept_scores[row, :count], kind="mergesort")
+        take = min(count, kept)
+        for r in range(take):
+            out_scores[row, r] = kept_scores[row, order[r]]
+            out_ids[row, r] = kept_ids[row, order[r]]
+        for r in range(take, out_scores.shape[1]):
+            out_scores[row, r] = -np.inf
+            out_ids[row, r] = -1
+
+
+@numba.njit(
+    f"void(float32[:, ::1], int64, int64, float32[::1], float32, int64[::1], float64[::1], float32[::1], "
+    f"int64[::1], {_EXCLUSION_ARGS})",
+    parallel=True,
+    cache=True,
+    nogil=True,
+)
+def _violations_consume(
+    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids,
+    indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+):
+    for row in prange(scores.shape[0]):
+        query = q0 + row
+        positive = positive_scores[query]
+        threshold = np.float32(positive - margin)
+        best = best_scores[row]
+        best_id = best_ids[row]
+        count = 0
+        hinge = 0.0
+        for j in range(scores.shape[1]):
+            s = scores[row, j]
+            if not (s > threshold) and not (s > best):
+                continue
+            candidate = c0 + j
+            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+                continue
+            if s > threshold:
+                count += 1
+                hinge += np.float64(margin) + np.float64(s) - np.float64(positive)
+            if s > best:
+                best = s
+                best_id = candidate
+        counts[row] += count
+        hinge_sums[row] += hinge
+        best_scores[row] = best
+        best_ids[row] = best_id
+
+
+def _exclusion_args(problem: Problem) -> tuple:
+    empty = np.zeros(1, dtype=np.int64)
+    has_csr = problem.exclude_indptr is not None
+    has_groups = problem.query_groups is not None
+    return (
+        problem.exclude_indptr if has_csr else empty,
+        problem.exclude_indices if has_csr and problem.exclude_indices.size else empty,
+        has_csr,
+        problem.query_groups if has_groups else empty,
+        problem.candidate_groups if has_groups else empty,
+        has_groups,
+    )
+
+
+@contextlib.contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """Limits Numba's and NumPy's BLAS threads for one call, restoring both after."""
+    if count <= 0:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with threadpool_limits(limits=count, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _tiles(problem: Problem) -> Iterator[tuple[int, int, Iterator[tuple[int, np.ndarray]]]]:
+    """Yields (q0, rows, tiles) per query block; tiles yields (c0, score tile)."""
+    query_rows = problem.block_size[0] or _QUERY_ROWS
+    candidate_rows = problem.block_size[1] or _CANDIDATE_ROWS
+    cosine = problem.metric == "cosine"
+
+    def candidate_tiles(queries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        for c0 in range(0, problem.candidates.rows, candidate_rows):
+            c1 = min(c0 + candidate_rows, problem.candidates.rows)
+            tile = queries @ problem.candidates.rows_f32(c0, c1).T
+            if cosine:
+                tile *= problem.candidate_scales[None, c0:c1]
+            yield c0, tile
+
+    for q0 in range(0, problem.queries.rows, query_rows):
+        q1 = min(q0 + query_rows, problem.queries.rows)
+        queries = problem.queries.rows_f32(q0, q1)
+        if cosine:
+            queries *= problem.query_scales[q0:q1, None]
+        yield q0, q1 - q0, candidate_tiles(queries)
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray]:
+        num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
+        kept = min(k, num_candidates)
+        capacity = max(1, min(num_candidates, max(2 * kept, kept + 16)))
+        indices = np.empty((num_queries, k), dtype=np.int64)
+        scores = np.empty((num_queries, k), dtype=np.float32)
+        exclusion = _exclusion_args(problem)
+        with _threads(problem.num_threads):
+            for q0, rows, tiles in _tiles(problem):
+                kept_scores = np.empty((rows, capacity), dtype=np.float32)
+                kept_ids = np.empty((rows, capacity), dtype=np.int64)
+                counts = np.zeros(rows, dtype=np.int64)
+                thresholds = np.full(rows, -np.inf, dtype=np.float32)
+                for c0, tile in tiles:
+                    _topk_consume(tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion)
+                _topk_finish(kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows])
+        return indices, scores
+
+    def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+        num_queries = problem.queries.rows
+        count = np.zeros(num_queries, dtype=np.int64)
+        hinge_sum = np.zeros(num_queries, dtype=np.float64)
+        best_scores = np.full(num_queries, -np.inf, dtype=np.float32)
+        argmax = np.full(num_queries, -1, dtype=np.int64)
+        exclusion = _exclusion_args(problem)
+        with _threads(problem.num_threads):
+            for q0, rows, tiles in _tiles(problem):
+                block = slice(q0, q0 + rows)
+                for c0, tile in tiles:
+                    _violations_consume(
+                        tile, q0, c0, positive_scores, np.float32(margin), count[block], hinge_sum[block],
+                        best_scores[block], argmax[block], *exclusion,
+                    )
+        hinge = np.float32(margin) + best_scores - positive_scores
+        max_hinge = np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)).astype(np.float32)
+        return count, hinge_sum, max_hinge, argmax
+
+    def similarity(self, problem: Problem) -> np.ndarray:
+        out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)
+        with _threads(problem.num_threads):
+            for q0, rows, tiles in _tiles(problem):
+                for c0, tile in tiles:
+                    out[q0 : q0 + rows, c0 : c0 + tile.shape[1]] = tile
+        return out

@@ -1,0 +1,90 @@
+"""The ``reference`` backend: the simplest obviously-correct float64 NumPy code.
+
+Every other backend is tested against it. It builds one (query block, C) score
+matrix at a time, so it is slow and memory-hungry by design; never use it for
+real work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import Problem
+
+_QUERY_BLOCK = 256
+
+
+def _rows64(emb, start: int, stop: int) -> np.ndarray:
+    return np.asarray(emb.array[start:stop], dtype=np.float32).astype(np.float64)
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def score_block(problem: Problem, start: int, stop: int) -> np.ndarray:
+    """Exact float64 scores of queries [start, stop) against every candidate."""
+    queries = _rows64(problem.queries, start, stop)
+    candidates = _rows64(problem.candidates, 0, problem.candidates.rows)
+    if problem.metric == "cosine":
+        queries, candidates = _normalised(queries), _normalised(candidates)
+    return queries @ candidates.T
+
+
+def excluded_mask(problem: Problem, start: int, stop: int) -> np.ndarray:
+    """(stop - start, C) True where a candidate is not admissible for the query."""
+    mask = np.zeros((stop - start, problem.candidates.rows), dtype=bool)
+    if problem.exclude_indptr is not None:
+        for row, query in enumerate(range(start, stop)):
+            ids = problem.exclude_indices[problem.exclude_indptr[query] : problem.exclude_indptr[query + 1]]
+            mask[row, ids] = True
+    if problem.query_groups is not None:
+        mask |= problem.query_groups[start:stop, None] == problem.candidate_groups[None, :]
+    return mask
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray]:
+        num_queries = problem.queries.rows
+        indices = np.full((num_queries, k), -1, dtype=np.int64)
+        scores = np.full((num_queries, k), -np.inf, dtype=np.float32)
+        for start in range(0, num_queries, _QUERY_BLOCK):
+            stop = min(start + _QUERY_BLOCK, num_queries)
+            block = score_block(problem, start, stop)
+            # NaN and -inf scores, like excluded candidates, are never returned.
+            admissible = ~excluded_mask(problem, start, stop) & (block > -np.inf)
+            for row in range(stop - start):
+                ids = np.flatnonzero(admissible[row])
+                # Stable sort on -score keeps ascending ids among equal scores.
+                order = ids[np.argsort(-block[row, ids], kind="stable")][:k]
+                indices[start + row, : order.size] = order
+                scores[start + row, : order.size] = block[row, order]
+        return indices, scores
+
+    def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+        num_queries = problem.queries.rows
+        count = np.zeros(num_queries, dtype=np.int64)
+        hinge_sum = np.zeros(num_queries, dtype=np.float64)
+        max_hinge = np.zeros(num_queries, dtype=np.float32)
+        argmax = np.full(num_queries, -1, dtype=np.int64)
+        for start in range(0, num_queries, _QUERY_BLOCK):
+            stop = min(start + _QUERY_BLOCK, num_queries)
+            block = score_block(problem, start, stop)
+            admissible = ~excluded_mask(problem, start, stop) & ~np.isnan(block)
+            for row in range(stop - start):
+                query = start + row
+                scores = np.where(admissible[row], block[row], -np.inf)
+                hinge = margin + scores - float(positive_scores[query])
+                violating = admissible[row] & (hinge > 0)
+                count[query] = int(violating.sum())
+                hinge_sum[query] = float(hinge[violating].sum())
+                if admissible[row].any():
+                    best = int(np.argmax(scores))  # first maximum = smallest index
+                    argmax[query] = best
+                    max_hinge[query] = max(0.0, float(hinge[best]))
+        return count, hinge_sum, max_hinge, argmax
+
+    def similarity(self, problem: Problem) -> np.ndarray:
+        return score_block(problem, 0, problem.queries.rows).astype(np.float32)
