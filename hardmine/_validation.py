@@ -7,7 +7,6 @@ backend sees the same, already validated :class:`Problem`.
 from __future__ import annotations
 
 import numbers
-import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
 F32, F16, BF16 = 0, 1, 2
 
 #: rows per chunk when scanning inputs for NaN/inf and norms (bounded memory)
-_SCAN_BYTES = 32 << 20
+_SCAN_BYTES = 8 << 20
 
 METRICS = ("dot", "cosine")
 
@@ -129,6 +128,19 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
     return array
 
 
+#: exponent bits of the half types; all ones means inf or NaN
+_HALF_EXPONENT = {F16: 0x7C00, BF16: 0x7F80}
+
+
+def _finite_rows(emb: Embeddings, start: int, stop: int) -> np.ndarray:
+    """(stop - start,) True where a row holds only finite values, without converting halves."""
+    chunk = emb.array[start:stop]
+    if emb.dtype_code == F32:
+        return np.isfinite(chunk).all(axis=1)
+    mask = np.uint16(_HALF_EXPONENT[emb.dtype_code])
+    return ((chunk.view(np.uint16) & mask) != mask).all(axis=1)
+
+
 def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.ndarray | None:
     """Streams over the rows once: rejects NaN/inf (first bad row named) and,
     under cosine, returns float32 inverse L2 norms (zero rows rejected)."""
@@ -138,9 +150,8 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.nd
     chunk = max(1, _SCAN_BYTES // (4 * emb.dim))
     for start in range(0, emb.rows, chunk):
         stop = min(start + chunk, emb.rows)
-        block = emb.rows_f32(start, stop)
         if check_finite:
-            finite = np.isfinite(block).all(axis=1)
+            finite = _finite_rows(emb, start, stop)
             if not finite.all():
                 row = start + int(np.argmin(finite))
                 raise ValueError(
@@ -148,6 +159,7 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.nd
                     f"(such rows then score NaN and are never returned)"
                 )
         if inverse is not None:
+            block = emb.rows_f32(start, stop)
             norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
             zero = norms == 0
             if zero.any():
@@ -277,13 +289,11 @@ def num_threads(value: Any) -> int:
 
 
 def real(value: Any, name: str) -> float:
-    try:
-        out = float(operator.index(value)) if isinstance(value, numbers.Integral) else float(value)
-    except (TypeError, ValueError) as error:
-        raise TypeError(f"{name} must be a real number; got {type(value).__name__}") from error
-    if isinstance(value, bool) or not np.isfinite(out):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    if not np.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
-    return out
+    return float(value)
 
 
 def problem(

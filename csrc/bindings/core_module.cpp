@@ -260,6 +260,15 @@ PYBIND11_MODULE(_core, m) {
       py::arg("queries"), py::arg("candidates"), py::arg("dim"), py::arg("num_threads") = 0,
       "The (query_rows, candidate_rows) the core picks for a problem shape.");
 
+  m.def(
+      "_fail_in_block",
+      [](int64_t num_blocks, int64_t failing_block, int num_threads) {
+        py::gil_scoped_release release;
+        hardmine::fail_in_block(num_blocks, failing_block, num_threads);
+      },
+      py::arg("num_blocks"), py::arg("failing_block"), py::arg("num_threads") = 0,
+      "Test-suite diagnostic: a worker throws in one block; the error must reach the caller.");
+
   py::dict info;
   info["blas"] = hardmine::blas_info();
   info["openmp"] = hardmine::has_openmp();

@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "hardmine/tiling.hpp"
 
@@ -41,24 +43,51 @@ void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
 
 BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, int threads,
                               BlockSizes requested) {
-  (void)dim;
+  (void)dim;  // OpenBLAS blocks over d itself; the tile shape above does not depend on it
   BlockSizes out = requested;
   if (out.query_rows <= 0) {
-    // Big enough for BLAS to amortise packing the candidate tile, small enough
-    // that every worker gets a block and Ctrl-C is seen within a block.
+    // Big enough for BLAS to amortise packing each candidate tile over many
+    // rows, small enough that every worker gets a block.
     const int64_t per_thread = (queries + threads - 1) / std::max(threads, 1);
-    out.query_rows = std::clamp<int64_t>(round_up(per_thread, 8), 8, 256);
+    out.query_rows = std::clamp<int64_t>(round_up(per_thread, 8), 8, 512);
   }
   if (out.candidate_rows <= 0) {
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     if (l2 <= 0) l2 = 1 << 20;
-    // The score tile stays in L2 while the handler scans it right after the GEMM.
-    const int64_t fit = static_cast<int64_t>(l2) / (2 * 4 * out.query_rows);
+    // A score tile of about twice the L2 size measured best on Zen 4 (benches/):
+    // smaller tiles pay BLAS's per-call packing more often, larger ones spill
+    // the tile before the selection scan reads it back.
+    const int64_t fit = 2 * static_cast<int64_t>(l2) / (4 * out.query_rows);
     out.candidate_rows = std::clamp<int64_t>(fit / 64 * 64, 256, 8192);
   }
   out.candidate_rows = std::min<int64_t>(out.candidate_rows, std::max<int64_t>(candidates, 1));
   out.query_rows = std::min<int64_t>(out.query_rows, std::max<int64_t>(queries, 1));
   return out;
+}
+
+namespace {
+struct FailingHandler {
+  int64_t failing_block;
+  struct State {};
+  State begin(int64_t, int64_t) const { return {}; }
+  void consume(State&, int64_t q0, int64_t, int64_t, int64_t, const float*, int64_t) const {
+    if (q0 == failing_block) {
+      throw std::runtime_error("worker failure injected in query block " + std::to_string(q0));
+    }
+  }
+  void finish(State&, int64_t, int64_t) const {}
+};
+}  // namespace
+
+void fail_in_block(int64_t num_blocks, int64_t failing_block, int num_threads) {
+  const std::vector<float> zeros(static_cast<size_t>(std::max<int64_t>(num_blocks, 1)), 0.0f);
+  MatrixView queries{zeros.data(), num_blocks, 1, 1, 1, DType::F32};
+  MatrixView candidates{zeros.data(), 1, 1, 1, 1, DType::F32};
+  RunOptions options;
+  options.blocks = {1, 1};
+  options.num_threads = num_threads;
+  FailingHandler handler{failing_block};
+  for_each_score_tile(queries, candidates, RowScales{}, options, handler);
 }
 
 std::string blas_info() {

@@ -51,6 +51,11 @@ void violations(const MatrixView& queries, const MatrixView& candidates, const f
 void similarity(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales,
                 const RunOptions& options, float* out);
 
+/// Diagnostic for the test suite: runs the blocked driver over `num_blocks`
+/// one-row query blocks with a handler that throws std::runtime_error in block
+/// `failing_block`, proving that a worker's exception reaches the caller.
+void fail_in_block(int64_t num_blocks, int64_t failing_block, int num_threads);
+
 /// Human-readable build facts: BLAS, OpenMP, SIMD targets.
 std::string blas_info();
 bool has_openmp();

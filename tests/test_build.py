@@ -1,0 +1,63 @@
+"""What was built and what loaded: CI sets HARDMINE_EXPECT_* so that a silently
+failed compile cannot pass as green."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import hardmine
+from hardmine import backends
+
+
+def test_expected_backends_loaded():
+    expected = os.environ.get("HARDMINE_EXPECT_BACKENDS")
+    status = backends.status()
+    loaded = {name for name, reason in status.items() if reason is None}
+    if expected is None:
+        assert {"numba", "reference"} <= loaded, status
+    else:
+        assert loaded == set(expected.split(",")), status
+    for name, reason in status.items():
+        assert reason is None or reason.strip(), f"{name} failed without a reason"
+
+
+def test_cuda_module_built_when_expected():
+    if os.environ.get("HARDMINE_EXPECT_CUDA_MODULE") != "1":
+        facts = hardmine.info(print_result=False)
+        assert facts["cuda"]["built"] in (True, False)
+        assert facts["cuda"]["built"] or facts["cuda"]["reason"]
+        return
+    from hardmine import _core, _cuda
+
+    assert _core.BUILD_INFO["cuda_built"] is True
+    assert "80" in _cuda.CUDA_ARCHITECTURES and "90" in _cuda.CUDA_ARCHITECTURES
+
+
+def test_info_reports_every_backend(capsys):
+    facts = hardmine.info()
+    printed = capsys.readouterr().out
+    assert facts["version"] in printed
+    for name in backends.names():
+        assert name in printed
+    assert "cuda" in printed
+    if facts["backends"]["cpu"] is None:
+        for key in ("blas", "openmp", "simd"):
+            assert key in printed
+        assert "OpenBLAS" in facts["cpu_build"]["blas"]
+    else:
+        assert "unavailable" in printed
+
+
+@pytest.mark.gpu
+def test_cuda_row_dot_matches_numpy():
+    cuda = pytest.importorskip("hardmine._cuda", reason="_cuda module not built")
+    count, reason = cuda.device_count()
+    if count == 0:
+        pytest.skip(f"no CUDA device visible: {reason}")
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1000, 77), dtype=np.float32)
+    b = rng.standard_normal((1000, 77), dtype=np.float32)
+    np.testing.assert_allclose(cuda.row_dot(a, b), np.einsum("ij,ij->i", a, b), rtol=1e-5, atol=1e-4)
