@@ -73,7 +73,47 @@ void halves_to_floats(const uint16_t* in, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = half_to_float(in[i]);
 }
 
+uint64_t above_mask64_portable(const float* x, float threshold) {
+  uint64_t mask = 0;
+  for (int t = 0; t < 64; ++t) mask |= static_cast<uint64_t>(x[t] > threshold) << t;
+  return mask;
+}
+
+#ifdef HARDMINE_X86
+__attribute__((target("avx512f"))) uint64_t above_mask64_avx512(const float* x, float threshold) {
+  const __m512 t = _mm512_set1_ps(threshold);
+  uint64_t mask = 0;
+  for (int part = 0; part < 4; ++part) {
+    const uint64_t bits = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + 16 * part), t, _CMP_GT_OQ);
+    mask |= bits << (16 * part);
+  }
+  return mask;
+}
+
+__attribute__((target("avx2"))) uint64_t above_mask64_avx2(const float* x, float threshold) {
+  const __m256 t = _mm256_set1_ps(threshold);
+  uint64_t mask = 0;
+  for (int part = 0; part < 8; ++part) {
+    const __m256 above = _mm256_cmp_ps(_mm256_loadu_ps(x + 8 * part), t, _CMP_GT_OQ);
+    mask |= static_cast<uint64_t>(_mm256_movemask_ps(above)) << (8 * part);
+  }
+  return mask;
+}
+#endif
+
+using MaskFn = uint64_t (*)(const float*, float);
+
+MaskFn pick_above_mask64() {
+#ifdef HARDMINE_X86
+  if (__builtin_cpu_supports("avx512f")) return above_mask64_avx512;
+  if (__builtin_cpu_supports("avx2")) return above_mask64_avx2;
+#endif
+  return above_mask64_portable;
+}
+
 }  // namespace
+
+uint64_t (*const above_mask64)(const float*, float) = pick_above_mask64();
 
 const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, float* buffer,
                          int64_t* leading) {
@@ -131,6 +171,8 @@ std::string simd_info() {
   if (__builtin_cpu_supports("avx2")) out += " avx2";
   if (__builtin_cpu_supports("fma")) out += " fma";
   out += cpu_has_f16c() ? " f16c (used for fp16 rows)" : " (no f16c: scalar fp16 conversion)";
+  out += __builtin_cpu_supports("avx512f") ? "; score scan: avx512f"
+         : __builtin_cpu_supports("avx2") ? "; score scan: avx2" : "; score scan: portable";
   return out;
 #else
   return "portable build (scalar conversions)";

@@ -21,14 +21,6 @@ inline bool better(const Scored& a, const Scored& b) {
   return a.score > b.score || (a.score == b.score && a.index < b.index);
 }
 
-// Any of 16 scores strictly above the threshold? Written so the compiler
-// vectorises it; NaN compares false and is never admitted.
-inline bool any_above(const float* x, float threshold) {
-  bool any = false;
-  for (int t = 0; t < 16; ++t) any |= x[t] > threshold;
-  return any;
-}
-
 class TopKHandler {
  public:
   TopKHandler(int64_t k, int64_t num_candidates, const Exclusion& exclusion, int64_t* out_indices,
@@ -77,10 +69,13 @@ class TopKHandler {
           count = kept_;
         }
       };
+      // Most 64-score segments hold nothing above the threshold and cost one
+      // vector compare; only the set bits are looked at individually.
       int64_t j = 0;
-      for (; j + 16 <= nc; j += 16) {
-        if (!any_above(row + j, threshold)) continue;
-        for (int64_t t = j; t < j + 16; ++t) offer(t);
+      for (; j + 64 <= nc; j += 64) {
+        for (uint64_t mask = above_mask64(row + j, threshold); mask != 0; mask &= mask - 1) {
+          offer(j + __builtin_ctzll(mask));
+        }
       }
       for (; j < nc; ++j) offer(j);
       state.count[i] = count;

@@ -49,12 +49,11 @@ class ViolationsHandler {
       int64_t best_index = state.best_index[i];
       int64_t count = 0;
       double hinge = 0.0;
-      for (int64_t j = 0; j < nc; ++j) {
+      auto visit = [&](int64_t j) {
         const float s = row[j];
-        // Cheap test first: most candidates neither violate nor beat the best.
-        if (!(s > threshold) && !(s > best)) continue;
+        if (!(s > threshold) && !(s > best)) return;
         const int64_t candidate = c0 + j;
-        if (exclusion_.excludes(query, candidate)) continue;
+        if (exclusion_.excludes(query, candidate)) return;
         if (s > threshold) {
           ++count;
           hinge += static_cast<double>(margin_) + static_cast<double>(s) - static_cast<double>(positive);
@@ -63,7 +62,17 @@ class ViolationsHandler {
           best = s;
           best_index = candidate;
         }
+      };
+      // A score matters only when it violates the margin or beats the best so far.
+      int64_t j = 0;
+      for (; j + 64 <= nc; j += 64) {
+        // Written so that a NaN threshold falls back to the best score, as in visit().
+        const float gate = threshold < best ? threshold : best;
+        for (uint64_t mask = above_mask64(row + j, gate); mask != 0; mask &= mask - 1) {
+          visit(j + __builtin_ctzll(mask));
+        }
       }
+      for (; j < nc; ++j) visit(j);
       state.count[i] += count;
       state.hinge_sum[i] += hinge;
       state.best_score[i] = best;

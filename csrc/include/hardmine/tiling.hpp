@@ -30,6 +30,10 @@ const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, f
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
              int64_t ldb, float* out, int64_t ldo);
 
+/// Bit t set when x[t] > threshold, for t < 64 (NaN never sets a bit). Dispatched
+/// once at load time to an AVX-512, AVX2 or portable version.
+extern uint64_t (*const above_mask64)(const float* x, float threshold);
+
 /// Multiplies each score row by its query scale and each column by its candidate scale.
 void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
                   const float* candidate_scales);

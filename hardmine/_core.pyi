@@ -1,0 +1,32 @@
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+BUILD_INFO: dict[str, Any]
+
+def topk(
+    queries: npt.NDArray[Any], queries_dtype: int, candidates: npt.NDArray[Any], candidates_dtype: int, k: int,
+    query_scales: npt.NDArray[np.float32] | None, candidate_scales: npt.NDArray[np.float32] | None,
+    exclude_indptr: npt.NDArray[np.int64] | None, exclude_indices: npt.NDArray[np.int64] | None,
+    query_groups: npt.NDArray[np.int64] | None, candidate_groups: npt.NDArray[np.int64] | None,
+    out_indices: npt.NDArray[np.int64], out_scores: npt.NDArray[np.float32],
+    query_rows: int = 0, candidate_rows: int = 0, num_threads: int = 0,
+) -> None: ...
+def violations(
+    queries: npt.NDArray[Any], queries_dtype: int, candidates: npt.NDArray[Any], candidates_dtype: int,
+    positive_scores: npt.NDArray[np.float32], margin: float,
+    query_scales: npt.NDArray[np.float32] | None, candidate_scales: npt.NDArray[np.float32] | None,
+    exclude_indptr: npt.NDArray[np.int64] | None, exclude_indices: npt.NDArray[np.int64] | None,
+    query_groups: npt.NDArray[np.int64] | None, candidate_groups: npt.NDArray[np.int64] | None,
+    out_count: npt.NDArray[np.int64], out_hinge_sum: npt.NDArray[np.float64],
+    out_max: npt.NDArray[np.float32], out_argmax: npt.NDArray[np.int64],
+    query_rows: int = 0, candidate_rows: int = 0, num_threads: int = 0,
+) -> None: ...
+def similarity(
+    queries: npt.NDArray[Any], queries_dtype: int, candidates: npt.NDArray[Any], candidates_dtype: int,
+    query_scales: npt.NDArray[np.float32] | None, candidate_scales: npt.NDArray[np.float32] | None,
+    out: npt.NDArray[np.float32], query_rows: int = 0, candidate_rows: int = 0, num_threads: int = 0,
+) -> None: ...
+def block_sizes(queries: int, candidates: int, dim: int, num_threads: int = 0) -> tuple[int, int]: ...
+def _fail_in_block(num_blocks: int, failing_block: int, num_threads: int = 0) -> None: ...

@@ -1,0 +1,15 @@
+"""The docstring examples run and print what they claim."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from hardmine import api, synthetic
+
+
+@pytest.mark.parametrize("module", [api, synthetic])
+def test_docstring_examples(module):
+    failures, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert attempted > 0 and failures == 0
