@@ -22,7 +22,13 @@ def _load_openblas() -> None:
 
 
 _load_openblas()
-from .. import _core  # noqa: E402  (must follow the BLAS preload)
+try:
+    from .. import _core  # must follow the BLAS preload
+except ImportError as error:
+    raise ImportError(
+        f"the compiled core is not installed ({error}); it is built by 'pip install .' unless "
+        f"SKBUILD_WHEEL_CMAKE=false was set"
+    ) from error
 
 
 def _storage(emb: Embeddings) -> np.ndarray:
