@@ -62,9 +62,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_ctrl_c_interrupts_a_long_call(native):
+def test_ctrl_c_interrupts_a_long_call(native, tmp_path):
+    # cwd outside the source tree, so the child imports the installed package
     process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT.format(backend="cpu")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", SCRIPT.format(backend="cpu")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=tmp_path,
     )
     assert process.stdout.readline().strip() == "ready"
     time.sleep(1.0)
@@ -112,7 +114,8 @@ def test_peak_memory_does_not_grow_with_candidates(native, tmp_path):
     for rows in (50_000, 800_000):
         path = tmp_path / f"c{rows}.npy"
         np.save(path, rng.standard_normal((rows, 64), dtype=np.float32))
-        out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True,
+                             cwd=tmp_path)
         growth[rows] = int(out.stdout.strip())
         path.unlink()
     # 16x the candidates (205 MB of input); an O(C) or O(Q*C) buffer would show
