@@ -117,16 +117,7 @@ void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, co
           const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices,
           float* out_scores) {
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
-  if (queries.cols != candidates.cols) {
-    throw std::invalid_argument("queries and candidates must have the same number of columns");
-  }
   TopKHandler handler(k, candidates.rows, exclusion, out_indices, out_scores);
-  if (candidates.rows == 0) {
-    // No tile will be visited; every row is padding.
-    auto state = handler.begin(0, queries.rows);
-    handler.finish(state, 0, queries.rows);
-    return;
-  }
   for_each_score_tile(queries, candidates, scales, options, handler);
 }
 

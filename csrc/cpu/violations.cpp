@@ -107,15 +107,7 @@ void violations(const MatrixView& queries, const MatrixView& candidates, const f
                 float margin, const RowScales& scales, const Exclusion& exclusion,
                 const RunOptions& options, int64_t* count, double* hinge_sum, float* max_hinge,
                 int64_t* argmax) {
-  if (queries.cols != candidates.cols) {
-    throw std::invalid_argument("queries and candidates must have the same number of columns");
-  }
   ViolationsHandler handler(positive_scores, margin, exclusion, count, hinge_sum, max_hinge, argmax);
-  if (candidates.rows == 0) {
-    auto state = handler.begin(0, queries.rows);
-    handler.finish(state, 0, queries.rows);
-    return;
-  }
   for_each_score_tile(queries, candidates, scales, options, handler);
 }
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <exception>
 #include <mutex>
+#include <stdexcept>
 #include <vector>
 
 #include "hardmine/engine.hpp"
@@ -53,10 +54,15 @@ inline int resolve_threads(int requested) {
 template <class Handler>
 void for_each_score_tile(const MatrixView& queries, const MatrixView& candidates,
                          const RowScales& scales, const RunOptions& options, Handler& handler) {
+  if (queries.cols != candidates.cols) {
+    throw std::invalid_argument("queries and candidates must have the same number of columns");
+  }
   const int64_t num_queries = queries.rows;
   const int64_t num_candidates = candidates.rows;
   const int64_t dim = queries.cols;
   if (num_queries == 0) return;
+  // With no candidates every block still runs begin() and finish(), so handlers
+  // write their "nothing admissible" results (padding, -1) the usual way.
   const int threads = resolve_threads(options.num_threads);
   const BlockSizes blocks =
       choose_block_sizes(num_queries, num_candidates, dim, threads, options.blocks);
