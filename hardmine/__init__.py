@@ -1,5 +1,27 @@
 """hardmine: exact, fast hard-negative mining for retrieval training data."""
 
-from .api import SIMILARITY_MAX_ELEMENTS, TopK, Violations, info, similarity, topk, violations
+from .api import (
+    MAX_SAMPLING_WINDOW,
+    SIMILARITY_MAX_ELEMENTS,
+    Negatives,
+    TopK,
+    Violations,
+    info,
+    mine,
+    similarity,
+    topk,
+    violations,
+)
 
-__all__ = ["SIMILARITY_MAX_ELEMENTS", "TopK", "Violations", "info", "similarity", "topk", "violations"]
+__all__ = [
+    "MAX_SAMPLING_WINDOW",
+    "SIMILARITY_MAX_ELEMENTS",
+    "Negatives",
+    "TopK",
+    "Violations",
+    "info",
+    "mine",
+    "similarity",
+    "topk",
+    "violations",
+]

@@ -64,6 +64,13 @@ class Problem:
     candidate_groups: np.ndarray | None  # (C,) int64
     block_size: tuple[int, int]  # (query_rows, candidate_rows); 0 = backend's choice
     num_threads: int  # 0 = all cores
+    # Mining only (hardmine.mine sets them with dataclasses.replace):
+    candidate_keys: np.ndarray | None = None  # (C,) int64; at most one result per key
+    excluded_key_indptr: np.ndarray | None = None  # (Q+1,) keys a query may not get
+    excluded_key_indices: np.ndarray | None = None  # sorted within each query
+    upper_bounds: np.ndarray | None = None  # (Q,) float32: s <= upper (< when exclusive)
+    lower_bounds: np.ndarray | None = None  # (Q,) float32: s >= lower (> when exclusive)
+    exclusive_bounds: bool = False
 
 
 def _dtype_name(dtype: np.dtype) -> str:

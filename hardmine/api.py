@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from importlib import metadata
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _strategies
 from . import _validation as v
 from . import backends
 
@@ -16,6 +18,9 @@ SIMILARITY_MAX_ELEMENTS = 1 << 28
 
 #: rows of (query, positive) pairs gathered at a time to compute positive scores
 _PAIR_CHUNK = 1 << 16
+
+#: largest rank window (b - a) that ``random``/``softmax`` keep per query in memory
+MAX_SAMPLING_WINDOW = 16384
 
 
 class TopK(NamedTuple):
@@ -38,6 +43,17 @@ class Violations(NamedTuple):
     max: Any
     argmax: Any
     positive_scores: Any
+
+
+class Negatives(NamedTuple):
+    """Result of :func:`mine`: ``indices`` (Q, n) int64 and ``scores`` (Q, n) float32
+    (best first, -1/-inf padded), ``positive_scores`` (Q,) float32 (the hardest
+    positive's score, NaN for a query without positives) and ``num_valid`` (Q,) int64."""
+
+    indices: Any
+    scores: Any
+    positive_scores: Any
+    num_valid: Any
 
 
 def _like_input(template: Any, *arrays: np.ndarray) -> tuple:
@@ -161,15 +177,29 @@ def _group_members(query_groups: np.ndarray, candidate_groups: np.ndarray) -> tu
     return indptr, order[offsets]
 
 
+def _positive_members(problem: v.Problem) -> tuple[np.ndarray, np.ndarray] | None:
+    """CSR of every query's positives (ids and group members together), or None."""
+    parts = []
+    if problem.exclude_indptr is not None:
+        parts.append((problem.exclude_indptr, problem.exclude_indices))
+    if problem.query_groups is not None:
+        parts.append(_group_members(problem.query_groups, problem.candidate_groups))
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    rows = np.concatenate([np.repeat(np.arange(problem.queries.rows), np.diff(p[0])) for p in parts])
+    ids = np.concatenate([p[1] for p in parts])
+    pairs = np.unique(np.stack([rows, ids], axis=1), axis=0)
+    indptr = np.zeros(problem.queries.rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs[:, 0], minlength=problem.queries.rows), out=indptr[1:])
+    return indptr, np.ascontiguousarray(pairs[:, 1])
+
+
 def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """s_p per query: the smallest score among its positives, float64 dot products."""
+    """s_p per query: the smallest score among its positives (float64 dot products),
+    NaN for a query without positives."""
     counts = np.diff(indptr)
-    if counts.size and (counts == 0).any():
-        query = int(np.argmax(counts == 0))
-        raise ValueError(
-            f"positives: query {query} has no positive; violations needs at least one per query "
-            f"(or pass positive_scores)"
-        )
     rows = np.repeat(np.arange(problem.queries.rows, dtype=np.int64), counts)
     dots = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _PAIR_CHUNK):
@@ -179,9 +209,11 @@ def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray
         dots[start:stop] = np.einsum("ij,ij->i", q, c)
     if problem.metric == "cosine":
         dots *= problem.query_scales[rows] * problem.candidate_scales[indices]
-    if rows.shape[0] == 0:
-        return np.zeros(problem.queries.rows, dtype=np.float32)
-    return np.minimum.reduceat(dots, indptr[:-1]).astype(np.float32)
+    out = np.full(problem.queries.rows, np.nan, dtype=np.float32)
+    has = counts > 0
+    if has.any():
+        out[has] = np.minimum.reduceat(dots, indptr[:-1][has])
+    return out
 
 
 def violations(
@@ -243,14 +275,192 @@ def violations(
         if not np.isfinite(scores).all():
             row = int(np.argmin(np.isfinite(scores)))
             raise ValueError(f"positive_scores row {row} is NaN or inf")
-    elif problem.exclude_indptr is not None:
-        scores = _positive_scores(problem, problem.exclude_indptr, problem.exclude_indices)
-    elif problem.query_groups is not None:
-        scores = _positive_scores(problem, *_group_members(problem.query_groups, problem.candidate_groups))
     else:
-        raise ValueError("violations needs positive_scores, positives, or query_groups + candidate_groups")
+        members = _positive_members(problem)
+        if members is None:
+            raise ValueError("violations needs positive_scores, positives, or query_groups + candidate_groups")
+        counts = np.diff(members[0])
+        if (counts == 0).any():
+            query = int(np.argmax(counts == 0))
+            raise ValueError(
+                f"positives: query {query} has no positive; violations needs at least one per query "
+                f"(or pass positive_scores)"
+            )
+        scores = _positive_scores(problem, *members)
     count, hinge_sum, max_hinge, argmax = backends.get(backend).violations(problem, scores, margin)
     return Violations(*_like_input(queries, count, hinge_sum, max_hinge, argmax, scores))
+
+
+def _optional_real(value: Any, name: str) -> float | None:
+    return None if value is None else v.real(value, name)
+
+
+def _rank_window(rank_range: Any, count: int, strategy: str) -> tuple[int, int]:
+    if not isinstance(rank_range, (tuple, list)) or len(rank_range) != 2:
+        raise TypeError(f"rank_range must be a pair (a, b) with b None or > a; got {rank_range!r}")
+    first = 0 if rank_range[0] is None else v.positive_int(rank_range[0] + 1, "rank_range[0] + 1") - 1
+    if rank_range[1] is None:
+        if strategy in ("random", "softmax"):
+            raise ValueError(
+                f"strategy={strategy!r} samples from a bounded window: give rank_range=(a, b) with "
+                f"b - a <= {MAX_SAMPLING_WINDOW}, e.g. rank_range=(10, 100)"
+            )
+        return first, first + count
+    end = v.positive_int(rank_range[1], "rank_range[1]")
+    if end <= first:
+        raise ValueError(f"rank_range must have a < b; got {tuple(rank_range)!r}")
+    if strategy in ("random", "softmax") and end - first > MAX_SAMPLING_WINDOW:
+        raise ValueError(f"rank_range window b - a = {end - first} exceeds {MAX_SAMPLING_WINDOW} for sampling")
+    if strategy in ("top", "semihard"):
+        end = min(end, first + count)  # nothing past the first `count` window ranks can be picked
+    return first, end
+
+
+def _key_exclusions(keys: np.ndarray, members: tuple[np.ndarray, np.ndarray] | None, num_queries: int):
+    """Per query, the sorted distinct keys of its positives (CSR)."""
+    if members is None:
+        return np.zeros(num_queries + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    indptr, ids = members
+    rows = np.repeat(np.arange(num_queries, dtype=np.int64), np.diff(indptr))
+    pairs = np.unique(np.stack([rows, keys[ids]], axis=1), axis=0) if ids.size else np.zeros((0, 2), np.int64)
+    key_indptr = np.zeros(num_queries + 1, dtype=np.int64)
+    np.cumsum(np.bincount(pairs[:, 0], minlength=num_queries), out=key_indptr[1:])
+    return key_indptr, np.ascontiguousarray(pairs[:, 1])
+
+
+def mine(
+    queries: Any,
+    candidates: Any,
+    *,
+    positives: Any = None,
+    query_groups: Any = None,
+    candidate_groups: Any = None,
+    num_negatives: int = 5,
+    strategy: str = "top",
+    rank_range: tuple[int | None, int | None] = (0, None),
+    margin: float | None = None,
+    relative_margin: float | None = None,
+    max_score: float | None = None,
+    min_score: float | None = None,
+    temperature: float | None = None,
+    exclude_keys: Any = None,
+    seed: int = 0,
+    metric: str = "dot",
+    backend: str = "auto",
+    block_size: int | tuple[int, int] | None = None,
+    num_threads: int | None = None,
+    check_finite: bool = True,
+) -> Negatives:
+    """Hard negatives per query: filtered, ranked and picked inside the blocked engine.
+
+    A candidate is an admissible negative for query q (positive score s_p, the
+    smallest score among its positives) when all given filters hold: it is not a
+    positive; with ``exclude_keys`` it shares no key with a positive and is the
+    best-scoring candidate of its key; ``s <= max_score``; ``s >= min_score``;
+    ``s <= s_p - margin``; ``s <= s_p - |s_p| * relative_margin``. Admissible
+    negatives are ranked by score (ties by the smaller index) and
+    ``rank_range=(a, b)`` keeps ranks ``a <= r < b``. Inside that window:
+
+    - ``top``: the ``num_negatives`` best;
+    - ``random``: drawn uniformly without replacement (``b`` required);
+    - ``softmax``: drawn without replacement with P proportional to exp(s / temperature) (``b`` required);
+    - ``semihard`` (FaceNet): the best with ``s_p - margin < s < s_p``. The band
+      acts as a filter *before* ranking (``margin`` sets the band here, it is not
+      also the upper filter), so ``rank_range`` counts semi-hard negatives.
+
+    A query without positives has ``positive_scores`` NaN and no admissible
+    negative under a positive-aware filter (``margin``, ``relative_margin``,
+    ``semihard``). Draws depend only on ``seed``, the query row and the candidate
+    id: the same for every backend, block size and thread count. ``random`` and
+    ``softmax`` keep ``b`` candidates per query in memory (``b - a`` at most
+    ``MAX_SAMPLING_WINDOW`` = 16384).
+
+    Returns
+    -------
+    Negatives
+        ``indices``/``scores`` (Q, num_negatives), best first, -1/-inf padded;
+        ``positive_scores`` (Q,); ``num_valid`` (Q,).
+
+    Examples
+    --------
+    >>> import numpy as np, hardmine
+    >>> q = np.array([[1.0, 0.0]], dtype=np.float32)
+    >>> c = np.array([[1.0, 0.0], [0.99, 0.1], [0.8, 0.6], [0.0, 1.0]], dtype=np.float32)
+    >>> r = hardmine.mine(q, c, positives=np.array([0]), num_negatives=2, relative_margin=0.05)
+    >>> r.indices.tolist(), int(r.num_valid[0])
+    ([[2, 3]], 2)
+    """
+    count = v.positive_int(num_negatives, "num_negatives")
+    if strategy not in _strategies.STRATEGIES:
+        raise ValueError(f"strategy must be one of {_strategies.STRATEGIES}; got {strategy!r}")
+    first, end = _rank_window(rank_range, count, strategy)
+    margin = _optional_real(margin, "margin")
+    relative_margin = _optional_real(relative_margin, "relative_margin")
+    max_score = _optional_real(max_score, "max_score")
+    min_score = _optional_real(min_score, "min_score")
+    temperature = _optional_real(temperature, "temperature")
+    if strategy == "softmax" and (temperature is None or temperature <= 0):
+        raise ValueError(f"strategy='softmax' needs temperature > 0; got {temperature!r}")
+    if strategy != "softmax" and temperature is not None:
+        raise ValueError(f"temperature only applies to strategy='softmax'; got strategy={strategy!r}")
+    if strategy == "semihard" and (margin is None or margin <= 0):
+        raise ValueError(f"strategy='semihard' needs margin > 0 (the band s_p - margin < s < s_p); got {margin!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer; got {type(seed).__name__}")
+
+    problem = v.problem(
+        queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
+        candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
+    )
+    num_queries = problem.queries.rows
+    members = _positive_members(problem)
+    positive_aware = strategy == "semihard" or margin is not None or relative_margin is not None
+    if members is None and positive_aware:
+        raise ValueError("margin, relative_margin and strategy='semihard' need positives or query/candidate groups")
+    positive_scores = (
+        _positive_scores(problem, *members) if members is not None else np.full(num_queries, np.nan, np.float32)
+    )
+
+    s_p = positive_scores.astype(np.float64)
+    upper = np.full(num_queries, np.inf)
+    lower = np.full(num_queries, -np.inf)
+    if max_score is not None:
+        upper = np.minimum(upper, max_score)
+    if min_score is not None:
+        lower = np.maximum(lower, min_score)
+    if strategy == "semihard":
+        upper = np.minimum(upper, s_p)
+        lower = np.maximum(lower, s_p - margin)
+    elif margin is not None:
+        upper = np.minimum(upper, s_p - margin)
+    if relative_margin is not None:
+        upper = np.minimum(upper, s_p - np.abs(s_p) * relative_margin)
+    bounded_above = max_score is not None or positive_aware
+    bounded_below = min_score is not None or strategy == "semihard"
+
+    keys = None
+    if exclude_keys is not None:
+        keys = np.ascontiguousarray(v._int_array(exclude_keys, "exclude_keys"), dtype=np.int64)
+        if keys.shape != (problem.candidates.rows,):
+            raise ValueError(
+                f"exclude_keys must have shape ({problem.candidates.rows},), one key per candidate; got {keys.shape}"
+            )
+    key_csr = _key_exclusions(keys, members, num_queries) if keys is not None else (None, None)
+    problem = dataclasses.replace(
+        problem,
+        candidate_keys=keys,
+        excluded_key_indptr=key_csr[0],
+        excluded_key_indices=key_csr[1],
+        upper_bounds=upper.astype(np.float32) if bounded_above else None,
+        lower_bounds=lower.astype(np.float32) if bounded_below else None,
+        exclusive_bounds=strategy == "semihard",
+    )
+    window_indices, window_scores = backends.get(backend).topk(problem, end)
+    indices, scores = _strategies.select(
+        strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature
+    )
+    num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
+    return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid))
 
 
 def _cuda_status() -> dict[str, Any]:

@@ -81,6 +81,29 @@ T* output(py::array& a, std::vector<py::ssize_t> shape, const char* name) {
   return static_cast<T*>(a.mutable_data());
 }
 
+void check_sorted_csr(const int64_t* indptr, const int64_t* indices, int64_t nnz, int64_t num_queries,
+                      const std::string& name, int64_t id_limit) {
+  if (indptr[0] != 0 || indptr[num_queries] != nnz) {
+    throw py::value_error(name + "_indptr must start at 0 and end at len(" + name + "_indices)");
+  }
+  for (int64_t q = 0; q < num_queries; ++q) {
+    if (indptr[q + 1] < indptr[q]) {
+      throw py::value_error(name + "_indptr must be non-decreasing; row " + std::to_string(q));
+    }
+    for (int64_t p = indptr[q]; p < indptr[q + 1]; ++p) {
+      const int64_t id = indices[p];
+      if (id_limit >= 0 && (id < 0 || id >= id_limit)) {
+        throw py::value_error(name + "_indices: id " + std::to_string(id) + " of query " +
+                              std::to_string(q) + " is outside [0, " + std::to_string(id_limit) + ")");
+      }
+      if (p > indptr[q] && indices[p - 1] > id) {
+        throw py::value_error(name + "_indices must be sorted within each query; query " +
+                              std::to_string(q));
+      }
+    }
+  }
+}
+
 hardmine::Exclusion as_exclusion(const std::optional<py::array>& indptr,
                                  const std::optional<py::array>& indices,
                                  const std::optional<py::array>& query_groups,
@@ -96,27 +119,8 @@ hardmine::Exclusion as_exclusion(const std::optional<py::array>& indptr,
   if (indptr) {
     exclusion.indptr = contiguous_input<int64_t>(indptr, num_queries + 1, "exclude_indptr");
     exclusion.indices = contiguous_input<int64_t>(indices, -1, "exclude_indices");
-    const int64_t nnz = indices->shape(0);
-    if (exclusion.indptr[0] != 0 || exclusion.indptr[num_queries] != nnz) {
-      throw py::value_error("exclude_indptr must start at 0 and end at len(exclude_indices)");
-    }
-    for (int64_t q = 0; q < num_queries; ++q) {
-      if (exclusion.indptr[q + 1] < exclusion.indptr[q]) {
-        throw py::value_error("exclude_indptr must be non-decreasing; row " + std::to_string(q));
-      }
-      for (int64_t p = exclusion.indptr[q]; p < exclusion.indptr[q + 1]; ++p) {
-        const int64_t id = exclusion.indices[p];
-        if (id < 0 || id >= num_candidates) {
-          throw py::value_error("exclude_indices: id " + std::to_string(id) + " of query " +
-                                std::to_string(q) + " is outside [0, " +
-                                std::to_string(num_candidates) + ")");
-        }
-        if (p > exclusion.indptr[q] && exclusion.indices[p - 1] > id) {
-          throw py::value_error("exclude_indices must be sorted within each query; query " +
-                                std::to_string(q));
-        }
-      }
-    }
+    check_sorted_csr(exclusion.indptr, exclusion.indices, indices->shape(0), num_queries, "exclude",
+                     num_candidates);
   }
   if (query_groups) {
     exclusion.query_groups = contiguous_input<int64_t>(query_groups, num_queries, "query_groups");
@@ -124,6 +128,24 @@ hardmine::Exclusion as_exclusion(const std::optional<py::array>& indptr,
         contiguous_input<int64_t>(candidate_groups, num_candidates, "candidate_groups");
   }
   return exclusion;
+}
+
+void add_keys(hardmine::Exclusion& exclusion, const std::optional<py::array>& candidate_keys,
+              const std::optional<py::array>& key_indptr, const std::optional<py::array>& key_indices,
+              int64_t num_queries, int64_t num_candidates) {
+  if (key_indptr.has_value() != key_indices.has_value()) {
+    throw py::value_error("excluded_key_indptr and excluded_key_indices come together");
+  }
+  if (key_indptr && !candidate_keys) throw py::value_error("excluded keys need candidate_keys");
+  if (candidate_keys) {
+    exclusion.candidate_keys = contiguous_input<int64_t>(candidate_keys, num_candidates, "candidate_keys");
+  }
+  if (key_indptr) {
+    exclusion.key_indptr = contiguous_input<int64_t>(key_indptr, num_queries + 1, "excluded_key_indptr");
+    exclusion.key_indices = contiguous_input<int64_t>(key_indices, -1, "excluded_key_indices");
+    check_sorted_csr(exclusion.key_indptr, exclusion.key_indices, key_indices->shape(0), num_queries,
+                     "excluded_key", -1);
+  }
 }
 
 hardmine::RunOptions run_options(int64_t query_rows, int64_t candidate_rows, int num_threads) {
@@ -174,26 +196,37 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> exclude_indptr, std::optional<py::array> exclude_indices,
          std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
          py::array out_indices, py::array out_scores, int64_t query_rows, int64_t candidate_rows,
-         int num_threads) {
+         int num_threads, std::optional<py::array> candidate_keys,
+         std::optional<py::array> excluded_key_indptr, std::optional<py::array> excluded_key_indices,
+         std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds,
+         bool exclusive_bounds) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_dims(q, c);
         if (k < 1) throw py::value_error("k must be >= 1; got " + std::to_string(k));
         hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
                                    contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
-        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups,
-                                            candidate_groups, q.rows, c.rows);
+        auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
+                                      q.rows, c.rows);
+        add_keys(exclusion, candidate_keys, excluded_key_indptr, excluded_key_indices, q.rows, c.rows);
+        hardmine::ScoreBounds bounds;
+        bounds.upper = contiguous_input<float>(upper_bounds, q.rows, "upper_bounds");
+        bounds.lower = contiguous_input<float>(lower_bounds, q.rows, "lower_bounds");
+        bounds.exclusive = exclusive_bounds;
         int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
         const auto options = run_options(query_rows, candidate_rows, num_threads);
-        run_released([&] { hardmine::topk(q, c, k, scales, exclusion, options, indices, scores); });
+        run_released([&] { hardmine::topk(q, c, k, scales, exclusion, bounds, options, indices, scores); });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("k"), py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
       py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"),
       py::arg("out_indices"), py::arg("out_scores"), py::arg("query_rows") = 0,
-      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0,
-      "Exact blocked top-k into preallocated outputs. Use hardmine.topk instead.");
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0, py::arg("candidate_keys") = py::none(),
+      py::arg("excluded_key_indptr") = py::none(), py::arg("excluded_key_indices") = py::none(),
+      py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
+      py::arg("exclusive_bounds") = false,
+      "Exact blocked top-k into preallocated outputs. Use hardmine.topk / hardmine.mine instead.");
 
   m.def(
       "violations",

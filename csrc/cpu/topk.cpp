@@ -1,6 +1,9 @@
 // Exact top-k: a per-row reservoir of up to `capacity` candidates that beat the
 // running threshold; when it fills, nth_element keeps the best k and raises the
 // threshold to the k-th score, so most scores are rejected by one comparison.
+// With candidate keys the reservoir is first reduced to the best candidate per
+// key: a candidate below the k-th best distinct key can never be returned, so
+// the threshold stays exact.
 #include <algorithm>
 #include <limits>
 #include <stdexcept>
@@ -23,11 +26,12 @@ inline bool better(const Scored& a, const Scored& b) {
 
 class TopKHandler {
  public:
-  TopKHandler(int64_t k, int64_t num_candidates, const Exclusion& exclusion, int64_t* out_indices,
-              float* out_scores)
+  TopKHandler(int64_t k, int64_t num_candidates, const Exclusion& exclusion, const ScoreBounds& bounds,
+              int64_t* out_indices, float* out_scores)
       : k_(k),
         kept_(std::min(k, num_candidates)),
         exclusion_(exclusion),
+        bounds_(bounds),
         out_indices_(out_indices),
         out_scores_(out_scores) {
     // Candidates arrive in increasing index order, so a score equal to the
@@ -59,14 +63,17 @@ class TopKHandler {
       float threshold = state.threshold[i];
       auto offer = [&](int64_t j) {
         const float s = row[j];
-        if (!(s > threshold)) return;
+        if (!(s > threshold) || !bounds_.admits(query, s)) return;
         const int64_t candidate = c0 + j;
         if (exclusion_.excludes(query, candidate)) return;
         buffer[count++] = Scored{s, candidate};
         if (count == capacity_ && capacity_ > kept_) {
-          std::nth_element(buffer, buffer + kept_ - 1, buffer + count, better);
-          threshold = buffer[kept_ - 1].score;
-          count = kept_;
+          count = distinct(buffer, count);
+          if (count >= kept_) {
+            std::nth_element(buffer, buffer + kept_ - 1, buffer + count, better);
+            threshold = buffer[kept_ - 1].score;
+            count = kept_;
+          }
         }
       };
       // Most 64-score segments hold nothing above the threshold and cost one
@@ -86,7 +93,7 @@ class TopKHandler {
   void finish(State& state, int64_t q0, int64_t nq) const {
     for (int64_t i = 0; i < nq; ++i) {
       Scored* buffer = state.buffer.data() + i * capacity_;
-      const int64_t count = state.count[i];
+      const int64_t count = distinct(buffer, state.count[i]);
       const int64_t take = std::min(count, kept_);
       std::partial_sort(buffer, buffer + take, buffer + count, better);
       int64_t* indices = out_indices_ + (q0 + i) * k_;
@@ -103,10 +110,26 @@ class TopKHandler {
   }
 
  private:
+  // Keeps the best candidate of each key (all of them without keys); returns the new count.
+  int64_t distinct(Scored* buffer, int64_t count) const {
+    const int64_t* keys = exclusion_.candidate_keys;
+    if (keys == nullptr || count < 2) return count;
+    std::sort(buffer, buffer + count, [keys](const Scored& a, const Scored& b) {
+      const int64_t ka = keys[a.index], kb = keys[b.index];
+      return ka < kb || (ka == kb && better(a, b));
+    });
+    int64_t out = 1;
+    for (int64_t r = 1; r < count; ++r) {
+      if (keys[buffer[r].index] != keys[buffer[out - 1].index]) buffer[out++] = buffer[r];
+    }
+    return out;
+  }
+
   int64_t k_;
   int64_t kept_;
   int64_t capacity_;
   Exclusion exclusion_;
+  ScoreBounds bounds_;
   int64_t* out_indices_;
   float* out_scores_;
 };
@@ -114,10 +137,10 @@ class TopKHandler {
 }  // namespace
 
 void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-          const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices,
-          float* out_scores) {
+          const Exclusion& exclusion, const ScoreBounds& bounds, const RunOptions& options,
+          int64_t* out_indices, float* out_scores) {
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
-  TopKHandler handler(k, candidates.rows, exclusion, out_indices, out_scores);
+  TopKHandler handler(k, candidates.rows, exclusion, bounds, out_indices, out_scores);
   for_each_score_tile(queries, candidates, scales, options, handler);
 }
 

@@ -67,7 +67,19 @@ class CpuBackend:
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
-        _core.topk(k=k, out_indices=indices, out_scores=scores, **_common(problem), **_exclusion(problem))
+        _core.topk(
+            k=k,
+            out_indices=indices,
+            out_scores=scores,
+            candidate_keys=problem.candidate_keys,
+            excluded_key_indptr=problem.excluded_key_indptr,
+            excluded_key_indices=problem.excluded_key_indices,
+            upper_bounds=problem.upper_bounds,
+            lower_bounds=problem.lower_bounds,
+            exclusive_bounds=problem.exclusive_bounds,
+            **_common(problem),
+            **_exclusion(problem),
+        )
         return indices, scores
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):

@@ -22,33 +22,84 @@ from .._validation import Problem
 _QUERY_ROWS = 1024
 _CANDIDATE_ROWS = 4096
 
-_EXCLUSION_ARGS = "int64[::1], int64[::1], boolean, int64[::1], int64[::1], boolean"
-
-
-@numba.njit(
-    f"boolean(int64, int64, {_EXCLUSION_ARGS})",
-    cache=True,
-    nogil=True,
+_EXCLUSION_ARGS = (
+    "int64[::1], int64[::1], boolean, int64[::1], int64[::1], boolean, "
+    "int64[::1], int64[::1], int64[::1], boolean"
 )
-def _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+_BOUNDS_ARGS = "float32[::1], boolean, float32[::1], boolean, boolean"
+
+
+@numba.njit("boolean(int64[::1], int64, int64, int64)", cache=True, nogil=True)
+def _sorted_contains(values, first, last, value):
+    end = last
+    while first < last:
+        mid = (first + last) // 2
+        if values[mid] < value:
+            first = mid + 1
+        else:
+            last = mid
+    return first < end and values[first] == value
+
+
+@numba.njit(f"boolean(int64, int64, {_EXCLUSION_ARGS})", cache=True, nogil=True)
+def _excluded(
+    query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+    candidate_keys, key_indptr, key_indices, has_key_exclusion,
+):
     if has_groups and candidate_groups[candidate] == query_groups[query]:
         return True
-    if has_csr:
-        lo = indptr[query]
-        hi = indptr[query + 1]
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if indices[mid] < candidate:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo < indptr[query + 1] and indices[lo] == candidate
-    return False
+    if has_csr and _sorted_contains(indices, indptr[query], indptr[query + 1], candidate):
+        return True
+    return has_key_exclusion and _sorted_contains(
+        key_indices, key_indptr[query], key_indptr[query + 1], candidate_keys[candidate]
+    )
+
+
+@numba.njit(f"boolean(int64, float32, {_BOUNDS_ARGS})", cache=True, nogil=True)
+def _admits(query, score, upper, has_upper, lower, has_lower, exclusive):
+    if has_upper and not (score < upper[query] if exclusive else score <= upper[query]):
+        return False
+    if has_lower and not (score > lower[query] if exclusive else score >= lower[query]):
+        return False
+    return True
+
+
+@numba.njit("int64[::1](float32[::1], int64[::1])", cache=True, nogil=True)
+def _better_order(scores, ids):
+    """Permutation ordering entries by score descending, then id ascending."""
+    by_id = np.argsort(ids, kind="mergesort")
+    return by_id[np.argsort(-scores[by_id], kind="mergesort")]
+
+
+@numba.njit("int64(float32[::1], int64[::1], int64, int64[::1], boolean)", cache=True, nogil=True)
+def _sort_distinct(scores, ids, count, candidate_keys, has_keys):
+    """Sorts scores[:count]/ids[:count] best first, keeping the best entry per key
+    when keys are given; returns the new count."""
+    order = _better_order(scores[:count], ids[:count])
+    sorted_scores = scores[:count][order]
+    sorted_ids = ids[:count][order]
+    out = 0
+    if has_keys:
+        # Stable by key keeps each key's entries best first; the first one wins.
+        by_key = np.argsort(candidate_keys[sorted_ids], kind="mergesort")
+        keep = np.zeros(count, dtype=np.bool_)
+        for r in range(count):
+            if r == 0 or candidate_keys[sorted_ids[by_key[r]]] != candidate_keys[sorted_ids[by_key[r - 1]]]:
+                keep[by_key[r]] = True
+        for r in range(count):
+            if keep[r]:
+                scores[out] = sorted_scores[r]
+                ids[out] = sorted_ids[r]
+                out += 1
+        return out
+    scores[:count] = sorted_scores
+    ids[:count] = sorted_ids
+    return count
 
 
 @numba.njit(
     f"void(float32[:, ::1], int64, int64, float32[:, ::1], int64[:, ::1], int64[::1], float32[::1], int64, "
-    f"{_EXCLUSION_ARGS})",
+    f"{_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS})",
     parallel=True,
     cache=True,
     nogil=True,
@@ -56,6 +107,8 @@ def _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidat
 def _topk_consume(
     scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
     indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+    candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys,
+    upper, has_upper, lower, has_lower, exclusive,
 ):
     capacity = kept_scores.shape[1]
     for row in prange(scores.shape[0]):
@@ -66,40 +119,37 @@ def _topk_consume(
             s = scores[row, j]
             if not s > threshold:
                 continue
+            if not _admits(query, s, upper, has_upper, lower, has_lower, exclusive):
+                continue
             candidate = c0 + j
-            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+                         candidate_keys, key_indptr, key_indices, has_key_exclusion):
                 continue
             kept_scores[row, count] = s
             kept_ids[row, count] = candidate
             count += 1
             if count == capacity and capacity > kept:
-                # Entries are in ascending id order among equal scores, so a stable
-                # sort on -score yields (score desc, id asc).
-                order = np.argsort(-kept_scores[row, :count], kind="mergesort")[:kept]
-                best_scores = kept_scores[row, order]
-                best_ids = kept_ids[row, order]
-                kept_scores[row, :kept] = best_scores
-                kept_ids[row, :kept] = best_ids
-                count = kept
-                threshold = best_scores[kept - 1]
+                count = _sort_distinct(kept_scores[row], kept_ids[row], count, candidate_keys, has_keys)
+                if count >= kept:
+                    count = kept
+                    threshold = kept_scores[row, kept - 1]
         counts[row] = count
         thresholds[row] = threshold
 
 
 @numba.njit(
-    "void(float32[:, ::1], int64[:, ::1], int64[::1], int64, float32[:, ::1], int64[:, ::1])",
+    "void(float32[:, ::1], int64[:, ::1], int64[::1], int64, float32[:, ::1], int64[:, ::1], int64[::1], boolean)",
     parallel=True,
     cache=True,
     nogil=True,
 )
-def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids):
+def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys):
     for row in prange(kept_scores.shape[0]):
-        count = counts[row]
-        order = np.argsort(-kept_scores[row, :count], kind="mergesort")
+        count = _sort_distinct(kept_scores[row], kept_ids[row], counts[row], candidate_keys, has_keys)
         take = min(count, kept)
         for r in range(take):
-            out_scores[row, r] = kept_scores[row, order[r]]
-            out_ids[row, r] = kept_ids[row, order[r]]
+            out_scores[row, r] = kept_scores[row, r]
+            out_ids[row, r] = kept_ids[row, r]
         for r in range(take, out_scores.shape[1]):
             out_scores[row, r] = -np.inf
             out_ids[row, r] = -1
@@ -115,6 +165,7 @@ def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids):
 def _violations_consume(
     scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids,
     indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+    candidate_keys, key_indptr, key_indices, has_key_exclusion,
 ):
     for row in prange(scores.shape[0]):
         query = q0 + row
@@ -129,7 +180,8 @@ def _violations_consume(
             if not (s > threshold) and not (s > best):
                 continue
             candidate = c0 + j
-            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups):
+            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+                         candidate_keys, key_indptr, key_indices, has_key_exclusion):
                 continue
             if s > threshold:
                 count += 1
@@ -145,15 +197,32 @@ def _violations_consume(
 
 def _exclusion_args(problem: Problem) -> tuple:
     empty = np.zeros(1, dtype=np.int64)
-    has_csr = problem.exclude_indptr is not None
-    has_groups = problem.query_groups is not None
+
+    def given(array):
+        return array if array is not None and array.size else empty
+
     return (
-        problem.exclude_indptr if has_csr else empty,
-        problem.exclude_indices if has_csr and problem.exclude_indices.size else empty,
-        has_csr,
-        problem.query_groups if has_groups else empty,
-        problem.candidate_groups if has_groups else empty,
-        has_groups,
+        given(problem.exclude_indptr),
+        given(problem.exclude_indices),
+        problem.exclude_indptr is not None,
+        given(problem.query_groups),
+        given(problem.candidate_groups),
+        problem.query_groups is not None,
+        given(problem.candidate_keys),
+        given(problem.excluded_key_indptr),
+        given(problem.excluded_key_indices),
+        problem.excluded_key_indptr is not None,
+    )
+
+
+def _bounds_args(problem: Problem) -> tuple:
+    empty = np.zeros(1, dtype=np.float32)
+    return (
+        problem.upper_bounds if problem.upper_bounds is not None else empty,
+        problem.upper_bounds is not None,
+        problem.lower_bounds if problem.lower_bounds is not None else empty,
+        problem.lower_bounds is not None,
+        problem.exclusive_bounds,
     )
 
 
@@ -204,6 +273,9 @@ class NumbaBackend:
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
         exclusion = _exclusion_args(problem)
+        bounds = _bounds_args(problem)
+        has_keys = problem.candidate_keys is not None
+        keys = exclusion[6]
         with _threads(problem.num_threads):
             for q0, rows, tiles in _tiles(problem):
                 kept_scores = np.empty((rows, capacity), dtype=np.float32)
@@ -211,8 +283,12 @@ class NumbaBackend:
                 counts = np.zeros(rows, dtype=np.int64)
                 thresholds = np.full(rows, -np.inf, dtype=np.float32)
                 for c0, tile in tiles:
-                    _topk_consume(tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion)
-                _topk_finish(kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows])
+                    _topk_consume(
+                        tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion, has_keys, *bounds
+                    )
+                _topk_finish(
+                    kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows], keys, has_keys
+                )
         return indices, scores
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):

@@ -40,7 +40,26 @@ def excluded_mask(problem: Problem, start: int, stop: int) -> np.ndarray:
             mask[row, ids] = True
     if problem.query_groups is not None:
         mask |= problem.query_groups[start:stop, None] == problem.candidate_groups[None, :]
+    if problem.excluded_key_indptr is not None:
+        for row, query in enumerate(range(start, stop)):
+            keys = problem.excluded_key_indices[
+                problem.excluded_key_indptr[query] : problem.excluded_key_indptr[query + 1]
+            ]
+            mask[row] |= np.isin(problem.candidate_keys, keys)
     return mask
+
+
+def outside_bounds(problem: Problem, start: int, stop: int, block: np.ndarray) -> np.ndarray:
+    """True where a score falls outside the query's mining window (float64 comparison)."""
+    outside = np.zeros(block.shape, dtype=bool)
+    strict = problem.exclusive_bounds
+    if problem.upper_bounds is not None:
+        upper = problem.upper_bounds[start:stop, None].astype(np.float64)
+        outside |= ~(block < upper) if strict else ~(block <= upper)
+    if problem.lower_bounds is not None:
+        lower = problem.lower_bounds[start:stop, None].astype(np.float64)
+        outside |= ~(block > lower) if strict else ~(block >= lower)
+    return outside
 
 
 class ReferenceBackend:
@@ -55,10 +74,15 @@ class ReferenceBackend:
             block = score_block(problem, start, stop)
             # NaN and -inf scores, like excluded candidates, are never returned.
             admissible = ~excluded_mask(problem, start, stop) & (block > -np.inf)
+            admissible &= ~outside_bounds(problem, start, stop, block)
             for row in range(stop - start):
                 ids = np.flatnonzero(admissible[row])
                 # Stable sort on -score keeps ascending ids among equal scores.
-                order = ids[np.argsort(-block[row, ids], kind="stable")][:k]
+                order = ids[np.argsort(-block[row, ids], kind="stable")]
+                if problem.candidate_keys is not None:  # the best candidate of each key
+                    _, first = np.unique(problem.candidate_keys[order], return_index=True)
+                    order = order[np.sort(first)]
+                order = order[:k]
                 indices[start + row, : order.size] = order
                 scores[start + row, : order.size] = block[row, order]
         return indices, scores

@@ -30,12 +30,14 @@ BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, 
 /// @param[in] queries (Q, d), candidates (C, d)
 /// @param[in] k  results per query, k >= 1
 /// @param[in] scales  cosine multipliers, or null pointers for the dot product
-/// @param[in] exclusion  candidates that may not be returned for a query
+/// @param[in] exclusion  candidates that may not be returned for a query (and, with
+///            keys, at most one candidate per key)
+/// @param[in] bounds  per-query score window of admissible candidates
 /// @param[out] out_indices (Q, k) row-major, -1 where fewer than k candidates are admissible
 /// @param[out] out_scores (Q, k) row-major, -inf where out_indices is -1
 void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-          const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices,
-          float* out_scores);
+          const Exclusion& exclusion, const ScoreBounds& bounds, const RunOptions& options,
+          int64_t* out_indices, float* out_scores);
 
 /// Margin violations per query against every non-excluded candidate j:
 /// count = #{s_j > s_p - margin}, hinge_sum = sum max(0, margin + s_j - s_p),

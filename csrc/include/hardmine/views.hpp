@@ -27,6 +27,16 @@ struct MatrixView {
   }
 };
 
+/// True when value is in the sorted range [first, last).
+inline bool sorted_contains(const int64_t* first, const int64_t* last, int64_t value) {
+  const int64_t* end = last;
+  while (first < last) {
+    const int64_t* mid = first + (last - first) / 2;
+    if (*mid < value) first = mid + 1; else last = mid;
+  }
+  return first != end && *first == value;
+}
+
 /// Which candidates are not admissible for a query. All pointers may be null.
 struct Exclusion {
   /// CSR: query q excludes indices[indptr[q] .. indptr[q+1]), sorted ascending.
@@ -35,21 +45,37 @@ struct Exclusion {
   /// Groups: query q excludes every candidate c with candidate_groups[c] == query_groups[q].
   const int64_t* query_groups = nullptr;
   const int64_t* candidate_groups = nullptr;
+  /// Keys (e.g. a hash of each caption): query q excludes every candidate whose
+  /// key is in key_indices[key_indptr[q] .. key_indptr[q+1]) (sorted), and a top-k
+  /// keeps at most one candidate per key (the best-scoring one).
+  const int64_t* candidate_keys = nullptr;
+  const int64_t* key_indptr = nullptr;
+  const int64_t* key_indices = nullptr;
 
+  // Only called for candidates that beat the running threshold, so a binary
+  // search here is cheaper than marking every excluded id in every tile.
   bool excludes(int64_t query, int64_t candidate) const {
     if (query_groups != nullptr && candidate_groups[candidate] == query_groups[query]) return true;
-    if (indptr != nullptr) {
-      // Only called for candidates that beat the running threshold, so a binary
-      // search here is cheaper than marking every excluded id in every tile.
-      const int64_t* lo = indices + indptr[query];
-      const int64_t* hi = indices + indptr[query + 1];
-      while (lo < hi) {
-        const int64_t* mid = lo + (hi - lo) / 2;
-        if (*mid < candidate) lo = mid + 1; else hi = mid;
-      }
-      return lo != indices + indptr[query + 1] && *lo == candidate;
+    if (indptr != nullptr &&
+        sorted_contains(indices + indptr[query], indices + indptr[query + 1], candidate)) {
+      return true;
     }
-    return false;
+    return key_indptr != nullptr &&
+           sorted_contains(key_indices + key_indptr[query], key_indices + key_indptr[query + 1],
+                           candidate_keys[candidate]);
+  }
+};
+
+/// Per-query score window a candidate must fall in (mining filters). Null = unbounded.
+struct ScoreBounds {
+  const float* upper = nullptr;  ///< (Q,): s <= upper[q], or s < upper[q] when exclusive
+  const float* lower = nullptr;  ///< (Q,): s >= lower[q], or s > lower[q] when exclusive
+  bool exclusive = false;        ///< strict bounds (the semi-hard band)
+
+  bool admits(int64_t query, float score) const {
+    if (upper != nullptr && !(exclusive ? score < upper[query] : score <= upper[query])) return false;
+    if (lower != nullptr && !(exclusive ? score > lower[query] : score >= lower[query])) return false;
+    return true;
   }
 };
 
