@@ -79,7 +79,37 @@ uint64_t above_mask64_portable(const float* x, float threshold) {
   return mask;
 }
 
+uint64_t within_mask64_portable(const float* x, float low, float high) {
+  uint64_t mask = 0;
+  for (int t = 0; t < 64; ++t) mask |= static_cast<uint64_t>(x[t] > low && x[t] <= high) << t;
+  return mask;
+}
+
 #ifdef HARDMINE_X86
+__attribute__((target("avx512f"))) uint64_t within_mask64_avx512(const float* x, float low, float high) {
+  const __m512 lo = _mm512_set1_ps(low);
+  const __m512 hi = _mm512_set1_ps(high);
+  uint64_t mask = 0;
+  for (int part = 0; part < 4; ++part) {
+    const __m512 v = _mm512_loadu_ps(x + 16 * part);
+    const uint64_t bits = _mm512_cmp_ps_mask(v, lo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(v, hi, _CMP_LE_OQ);
+    mask |= bits << (16 * part);
+  }
+  return mask;
+}
+
+__attribute__((target("avx2"))) uint64_t within_mask64_avx2(const float* x, float low, float high) {
+  const __m256 lo = _mm256_set1_ps(low);
+  const __m256 hi = _mm256_set1_ps(high);
+  uint64_t mask = 0;
+  for (int part = 0; part < 8; ++part) {
+    const __m256 v = _mm256_loadu_ps(x + 8 * part);
+    const __m256 inside = _mm256_and_ps(_mm256_cmp_ps(v, lo, _CMP_GT_OQ), _mm256_cmp_ps(v, hi, _CMP_LE_OQ));
+    mask |= static_cast<uint64_t>(_mm256_movemask_ps(inside)) << (8 * part);
+  }
+  return mask;
+}
+
 __attribute__((target("avx512f"))) uint64_t above_mask64_avx512(const float* x, float threshold) {
   const __m512 t = _mm512_set1_ps(threshold);
   uint64_t mask = 0;
@@ -101,9 +131,10 @@ __attribute__((target("avx2"))) uint64_t above_mask64_avx2(const float* x, float
 }
 #endif
 
-using MaskFn = uint64_t (*)(const float*, float);
+using AboveFn = uint64_t (*)(const float*, float);
+using WithinFn = uint64_t (*)(const float*, float, float);
 
-MaskFn pick_above_mask64() {
+AboveFn pick_above_mask64() {
 #ifdef HARDMINE_X86
   if (__builtin_cpu_supports("avx512f")) return above_mask64_avx512;
   if (__builtin_cpu_supports("avx2")) return above_mask64_avx2;
@@ -111,9 +142,18 @@ MaskFn pick_above_mask64() {
   return above_mask64_portable;
 }
 
+WithinFn pick_within_mask64() {
+#ifdef HARDMINE_X86
+  if (__builtin_cpu_supports("avx512f")) return within_mask64_avx512;
+  if (__builtin_cpu_supports("avx2")) return within_mask64_avx2;
+#endif
+  return within_mask64_portable;
+}
+
 }  // namespace
 
 uint64_t (*const above_mask64)(const float*, float) = pick_above_mask64();
+uint64_t (*const within_mask64)(const float*, float, float) = pick_within_mask64();
 
 const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, float* buffer,
                          int64_t* leading) {

@@ -5,6 +5,7 @@
 // key: a candidate below the k-th best distinct key can never be returned, so
 // the threshold stays exact.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -79,9 +80,21 @@ class TopKHandler {
       // Most 64-score segments hold nothing above the threshold and cost one
       // vector compare; only the set bits are looked at individually.
       int64_t j = 0;
-      for (; j + 64 <= nc; j += 64) {
-        for (uint64_t mask = above_mask64(row + j, threshold); mask != 0; mask &= mask - 1) {
-          offer(j + __builtin_ctzll(mask));
+      if (bounds_.upper == nullptr && bounds_.lower == nullptr) {
+        for (; j + 64 <= nc; j += 64) {
+          for (uint64_t mask = above_mask64(row + j, threshold); mask != 0; mask &= mask - 1) {
+            offer(j + __builtin_ctzll(mask));
+          }
+        }
+      } else {
+        // The mining window prunes too: scores above the upper bound (often many,
+        // e.g. under a margin filter) never reach offer().
+        const float high = upper_gate(query);
+        for (; j + 64 <= nc; j += 64) {
+          const float low = std::max(threshold, lower_gate(query));
+          for (uint64_t mask = within_mask64(row + j, low, high); mask != 0; mask &= mask - 1) {
+            offer(j + __builtin_ctzll(mask));
+          }
         }
       }
       for (; j < nc; ++j) offer(j);
@@ -110,6 +123,18 @@ class TopKHandler {
   }
 
  private:
+  // Gates for within_mask64 (low < s <= high) equivalent to the bounds' own test.
+  float upper_gate(int64_t query) const {
+    if (bounds_.upper == nullptr) return std::numeric_limits<float>::infinity();
+    const float upper = bounds_.upper[query];
+    return bounds_.exclusive ? std::nextafter(upper, -std::numeric_limits<float>::infinity()) : upper;
+  }
+  float lower_gate(int64_t query) const {
+    if (bounds_.lower == nullptr) return -std::numeric_limits<float>::infinity();
+    const float lower = bounds_.lower[query];
+    return bounds_.exclusive ? lower : std::nextafter(lower, -std::numeric_limits<float>::infinity());
+  }
+
   // Keeps the best candidate of each key (all of them without keys); returns the new count.
   int64_t distinct(Scored* buffer, int64_t count) const {
     const int64_t* keys = exclusion_.candidate_keys;

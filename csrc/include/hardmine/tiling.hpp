@@ -35,6 +35,9 @@ void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const
 /// once at load time to an AVX-512, AVX2 or portable version.
 extern uint64_t (*const above_mask64)(const float* x, float threshold);
 
+/// Bit t set when low < x[t] <= high, for t < 64 (NaN never sets a bit).
+extern uint64_t (*const within_mask64)(const float* x, float low, float high);
+
 /// Multiplies each score row by its query scale and each column by its candidate scale.
 void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
                   const float* candidate_scales);
