@@ -196,19 +196,24 @@ def _positive_members(problem: v.Problem) -> tuple[np.ndarray, np.ndarray] | Non
     return indptr, np.ascontiguousarray(pairs[:, 1])
 
 
-def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """s_p per query: the smallest score among its positives (float64 dot products),
-    NaN for a query without positives."""
-    counts = np.diff(indptr)
-    rows = np.repeat(np.arange(problem.queries.rows, dtype=np.int64), counts)
+def _pair_scores(problem: v.Problem, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """float64 score of each (query row, candidate id) pair, gathered in chunks."""
     dots = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _PAIR_CHUNK):
         stop = min(start + _PAIR_CHUNK, rows.shape[0])
         q = np.asarray(problem.queries.array[rows[start:stop]]).astype(np.float64)
-        c = np.asarray(problem.candidates.array[indices[start:stop]]).astype(np.float64)
+        c = np.asarray(problem.candidates.array[ids[start:stop]]).astype(np.float64)
         dots[start:stop] = np.einsum("ij,ij->i", q, c)
     if problem.metric == "cosine":
-        dots *= problem.query_scales[rows] * problem.candidate_scales[indices]
+        dots *= problem.query_scales[rows] * problem.candidate_scales[ids]
+    return dots
+
+
+def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """s_p per query: the smallest score among its positives, NaN for a query without positives."""
+    counts = np.diff(indptr)
+    rows = np.repeat(np.arange(problem.queries.rows, dtype=np.int64), counts)
+    dots = _pair_scores(problem, rows, indices)
     out = np.full(problem.queries.rows, np.nan, dtype=np.float32)
     has = counts > 0
     if has.any():

@@ -6,10 +6,12 @@ import doctest
 
 import pytest
 
+from hardmine import _strategies as strategies
 from hardmine import api, synthetic
+from hardmine import eval as hm_eval
 
 
-@pytest.mark.parametrize("module", [api, synthetic])
+@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies])
 def test_docstring_examples(module):
     failures, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failures == 0
