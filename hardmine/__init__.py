@@ -3,6 +3,7 @@
 from .api import (
     MAX_SAMPLING_WINDOW,
     SIMILARITY_MAX_ELEMENTS,
+    MiningStats,
     Negatives,
     TopK,
     Violations,
@@ -16,6 +17,7 @@ from .api import (
 __all__ = [
     "MAX_SAMPLING_WINDOW",
     "SIMILARITY_MAX_ELEMENTS",
+    "MiningStats",
     "Negatives",
     "TopK",
     "Violations",

@@ -71,6 +71,9 @@ class Problem:
     upper_bounds: np.ndarray | None = None  # (Q,) float32: s <= upper (< when exclusive)
     lower_bounds: np.ndarray | None = None  # (Q,) float32: s >= lower (> when exclusive)
     exclusive_bounds: bool = False
+    # Statistics: per filter a (Q,) float32 bound and whether to count s < bound (else s > bound)
+    count_bounds: tuple[np.ndarray, ...] = ()
+    count_below: tuple[bool, ...] = ()
 
 
 def _dtype_name(dtype: np.dtype) -> str:

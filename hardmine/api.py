@@ -45,15 +45,50 @@ class Violations(NamedTuple):
     positive_scores: Any
 
 
+@dataclasses.dataclass(frozen=True)
+class MiningStats:
+    """What :func:`mine` saw. Pair counts are over (query, candidate) pairs.
+
+    ``removed[name]`` counts the non-positive candidates scoring beyond that
+    filter's bound (a candidate may fail several filters; key-excluded ones are
+    included); ``key_excluded`` counts non-positive candidates sharing a key with
+    one of the query's positives.
+    """
+
+    num_queries: int
+    num_candidates: int
+    positive_pairs: int
+    key_excluded: int
+    removed: dict[str, int]
+    mean_positive_score: float
+    mean_negative_score: float
+    negatives_returned: int
+
+    def table(self) -> str:
+        pairs = self.num_queries * self.num_candidates
+        rows = [("queries x candidates", pairs), ("positives", self.positive_pairs)]
+        if self.key_excluded:
+            rows.append(("sharing a key with a positive", self.key_excluded))
+        rows += [(f"beyond {name}", count) for name, count in self.removed.items()]
+        rows.append(("negatives returned", self.negatives_returned))
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {count:>14,}  {100.0 * count / max(pairs, 1):6.2f}%" for name, count in rows]
+        lines.append(f"mean positive score {self.mean_positive_score:.4f}, "
+                     f"mean negative score {self.mean_negative_score:.4f}")
+        return "\n".join(lines)
+
+
 class Negatives(NamedTuple):
     """Result of :func:`mine`: ``indices`` (Q, n) int64 and ``scores`` (Q, n) float32
     (best first, -1/-inf padded), ``positive_scores`` (Q,) float32 (the hardest
-    positive's score, NaN for a query without positives) and ``num_valid`` (Q,) int64."""
+    positive's score, NaN for a query without positives), ``num_valid`` (Q,) int64
+    and ``stats`` (:class:`MiningStats`)."""
 
     indices: Any
     scores: Any
     positive_scores: Any
     num_valid: Any
+    stats: MiningStats
 
 
 def _like_input(template: Any, *arrays: np.ndarray) -> tuple:
@@ -125,7 +160,7 @@ def topk(
         queries, candidates, metric_name=metric, exclude=exclude, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
-    indices, scores = backends.get(backend).topk(problem, k)
+    indices, scores, _ = backends.get(backend).topk(problem, k)
     return TopK(*_like_input(queries, indices, scores))
 
 
@@ -355,6 +390,7 @@ def mine(
     block_size: int | tuple[int, int] | None = None,
     num_threads: int | None = None,
     check_finite: bool = True,
+    verbose: bool = False,
 ) -> Negatives:
     """Hard negatives per query: filtered, ranked and picked inside the blocked engine.
 
@@ -384,7 +420,9 @@ def mine(
     -------
     Negatives
         ``indices``/``scores`` (Q, num_negatives), best first, -1/-inf padded;
-        ``positive_scores`` (Q,); ``num_valid`` (Q,).
+        ``positive_scores`` (Q,); ``num_valid`` (Q,); ``stats`` (how many
+        candidates each filter removed, mean scores), printed as a table with
+        ``verbose=True``.
 
     Examples
     --------
@@ -451,6 +489,7 @@ def mine(
                 f"exclude_keys must have shape ({problem.candidates.rows},), one key per candidate; got {keys.shape}"
             )
     key_csr = _key_exclusions(keys, members, num_queries) if keys is not None else (None, None)
+    filters = _filter_tallies(max_score, min_score, margin, relative_margin, strategy, s_p)
     problem = dataclasses.replace(
         problem,
         candidate_keys=keys,
@@ -459,13 +498,66 @@ def mine(
         upper_bounds=upper.astype(np.float32) if bounded_above else None,
         lower_bounds=lower.astype(np.float32) if bounded_below else None,
         exclusive_bounds=strategy == "semihard",
+        count_bounds=tuple(bound for _, bound, _ in filters),
+        count_below=tuple(below for _, _, below in filters),
     )
-    window_indices, window_scores = backends.get(backend).topk(problem, end)
+    window_indices, window_scores, tallies = backends.get(backend).topk(problem, end)
     indices, scores = _strategies.select(
         strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature
     )
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
-    return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid))
+    stats = _mining_stats(problem, members, keys, key_csr, filters, tallies, positive_scores, scores, num_valid)
+    if verbose:
+        print(stats.table())
+    return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid), stats)
+
+
+def _filter_tallies(max_score, min_score, margin, relative_margin, strategy, s_p):
+    """(name, (Q,) float32 bound, count below?) for every active filter."""
+    num_queries = s_p.shape[0]
+    out = []
+    if max_score is not None:
+        out.append(("max_score", np.full(num_queries, max_score), False))
+    if min_score is not None:
+        out.append(("min_score", np.full(num_queries, min_score), True))
+    if strategy == "semihard":
+        # outside the band: s >= s_p, or s <= s_p - margin
+        out.append(("semi-hard band (above)", np.nextafter(s_p.astype(np.float32), -np.inf), False))
+        out.append(("semi-hard band (below)", np.nextafter((s_p - margin).astype(np.float32), np.inf), True))
+    elif margin is not None:
+        out.append(("margin", s_p - margin, False))
+    if relative_margin is not None:
+        out.append(("relative_margin", s_p - np.abs(s_p) * relative_margin, False))
+    return [(name, np.ascontiguousarray(bound, dtype=np.float32), below) for name, bound, below in out]
+
+
+def _mining_stats(problem, members, keys, key_csr, filters, tallies, positive_scores, scores, num_valid):
+    removed = {}
+    if members is not None and filters:
+        rows = np.repeat(np.arange(problem.queries.rows), np.diff(members[0]))
+        pair = _pair_scores(problem, rows, members[1]).astype(np.float32)
+    for f, (name, bound, below) in enumerate(filters):
+        total = int(tallies[:, f].sum())
+        if members is not None:  # the tallies saw every candidate; positives are not negatives
+            total -= int(((pair < bound[rows]) if below else (pair > bound[rows])).sum())
+        removed[name] = total
+    positive_pairs = 0 if members is None else int(members[1].size)
+    key_excluded = 0
+    if keys is not None and members is not None:
+        distinct, per_key = np.unique(keys, return_counts=True)
+        with_key = per_key[np.searchsorted(distinct, key_csr[1])].sum()
+        key_excluded = int(with_key) - positive_pairs
+    valid = scores[np.asarray(scores) > -np.inf]
+    return MiningStats(
+        num_queries=problem.queries.rows,
+        num_candidates=problem.candidates.rows,
+        positive_pairs=positive_pairs,
+        key_excluded=key_excluded,
+        removed=removed,
+        mean_positive_score=float(np.nanmean(positive_scores)) if np.isfinite(positive_scores).any() else float("nan"),
+        mean_negative_score=float(valid.mean()) if valid.size else float("nan"),
+        negatives_returned=int(num_valid.sum()),
+    )
 
 
 def _cuda_status() -> dict[str, Any]:

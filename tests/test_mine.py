@@ -252,3 +252,34 @@ def test_queries_without_positives_get_plain_ranking(backend):
     with_margin = hardmine.mine(queries, candidates, positives=[[1], [], [2]], num_negatives=3, margin=0.0,
                                 backend=backend)
     assert with_margin.num_valid[1] == 0
+
+
+def test_stats_count_what_each_filter_removes(backend, capsys):
+    rng, queries, candidates, positives = make(9)
+    keys = rng.integers(0, 150, 300)
+    filters = dict(margin=0.3, relative_margin=0.1, max_score=4.0, min_score=-2.0)
+    dense = scores64(queries, candidates)
+    _, s_p = spec_window(dense, positives, keys=keys, **filters)
+    assert not near_a_bound(dense, s_p, positives, **filters)
+    result = hardmine.mine(queries, candidates, positives=[list(p) for p in positives], exclude_keys=keys,
+                           verbose=True, backend=backend, **filters)
+    negative = np.ones(dense.shape, bool)
+    key_shared = np.zeros(dense.shape, bool)
+    for q, pos in enumerate(positives):
+        negative[q, pos] = False
+        key_shared[q] = np.isin(keys, keys[pos])
+    expected = {
+        "max_score": (negative & (dense > 4.0)).sum(),
+        "min_score": (negative & (dense < -2.0)).sum(),
+        "margin": (negative & (dense > (s_p - 0.3)[:, None])).sum(),
+        "relative_margin": (negative & (dense > (s_p - np.abs(s_p) * 0.1)[:, None])).sum(),
+    }
+    stats = result.stats
+    assert stats.removed == expected
+    assert stats.key_excluded == (key_shared & negative).sum()
+    assert stats.positive_pairs == sum(len(p) for p in positives)
+    assert stats.negatives_returned == result.num_valid.sum()
+    valid = result.scores[result.scores > -np.inf]
+    assert stats.mean_negative_score == pytest.approx(valid.mean())
+    printed = capsys.readouterr().out
+    assert "beyond relative_margin" in printed and "mean positive score" in printed

@@ -199,7 +199,8 @@ PYBIND11_MODULE(_core, m) {
          int num_threads, std::optional<py::array> candidate_keys,
          std::optional<py::array> excluded_key_indptr, std::optional<py::array> excluded_key_indices,
          std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds,
-         bool exclusive_bounds) {
+         bool exclusive_bounds, std::vector<py::array> count_bounds, std::vector<bool> count_below,
+         std::optional<py::array> out_counts) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_dims(q, c);
@@ -213,10 +214,24 @@ PYBIND11_MODULE(_core, m) {
         bounds.upper = contiguous_input<float>(upper_bounds, q.rows, "upper_bounds");
         bounds.lower = contiguous_input<float>(lower_bounds, q.rows, "lower_bounds");
         bounds.exclusive = exclusive_bounds;
+        hardmine::FilterCounts tallies;
+        if (count_bounds.size() > hardmine::FilterCounts::kMaxFilters ||
+            count_bounds.size() != count_below.size() || (!count_bounds.empty() && !out_counts)) {
+          throw py::value_error("count_bounds, count_below and out_counts must match (at most 6 filters)");
+        }
+        tallies.size = static_cast<int>(count_bounds.size());
+        for (int f = 0; f < tallies.size; ++f) {
+          tallies.bound[f] = contiguous_input<float>(std::optional<py::array>(count_bounds[f]), q.rows,
+                                                     "count_bounds");
+          tallies.below[f] = count_below[f];
+        }
+        if (tallies.size > 0) {
+          tallies.counts = output<int64_t>(*out_counts, {q.rows, tallies.size}, "out_counts");
+        }
         int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
         const auto options = run_options(query_rows, candidate_rows, num_threads);
-        run_released([&] { hardmine::topk(q, c, k, scales, exclusion, bounds, options, indices, scores); });
+        run_released([&] { hardmine::topk(q, c, k, scales, exclusion, bounds, tallies, options, indices, scores); });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("k"), py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
@@ -225,7 +240,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("candidate_rows") = 0, py::arg("num_threads") = 0, py::arg("candidate_keys") = py::none(),
       py::arg("excluded_key_indptr") = py::none(), py::arg("excluded_key_indices") = py::none(),
       py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
-      py::arg("exclusive_bounds") = false,
+      py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
+      py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
       "Exact blocked top-k into preallocated outputs. Use hardmine.topk / hardmine.mine instead.");
 
   m.def(

@@ -28,11 +28,12 @@ inline bool better(const Scored& a, const Scored& b) {
 class TopKHandler {
  public:
   TopKHandler(int64_t k, int64_t num_candidates, const Exclusion& exclusion, const ScoreBounds& bounds,
-              int64_t* out_indices, float* out_scores)
+              const FilterCounts& tallies, int64_t* out_indices, float* out_scores)
       : k_(k),
         kept_(std::min(k, num_candidates)),
         exclusion_(exclusion),
         bounds_(bounds),
+        tallies_(tallies),
         out_indices_(out_indices),
         out_scores_(out_scores) {
     // Candidates arrive in increasing index order, so a score equal to the
@@ -100,6 +101,7 @@ class TopKHandler {
       for (; j < nc; ++j) offer(j);
       state.count[i] = count;
       state.threshold[i] = threshold;
+      if (tallies_.size > 0) tally(row, nc, query);
     }
   }
 
@@ -123,6 +125,25 @@ class TopKHandler {
   }
 
  private:
+  void tally(const float* row, int64_t nc, int64_t query) const {
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    for (int f = 0; f < tallies_.size; ++f) {
+      const float bound = tallies_.bound[f][query];
+      const bool below = tallies_.below[f];
+      // s < bound  <=>  -inf < s <= the float just under bound
+      const float below_high = std::nextafter(bound, -kInf);
+      int64_t total = 0;
+      int64_t j = 0;
+      for (; j + 64 <= nc; j += 64) {
+        const uint64_t mask =
+            below ? within_mask64(row + j, -kInf, below_high) : above_mask64(row + j, bound);
+        total += __builtin_popcountll(mask);
+      }
+      for (; j < nc; ++j) total += below ? (row[j] < bound && row[j] > -kInf) : row[j] > bound;
+      tallies_.counts[query * tallies_.size + f] += total;
+    }
+  }
+
   // Gates for within_mask64 (low < s <= high) equivalent to the bounds' own test.
   float upper_gate(int64_t query) const {
     if (bounds_.upper == nullptr) return std::numeric_limits<float>::infinity();
@@ -155,6 +176,7 @@ class TopKHandler {
   int64_t capacity_;
   Exclusion exclusion_;
   ScoreBounds bounds_;
+  FilterCounts tallies_;
   int64_t* out_indices_;
   float* out_scores_;
 };
@@ -162,10 +184,10 @@ class TopKHandler {
 }  // namespace
 
 void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-          const Exclusion& exclusion, const ScoreBounds& bounds, const RunOptions& options,
-          int64_t* out_indices, float* out_scores) {
+          const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+          const RunOptions& options, int64_t* out_indices, float* out_scores) {
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
-  TopKHandler handler(k, candidates.rows, exclusion, bounds, out_indices, out_scores);
+  TopKHandler handler(k, candidates.rows, exclusion, bounds, tallies, out_indices, out_scores);
   for_each_score_tile(queries, candidates, scales, options, handler);
 }
 

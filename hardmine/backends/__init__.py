@@ -19,7 +19,9 @@ from .._validation import Problem
 class Backend(Protocol):
     name: str
 
-    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, scores, counts): counts is (Q, len(problem.count_bounds)) int64."""
+        ...
 
     def violations(
         self, problem: Problem, positive_scores: np.ndarray, margin: float

@@ -63,10 +63,11 @@ class CpuBackend:
     name = "cpu"
     build_info = dict(_core.BUILD_INFO)
 
-    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
+        counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
         _core.topk(
             k=k,
             out_indices=indices,
@@ -77,10 +78,13 @@ class CpuBackend:
             upper_bounds=problem.upper_bounds,
             lower_bounds=problem.lower_bounds,
             exclusive_bounds=problem.exclusive_bounds,
+            count_bounds=list(problem.count_bounds),
+            count_below=list(problem.count_below),
+            out_counts=counts if problem.count_bounds else None,
             **_common(problem),
             **_exclusion(problem),
         )
-        return indices, scores
+        return indices, scores, counts
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

@@ -65,13 +65,17 @@ def outside_bounds(problem: Problem, start: int, stop: int, block: np.ndarray) -
 class ReferenceBackend:
     name = "reference"
 
-    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries = problem.queries.rows
         indices = np.full((num_queries, k), -1, dtype=np.int64)
         scores = np.full((num_queries, k), -np.inf, dtype=np.float32)
+        counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
         for start in range(0, num_queries, _QUERY_BLOCK):
             stop = min(start + _QUERY_BLOCK, num_queries)
             block = score_block(problem, start, stop)
+            for f, (bound, below) in enumerate(zip(problem.count_bounds, problem.count_below)):
+                edge = bound[start:stop, None].astype(np.float64)
+                counts[start:stop, f] = ((block < edge) & (block > -np.inf) if below else block > edge).sum(axis=1)
             # NaN and -inf scores, like excluded candidates, are never returned.
             admissible = ~excluded_mask(problem, start, stop) & (block > -np.inf)
             admissible &= ~outside_bounds(problem, start, stop, block)
@@ -85,7 +89,7 @@ class ReferenceBackend:
                 order = order[:k]
                 indices[start + row, : order.size] = order
                 scores[start + row, : order.size] = block[row, order]
-        return indices, scores
+        return indices, scores, counts
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

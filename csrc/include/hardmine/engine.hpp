@@ -33,11 +33,12 @@ BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, 
 /// @param[in] exclusion  candidates that may not be returned for a query (and, with
 ///            keys, at most one candidate per key)
 /// @param[in] bounds  per-query score window of admissible candidates
+/// @param[in,out] tallies  optional per-query counts of scores beyond filter bounds
 /// @param[out] out_indices (Q, k) row-major, -1 where fewer than k candidates are admissible
 /// @param[out] out_scores (Q, k) row-major, -inf where out_indices is -1
 void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-          const Exclusion& exclusion, const ScoreBounds& bounds, const RunOptions& options,
-          int64_t* out_indices, float* out_scores);
+          const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+          const RunOptions& options, int64_t* out_indices, float* out_scores);
 
 /// Margin violations per query against every non-excluded candidate j:
 /// count = #{s_j > s_p - margin}, hinge_sum = sum max(0, margin + s_j - s_p),

@@ -85,6 +85,16 @@ struct RowScales {
   const float* candidates = nullptr;  ///< (C,) or null
 };
 
+/// Per-query tallies of scores beyond filter bounds (mining statistics), counted
+/// over every scored candidate with vector compares.
+struct FilterCounts {
+  static constexpr int kMaxFilters = 6;
+  int size = 0;
+  const float* bound[kMaxFilters] = {};  ///< (Q,) per filter
+  bool below[kMaxFilters] = {};          ///< count s < bound; otherwise s > bound
+  int64_t* counts = nullptr;             ///< (Q, size) row-major, added to
+};
+
 /// Rows per query block and per candidate tile; 0 means "choose".
 struct BlockSizes {
   int64_t query_rows = 0;
