@@ -7,11 +7,11 @@ import doctest
 import pytest
 
 from hardmine import _strategies as strategies
-from hardmine import api, synthetic
+from hardmine import api, pairs, synthetic
 from hardmine import eval as hm_eval
 
 
-@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies])
+@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies, pairs])
 def test_docstring_examples(module):
     failures, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failures == 0
