@@ -46,12 +46,17 @@ def pytest_terminal_summary(terminalreporter):
     baseline = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "numpy sgemm (same shape)"}
     sgemm = next(iter(baseline.values()), None)
     faiss = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "faiss.knn"}
-    write(f"{'group':<14} {'implementation':<28} {'median s':>9} {'GFLOP/s':>8} {'x sgemm':>8} {'x faiss':>8}")
+    alone = {r["group"]: r["seconds"] for r in _ROWS if "(alone)" in r["name"]}
+    write(f"{'group':<14} {'implementation':<30} {'median s':>9} {'GFLOP/s':>8} {'x sgemm':>8} {'x faiss':>8} "
+          f"{'x topk':>7}")
     for row in _ROWS:
         gflops = row["flops"] / row["seconds"] / 1e9
         vs_sgemm = f"{sgemm / row['seconds']:.2f}" if sgemm else "-"
         peer = faiss.get(row["group"])
         vs_faiss = f"{peer / row['seconds']:.2f}" if peer else "-"
-        write(f"{row['group']:<14} {row['name']:<28} {row['seconds']:>9.3f} {gflops:>8.1f} {vs_sgemm:>8} {vs_faiss:>8}")
+        base = alone.get(row["group"])
+        vs_topk = f"{row['seconds'] / base:.2f}" if base else "-"
+        write(f"{row['group']:<14} {row['name']:<30} {row['seconds']:>9.3f} {gflops:>8.1f} {vs_sgemm:>8} "
+              f"{vs_faiss:>8} {vs_topk:>7}")
     write("x sgemm: throughput relative to NumPy's sgemm on the same shape; x faiss: speed-up over faiss.knn "
-          "(>1 = faster)")
+          "(>1 = faster); x topk: time relative to hardmine's plain top-k (<1 = faster)")

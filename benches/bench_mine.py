@@ -1,0 +1,117 @@
+"""Mining with filters and sampling vs plain top-k vs sentence-transformers' mining step.
+
+    HARDMINE_BENCH_SIZE=full python -m pytest benches/bench_mine.py \
+        --benchmark-json benches/results/mine_full.json
+
+Task (issue "Mining"): strategy ``random`` in rank window (10, 100), ``relative_margin=0.05``,
+5 negatives per query. sentence-transformers' ``mine_hard_negatives`` gets the same
+precomputed embeddings through a minimal model stand-in (its embedding step is a lookup),
+so what is timed is its mining step plus building its output dataset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hardmine
+
+st_util = pytest.importorskip("sentence_transformers.util")
+torch = pytest.importorskip("torch")
+datasets = pytest.importorskip("datasets")
+
+ROUNDS = 3
+WINDOW = (10, 100)
+
+
+class PrecomputedModel:
+    """The slice of SentenceTransformer that mine_hard_negatives uses, over fixed embeddings."""
+
+    device = torch.device("cpu")
+
+    class model_card_data:  # noqa: N801 (mirrors the attribute name)
+        base_model = "precomputed"
+
+    def __init__(self, queries: np.ndarray, corpus: np.ndarray):
+        self.rows = {f"q{i}": row for i, row in enumerate(queries)}
+        self.rows.update({f"d{j}": row for j, row in enumerate(corpus)})
+        self.dim = queries.shape[1]
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def _encode(self, texts, **kwargs):
+        return np.stack([self.rows[t] for t in texts])
+
+    encode_query = encode_document = _encode
+
+    def similarity(self, a, b):
+        return torch.as_tensor(a) @ torch.as_tensor(b).T
+
+    def similarity_pairwise(self, a, b):
+        return (torch.as_tensor(a) * torch.as_tensor(b)).sum(dim=1)
+
+
+@pytest.fixture(scope="module")
+def world(size):
+    rng = np.random.default_rng(0)
+    corpus = rng.standard_normal((size["candidates"], size["dim"]), dtype=np.float32)
+    positives = rng.choice(size["candidates"], size=size["queries"], replace=False)
+    queries = corpus[positives] + 0.8 * rng.standard_normal((size["queries"], size["dim"]), dtype=np.float32)
+    for x in (corpus, queries):
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dataset = datasets.Dataset.from_dict(
+        {"anchor": [f"q{i}" for i in range(len(queries))], "positive": [f"d{j}" for j in positives]}
+    )
+    corpus_texts = [f"d{j}" for j in range(len(corpus))]
+    return queries, corpus, positives, dataset, corpus_texts
+
+
+def flops(queries, corpus):
+    return 2.0 * queries.shape[0] * corpus.shape[0] * queries.shape[1]
+
+
+def run(benchmark, fn):
+    return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+
+
+def test_hardmine_topk_alone(benchmark, world, record):
+    queries, corpus, positives, _, _ = world
+    run(benchmark, lambda: hardmine.topk(queries, corpus, WINDOW[1], exclude=positives))
+    record("mining", "hardmine topk k=100 (alone)", benchmark, flops(queries, corpus))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_hardmine_mine(benchmark, world, record, backend):
+    queries, corpus, positives, _, _ = world
+    result = run(benchmark, lambda: hardmine.mine(
+        queries, corpus, positives=positives, strategy="random", rank_range=WINDOW, relative_margin=0.05,
+        num_negatives=5, seed=0, backend=backend,
+    ))
+    record("mining", f"hardmine mine ({backend})", benchmark, flops(queries, corpus))
+    assert np.all(result.num_valid == 5)
+
+
+def st_mine(world, strategy, rank_range=WINDOW, relative_margin=0.05):
+    queries, corpus, _, dataset, corpus_texts = world
+    return st_util.mine_hard_negatives(
+        dataset, PrecomputedModel(queries, corpus), corpus=corpus_texts, range_min=rank_range[0],
+        range_max=rank_range[1], relative_margin=relative_margin, num_negatives=5, sampling_strategy=strategy,
+        output_format="n-tuple", use_faiss=False, faiss_batch_size=2048, verbose=False,
+    )
+
+
+def test_sentence_transformers_mine_hard_negatives(benchmark, world, record):
+    queries, corpus, *_ = world
+    mined = run(benchmark, lambda: st_mine(world, "random"))
+    record("mining", "sentence-transformers", benchmark, flops(queries, corpus))
+    assert len(mined) == queries.shape[0]
+
+
+def test_top_negatives_match_sentence_transformers(world):
+    """Same negatives for sampling_strategy="top" on the same embeddings (reported, not timed)."""
+    queries, corpus, positives, _, _ = world
+    theirs = st_mine(world, "top", rank_range=(0, 50), relative_margin=None)
+    ours = hardmine.mine(queries, corpus, positives=positives, num_negatives=5)
+    theirs_ids = np.array([[int(row[f"negative_{n}"][1:]) for n in range(1, 6)] for row in theirs])
+    np.testing.assert_array_equal(ours.indices, theirs_ids)
