@@ -99,7 +99,7 @@ def _sort_distinct(scores, ids, count, candidate_keys, has_keys):
 
 @numba.njit(
     f"void(float32[:, ::1], int64, int64, float32[:, ::1], int64[:, ::1], int64[::1], float32[::1], int64, "
-    f"{_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS}, float32[:, ::1], boolean[::1], int64[:, ::1])",
+    f"{_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS})",
     parallel=True,
     cache=True,
     nogil=True,
@@ -109,20 +109,14 @@ def _topk_consume(
     indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
     candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys,
     upper, has_upper, lower, has_lower, exclusive,
-    tally_bounds, tally_below, tallies,
 ):
     capacity = kept_scores.shape[1]
-    num_tallies = tally_below.shape[0]
     for row in prange(scores.shape[0]):
         query = q0 + row
         count = counts[row]
         threshold = thresholds[row]
         for j in range(scores.shape[1]):
             s = scores[row, j]
-            for f in range(num_tallies):
-                edge = tally_bounds[f, query]
-                if (s < edge and s > -np.inf) if tally_below[f] else s > edge:
-                    tallies[query, f] += 1
             if not s > threshold:
                 continue
             if not _admits(query, s, upper, has_upper, lower, has_lower, exclusive):
@@ -269,17 +263,21 @@ def _tiles(problem: Problem) -> Iterator[tuple[int, int, Iterator[tuple[int, np.
         yield q0, q1 - q0, candidate_tiles(queries)
 
 
+def _tally(tile: np.ndarray, problem: Problem, q0: int, tallies: np.ndarray) -> None:
+    """Adds each filter's count of scores beyond its bound (vectorised NumPy compares)."""
+    rows = slice(q0, q0 + tile.shape[0])
+    for f, (bound, below) in enumerate(zip(problem.count_bounds, problem.count_below)):
+        edge = bound[rows, None]
+        beyond = (tile < edge) & (tile > -np.inf) if below else tile > edge
+        tallies[rows, f] += beyond.sum(axis=1)
+
+
 class NumbaBackend:
     name = "numba"
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
         tallies = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
-        tally_bounds = (
-            np.ascontiguousarray(np.stack(problem.count_bounds), dtype=np.float32)
-            if problem.count_bounds else np.zeros((0, num_queries), dtype=np.float32)
-        )
-        tally_below = np.array(problem.count_below, dtype=np.bool_)
         kept = min(k, num_candidates)
         capacity = max(1, min(num_candidates, max(2 * kept, kept + 16)))
         indices = np.empty((num_queries, k), dtype=np.int64)
@@ -296,9 +294,9 @@ class NumbaBackend:
                 thresholds = np.full(rows, -np.inf, dtype=np.float32)
                 for c0, tile in tiles:
                     _topk_consume(
-                        tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion, has_keys, *bounds,
-                        tally_bounds, tally_below, tallies,
+                        tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion, has_keys, *bounds
                     )
+                    _tally(tile, problem, q0, tallies)
                 _topk_finish(
                     kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows], keys, has_keys
                 )
