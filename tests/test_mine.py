@@ -283,3 +283,16 @@ def test_stats_count_what_each_filter_removes(backend, capsys):
     assert stats.mean_negative_score == pytest.approx(valid.mean())
     printed = capsys.readouterr().out
     assert "beyond relative_margin" in printed and "mean positive score" in printed
+
+
+def test_exact_ties_follow_the_smaller_index(backend):
+    """Tie-heavy integer data: the mined order is fully determined, filters included."""
+    rng = np.random.default_rng(10)
+    queries, candidates = KINDS["integer_ties"](rng, 20, 3), KINDS["integer_ties"](rng, 200, 3)
+    positives = [[int(i)] for i in rng.integers(0, 200, 20)]
+    dense = scores64(queries, candidates)
+    windows, _ = spec_window(dense, positives, max_score=2.0, rank_range=(1, None))
+    result = hardmine.mine(queries, candidates, positives=positives, num_negatives=7, max_score=2.0,
+                           rank_range=(1, None), backend=backend, block_size=(3, 17))
+    for q, window in enumerate(windows):
+        np.testing.assert_array_equal(result.indices[q, : result.num_valid[q]], window[:7])
