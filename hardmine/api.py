@@ -338,7 +338,12 @@ def _optional_real(value: Any, name: str) -> float | None:
 def _rank_window(rank_range: Any, count: int, strategy: str) -> tuple[int, int]:
     if not isinstance(rank_range, (tuple, list)) or len(rank_range) != 2:
         raise TypeError(f"rank_range must be a pair (a, b) with b None or > a; got {rank_range!r}")
-    first = 0 if rank_range[0] is None else v.positive_int(rank_range[0] + 1, "rank_range[0] + 1") - 1
+    first = 0 if rank_range[0] is None else rank_range[0]
+    if isinstance(first, bool) or not isinstance(first, (int, np.integer)):
+        raise TypeError(f"rank_range[0] must be an integer; got {type(first).__name__}")
+    if first < 0:
+        raise ValueError(f"rank_range[0] must be >= 0; got {first}")
+    first = int(first)
     if rank_range[1] is None:
         if strategy in ("random", "softmax"):
             raise ValueError(
