@@ -1,9 +1,10 @@
-"""The ``hardmine`` command line: ``info`` and ``demo``."""
+"""The ``hardmine`` command line: ``info``, ``demo`` and ``mine``."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -54,6 +55,42 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank_range(text: str) -> tuple[int, int | None]:
+    first, sep, last = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(first or 0), (int(last) if last else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A:B or A: (e.g. 10:100); got {text!r}") from None
+
+
+def _mine(args: argparse.Namespace) -> int:
+    from .io import job as offline
+
+    mining = dict(
+        num_negatives=args.num_negatives, strategy=args.strategy, rank_range=args.rank_range,
+        margin=args.margin, relative_margin=args.relative_margin, max_score=args.max_score,
+        min_score=args.min_score, temperature=args.temperature, seed=args.seed, metric=args.metric,
+        backend=args.backend,
+    )
+    job = offline.Job(
+        queries=args.queries, candidates=args.candidates, out=args.out, mining=mining,
+        positives=args.positives, query_groups=args.query_groups, candidate_groups=args.candidate_groups,
+        exclude_keys=args.exclude_keys, memory_limit=args.memory_limit, block_rows=args.block_rows,
+        threads=args.threads,
+        resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+    )
+    try:
+        return offline.run(job)
+    except offline.JobError as error:
+        print(f"hardmine mine: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. disk full: parts written so far stay valid for --resume
+        print(f"hardmine mine: error: {error}", file=sys.stderr)
+        return 1
+
+
 def _info(args: argparse.Namespace) -> int:
     api.info()
     return 0
@@ -72,8 +109,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--backend", default="auto")
     demo.set_defaults(run=_demo)
+
+    mine = commands.add_parser(
+        "mine", help="mine negatives from .npy embedding dumps (resumable, memory-bounded)",
+        description="Output columns: query_id, negative_ids (list), negative_scores (list), positive_score "
+                    "(NaN without positives), num_valid. See README 'Offline mining'.",
+    )
+    mine.add_argument("--queries", required=True, help=".npy file or directory of .npy shards (fp32/fp16)")
+    mine.add_argument("--candidates", required=True, help=".npy file (fp32/fp16), memory-mapped")
+    mine.add_argument("--positives", help=".npy ids (Q,) or (Q, m), or .npz CSR with indptr/indices")
+    mine.add_argument("--query-groups", help=".npy (Q,) group labels")
+    mine.add_argument("--candidate-groups", help=".npy (C,) group labels")
+    mine.add_argument("--exclude-keys", help=".npy (C,) keys (e.g. text hashes): no shared key with a positive")
+    mine.add_argument("--num-negatives", type=int, default=5)
+    mine.add_argument("--strategy", default="top", choices=["top", "random", "semihard", "softmax"])
+    mine.add_argument("--rank-range", type=_rank_range, default=(0, None), metavar="A:B")
+    mine.add_argument("--margin", type=float)
+    mine.add_argument("--relative-margin", type=float)
+    mine.add_argument("--max-score", type=float)
+    mine.add_argument("--min-score", type=float)
+    mine.add_argument("--temperature", type=float)
+    mine.add_argument("--seed", type=int, default=0)
+    mine.add_argument("--metric", default="dot", choices=["dot", "cosine"])
+    mine.add_argument("--backend", default="auto")
+    mine.add_argument("--threads", type=int)
+    mine.add_argument("--memory-limit", help="working-memory bound, e.g. 4GB; sets the query block size")
+    mine.add_argument("--block-rows", type=int, help="query rows per block (overrides the --memory-limit choice)")
+    mine.add_argument("--out", required=True, help="output .parquet, .npz or .jsonl")
+    mine.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    mine.add_argument("--overwrite", action="store_true", help="replace an existing --out or unfinished run")
+    mine.add_argument("--quiet", action="store_true", help="no progress output")
+    mine.set_defaults(run=_mine)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
     except (ValueError, TypeError, RuntimeError) as error:
         parser.exit(2, f"hardmine {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"\nhardmine {args.command}: interrupted\n")

@@ -1,0 +1,1 @@
+"""Reading embedding dumps and writing mining outputs for the offline CLI."""

@@ -1,0 +1,261 @@
+"""`hardmine mine`: end to end through a subprocess, crashes and resumes, bad inputs, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import hardmine
+from hardmine import cli
+from hardmine.io import job as offline
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def hardmine_mine(cwd, *args, **popen):
+    return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, **popen)
+
+
+@pytest.fixture
+def dump(tmp_path):
+    rng = np.random.default_rng(0)
+    candidates = rng.standard_normal((6000, 24), dtype=np.float32)
+    positives = rng.integers(0, 6000, 1500)
+    queries = candidates[positives] + 0.5 * rng.standard_normal((1500, 24), dtype=np.float32)
+    np.save(tmp_path / "candidates.npy", candidates)
+    np.save(tmp_path / "queries.npy", queries)
+    (tmp_path / "shards").mkdir()
+    for i, (start, stop) in enumerate([(0, 700), (700, 701), (701, 1500)]):
+        np.save(tmp_path / "shards" / f"part-{i:02d}.npy", queries[start:stop])
+    np.save(tmp_path / "positives.npy", positives)
+    return tmp_path, queries, candidates, positives
+
+
+ARGS = ("--strategy", "random", "--rank-range", "3:40", "--relative-margin", "0.05", "--num-negatives", "6",
+        "--seed", "3")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("sharded", [False, True])
+def test_matches_the_in_memory_api(dump, dtype, sharded):
+    folder, queries, candidates, positives = dump
+    if dtype == "float16":
+        np.save(folder / "candidates.npy", candidates.astype(np.float16))
+        queries = queries.astype(np.float16)
+        for shard in (folder / "shards").iterdir():
+            np.save(shard, np.load(shard).astype(np.float16))
+        np.save(folder / "queries.npy", queries)
+    source = "shards" if sharded else "queries.npy"
+    done = hardmine_mine(folder, "--queries", source, "--candidates", "candidates.npy", "--positives",
+                         "positives.npy", "--out", "out.parquet", "--memory-limit", "240MB", *ARGS)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(folder / "out.parquet").to_pydict()
+    expected = hardmine.mine(queries, np.load(folder / "candidates.npy"), positives=positives, strategy="random",
+                             rank_range=(3, 40), relative_margin=0.05, num_negatives=6, seed=3)
+    assert table["query_id"] == list(range(1500))
+    for q in (0, 699, 700, 701, 1499):
+        assert table["negative_ids"][q] == expected.indices[q, : expected.num_valid[q]].tolist()
+    np.testing.assert_allclose(table["positive_score"], expected.positive_scores, rtol=1e-6)
+    assert not (folder / "out.parquet.parts").exists()
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".jsonl"])
+def test_other_output_formats_are_deterministic(dump, suffix):
+    folder, *_ = dump
+    outputs = []
+    for name in ("a", "b"):
+        done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
+                             "positives.npy", "--out", f"{name}{suffix}", "--quiet", *ARGS)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == ""
+        outputs.append((folder / f"{name}{suffix}").read_bytes())
+    assert outputs[0] == outputs[1]
+    if suffix == ".jsonl":
+        first = json.loads(outputs[0].decode().splitlines()[0])
+        assert set(first) == {"query_id", "negative_ids", "negative_scores", "positive_score", "num_valid"}
+
+
+def test_killed_runs_resume_to_identical_bytes(tmp_path):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "candidates.npy", rng.standard_normal((60_000, 64), dtype=np.float32))
+    np.save(tmp_path / "queries.npy", rng.standard_normal((6000, 64), dtype=np.float32))
+    args = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--block-rows", "300",
+            "--strategy", "random", "--rank-range", "0:30", "--seed", "5", "--threads", "1")
+    reference = hardmine_mine(tmp_path, *args, "--out", "reference.npz", "--quiet")
+    assert reference.returncode == 0, reference.stderr
+    parts = tmp_path / "out.npz.parts"
+    # SIGKILL once the run has saved 2, 7 and 12 of its 20 blocks (plus whatever it is writing then).
+    for target in (2, 7, 12):
+        process = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", *args, "--out", "out.npz", "--resume",
+                                    "--quiet"], cwd=tmp_path, stderr=subprocess.DEVNULL)
+        while process.poll() is None and len(list(parts.glob("part-*.npz"))) < target:
+            time.sleep(0.002)
+        assert process.poll() is None, "the job finished before it could be killed; make it bigger"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (tmp_path / "out.npz").exists()  # never a partial output
+    final = hardmine_mine(tmp_path, *args, "--out", "out.npz", "--resume", "--quiet")
+    assert final.returncode == 0, final.stderr
+    assert (tmp_path / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp files left behind"
+
+
+def test_sigint_drops_the_block_and_says_how_to_resume(tmp_path):
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "candidates.npy", rng.standard_normal((120_000, 64), dtype=np.float32))
+    np.save(tmp_path / "queries.npy", rng.standard_normal((6000, 64), dtype=np.float32))
+    process = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", "--queries", "queries.npy", "--candidates",
+                                "candidates.npy", "--out", "out.parquet", "--block-rows", "300", "--threads", "1"],
+                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    parts = tmp_path / "out.parquet.parts"
+    while process.poll() is None and not list(parts.glob("part-*.npz")):
+        time.sleep(0.002)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "--resume" in err and not (tmp_path / "out.parquet").exists()
+    manifest = json.loads((tmp_path / "out.parquet.parts" / "manifest.json").read_text())
+    assert manifest["parameters"]["strategy"] == "top" and manifest["inputs"]["queries"][0]["size"] > 0
+
+
+def test_mismatched_resume_is_refused(dump):
+    folder, *_ = dump
+    first = ["--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "positives.npy",
+             "--out", "out.parquet", *ARGS]
+    (folder / "out.parquet.parts").mkdir()
+    offline.write_json(folder / "out.parquet.parts" / "manifest.json", {"parameters": {"seed": 99}})
+    done = hardmine_mine(folder, *first, "--resume")
+    assert done.returncode == 2
+    assert "--resume refused" in done.stderr and "parameters.seed: was 99, now 3" in done.stderr
+    assert not (folder / "out.parquet").exists()
+
+
+def test_unfinished_run_needs_resume_or_overwrite(dump):
+    folder, *_ = dump
+    (folder / "out.parquet.parts").mkdir()
+    done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--out", "out.parquet")
+    assert done.returncode == 2 and "pass --resume to continue or --overwrite" in done.stderr
+
+
+def test_existing_output_needs_overwrite(dump):
+    folder, *_ = dump
+    (folder / "out.parquet").write_bytes(b"keep me")
+    base = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--out", "out.parquet", "--quiet")
+    done = hardmine_mine(folder, *base)
+    assert done.returncode == 2 and "pass --overwrite" in done.stderr
+    assert (folder / "out.parquet").read_bytes() == b"keep me"
+    assert hardmine_mine(folder, *base, "--overwrite").returncode == 0
+    assert pq.read_table(folder / "out.parquet").num_rows == 1500
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncate", r"candidates.npy: not a readable .npy file"),
+        ("garbage", r"candidates.npy: not a readable .npy file"),
+        ("nan", r"candidates.npy: row 17 contains NaN or inf"),
+        ("ints", r"candidates.npy: embeddings must be float32 or float16"),
+        ("dim", r"dimension mismatch"),
+    ],
+)
+def test_bad_inputs_fail_cleanly_before_any_work(dump, damage, message):
+    folder, _, candidates, _ = dump
+    path = folder / "candidates.npy"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x93NUMPY garbage")
+    elif damage == "nan":
+        candidates[17, 3] = np.nan
+        np.save(path, candidates)
+    elif damage == "ints":
+        np.save(path, candidates.astype(np.int32))
+    else:
+        np.save(path, candidates[:, :5])
+    done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--out", "out.parquet")
+    assert done.returncode == 2
+    assert __import__("re").search(message, done.stderr), done.stderr
+    assert not (folder / "out.parquet").exists() and not (folder / "out.parquet.parts").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--rank-range", "9"), r"expected A:B"),
+        (("--strategy", "random"), r"samples from a bounded window"),
+        (("--memory-limit", "lots"), r"cannot read 'lots'"),
+        (("--memory-limit", "10MB"), r"too small"),
+        (("--margin", "0.1"), r"need positives"),
+    ],
+)
+def test_bad_options(dump, args, message):
+    folder, *_ = dump
+    done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--out", "o.parquet",
+                         *args)
+    assert done.returncode == 2
+    assert __import__("re").search(message, done.stderr), done.stderr
+    assert not (folder / "o.parquet.parts").exists()
+
+
+def test_disk_full_keeps_the_previous_output_and_the_parts(dump, monkeypatch, capsys):
+    folder, *_ = dump
+    monkeypatch.chdir(folder)
+    base = ["mine", "--queries", "queries.npy", "--candidates", "candidates.npy", "--out", "out.parquet", "--quiet"]
+    assert cli.main(base) == 0
+    before = (folder / "out.parquet").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(offline, "write_negatives", disk_full)
+    assert cli.main([*base, "--overwrite", "--seed", "1"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert (folder / "out.parquet").read_bytes() == before
+    assert (folder / "out.parquet.parts" / "manifest.json").exists()  # finished blocks kept for --resume
+
+
+def test_memory_stays_under_the_limit(tmp_path):
+    """A candidate dump several times the limit: peak anonymous memory of the child stays under it
+    (the memory map's page cache is not the process's working memory)."""
+    rng = np.random.default_rng(3)
+    rows, dim = 1_500_000, 128
+    candidates = np.lib.format.open_memmap(tmp_path / "candidates.npy", mode="w+", dtype=np.float32,
+                                           shape=(rows, dim))
+    for start in range(0, rows, 100_000):
+        candidates[start : start + 100_000] = rng.standard_normal((100_000, dim), dtype=np.float32)
+    candidates.flush()
+    del candidates
+    np.save(tmp_path / "queries.npy", rng.standard_normal((3000, dim), dtype=np.float32))
+    limit = 256 << 20
+    assert os.path.getsize(tmp_path / "candidates.npy") > 2.5 * limit
+    process = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", "--queries", "queries.npy", "--candidates",
+                                "candidates.npy", "--out", "out.npz", "--memory-limit", str(limit), "--quiet"],
+                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample():
+        status = f"/proc/{process.pid}/status"
+        while process.poll() is None:
+            try:
+                with open(status) as source:
+                    anon = next(int(line.split()[1]) * 1024 for line in source if line.startswith("RssAnon"))
+                peak[0] = max(peak[0], anon)
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, err = process.communicate(timeout=600)
+    sampler.join()
+    assert process.returncode == 0, err
+    assert 0 < peak[0] < limit, f"peak anonymous memory {peak[0] / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB"
