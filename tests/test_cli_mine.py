@@ -132,11 +132,14 @@ def test_mismatched_resume_is_refused(dump):
     first = ["--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "positives.npy",
              "--out", "out.parquet", *ARGS]
     (folder / "out.parquet.parts").mkdir()
-    offline.write_json(folder / "out.parquet.parts" / "manifest.json", {"parameters": {"seed": 99}})
+    offline.write_json(folder / "out.parquet.parts" / "manifest.json", {"parameters": {"seed": 99}, "block_rows": 9})
     done = hardmine_mine(folder, *first, "--resume")
     assert done.returncode == 2
     assert "--resume refused" in done.stderr and "parameters.seed: was 99, now 3" in done.stderr
     assert not (folder / "out.parquet").exists()
+    (folder / "out.parquet.parts" / "manifest.json").write_text("{not json")
+    done = hardmine_mine(folder, *first, "--resume")
+    assert done.returncode == 2 and "is not a hardmine manifest" in done.stderr
 
 
 def test_unfinished_run_needs_resume_or_overwrite(dump):

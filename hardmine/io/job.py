@@ -232,12 +232,16 @@ def run(job: Job) -> int:
     if job.resume and manifest_path.exists():
         import json
 
-        old = json.loads(manifest_path.read_text())
-        new = json.loads(json.dumps(_manifest(job, inputs, old["block_rows"])))  # as stored: tuples -> lists
+        try:
+            old = json.loads(manifest_path.read_text())
+            block_rows = int(old["block_rows"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
+                           f"over") from None
+        new = json.loads(json.dumps(_manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
         differences = _differences(old, new)
         if differences:
             raise JobError(f"--resume refused: {manifest_path} does not match this run: " + "; ".join(differences))
-        block_rows = int(old["block_rows"])
     else:
         block_rows = job.block_rows or block_rows_for(
             parse_size(job.memory_limit) if job.memory_limit else None, inputs["queries"].shape[1], window,
