@@ -82,6 +82,10 @@ def test_other_output_formats_are_deterministic(dump, suffix):
     if suffix == ".jsonl":
         first = json.loads(outputs[0].decode().splitlines()[0])
         assert set(first) == {"query_id", "negative_ids", "negative_scores", "positive_score", "num_valid"}
+    else:
+        with np.load(folder / "a.npz") as result:
+            assert result["negative_ids"].shape == (1500, 6) and result["query_id"].tolist() == list(range(1500))
+            assert np.all(result["num_valid"] == (result["negative_ids"] >= 0).sum(axis=1))
 
 
 def test_killed_runs_resume_to_identical_bytes(tmp_path):

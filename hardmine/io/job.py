@@ -293,22 +293,17 @@ def run(job: Job) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    columns = _merge(parts, num_blocks)
-    columns["query_id"] = np.arange(num_queries, dtype=np.int64)
-    write_negatives(out, columns)
+    def blocks():
+        """The saved parts in order, one at a time."""
+        for block in range(num_blocks):
+            with np.load(part_path(block)) as part:
+                columns = {name: part[name] for name in part.files}
+            columns["query_id"] = np.arange(block * block_rows, block * block_rows + columns["num_valid"].shape[0],
+                                            dtype=np.int64)
+            yield columns
+
+    write_negatives(out, blocks)
     shutil.rmtree(parts)
     if not job.quiet:
-        valid = columns["num_valid"]
-        print(f"hardmine mine: wrote {out} ({num_queries:,} queries, {int(valid.sum()):,} negatives, "
-              f"{int((valid < job.mining['num_negatives']).sum()):,} queries with fewer than "
-              f"{job.mining['num_negatives']})", file=sys.stderr)
+        print(f"hardmine mine: wrote {out} ({num_queries:,} queries)", file=sys.stderr)
     return 0
-
-
-def _merge(parts: Path, num_blocks: int) -> dict[str, np.ndarray]:
-    pieces: dict[str, list[np.ndarray]] = {}
-    for block in range(num_blocks):
-        with np.load(parts / f"part-{block:06d}.npz") as part:
-            for name in part.files:
-                pieces.setdefault(name, []).append(part[name])
-    return {name: np.concatenate(arrays) for name, arrays in pieces.items()}

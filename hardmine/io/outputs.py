@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,47 +49,82 @@ def write_json(path: str | os.PathLike, value: object) -> None:
     atomic_write(path, lambda out: out.write(json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"))
 
 
-def write_negatives(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> None:
-    """The mining output as ``.parquet``, ``.npz`` or ``.jsonl`` (by suffix).
+#: the output columns, in order
+COLUMNS = ("query_id", "negative_ids", "negative_scores", "positive_score", "num_valid")
 
-    Columns: ``query_id`` (int64), ``negative_ids`` (list of int64, -1 padding dropped),
-    ``negative_scores`` (list of float32, aligned), ``positive_score`` (float32, NaN
-    without positives), ``num_valid`` (int64). The npz keeps the padded (Q, n) arrays.
+
+def write_negatives(path: str | os.PathLike, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+    """Streams the mining output into ``.parquet``, ``.npz`` or ``.jsonl`` (by suffix),
+    one block of queries at a time, so memory stays at one block whatever the total.
+
+    ``blocks()`` yields dicts with the COLUMNS as padded arrays: ``negative_ids``
+    (rows, n) int64 and ``negative_scores`` (rows, n) float32 with -1/-inf padding,
+    the others (rows,). In parquet and jsonl the lists hold only the ``num_valid``
+    real negatives; the npz keeps the padded (Q, n) arrays. NaN ``positive_score``
+    (no positives) is null in jsonl.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    ids, scores = columns["negative_ids"], columns["negative_scores"]
-    valid = columns["num_valid"]
     if suffix == ".npz":
-        write_npz(path, columns)
+        atomic_write(path, lambda out: _stream_npz(out, blocks))
     elif suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
-        keep = np.arange(ids.shape[1])[None, :] < valid[:, None]
-        table = pa.table({
-            "query_id": columns["query_id"],
-            "negative_ids": pa.LargeListArray.from_arrays(offsets, ids[keep]),
-            "negative_scores": pa.LargeListArray.from_arrays(offsets, scores[keep]),
-            "positive_score": columns["positive_score"],
-            "num_valid": valid,
-        })
-        atomic_write(path, lambda out: pq.write_table(table, out))
+        atomic_write(path, lambda out: _stream_parquet(out, blocks))
     elif suffix == ".jsonl":
-        def write(out: BinaryIO) -> None:
-            for q in range(ids.shape[0]):
-                n = int(valid[q])
-                positive = float(columns["positive_score"][q])
-                row = {
-                    "query_id": int(columns["query_id"][q]),
-                    "negative_ids": ids[q, :n].tolist(),
-                    "negative_scores": [float(s) for s in scores[q, :n]],
-                    "positive_score": None if np.isnan(positive) else positive,
-                    "num_valid": n,
-                }
-                out.write(json.dumps(row).encode() + b"\n")
-
-        atomic_write(path, write)
+        atomic_write(path, lambda out: _stream_jsonl(out, blocks))
     else:
         raise ValueError(f"--out must end in .parquet, .npz or .jsonl; got {path}")
+
+
+def _stream_npz(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+    shapes: dict[str, tuple] = {}
+    dtypes: dict[str, np.dtype] = {}
+    for block in blocks():  # first pass: shapes only (reads the small headers of the parts)
+        for name in COLUMNS:
+            array = block[name]
+            rows = shapes.get(name, (0,))[0] + array.shape[0]
+            shapes[name], dtypes[name] = (rows, *array.shape[1:]), array.dtype
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name in COLUMNS:
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            with archive.open(info, "w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(dtypes[name]), "fortran_order": False,
+                          "shape": shapes[name]}
+                np.lib.format.write_array_header_2_0(member, header)
+                for block in blocks():
+                    member.write(np.ascontiguousarray(block[name]).tobytes())
+
+
+def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("query_id", pa.int64()), ("negative_ids", pa.large_list(pa.int64())),
+                        ("negative_scores", pa.large_list(pa.float32())), ("positive_score", pa.float32()),
+                        ("num_valid", pa.int64())])
+    with pq.ParquetWriter(out, schema) as writer:
+        for block in blocks():
+            valid = block["num_valid"]
+            offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
+            keep = np.arange(block["negative_ids"].shape[1])[None, :] < valid[:, None]
+            writer.write_table(pa.table({
+                "query_id": block["query_id"],
+                "negative_ids": pa.LargeListArray.from_arrays(offsets, block["negative_ids"][keep]),
+                "negative_scores": pa.LargeListArray.from_arrays(offsets, block["negative_scores"][keep]),
+                "positive_score": block["positive_score"],
+                "num_valid": valid,
+            }, schema=schema))
+
+
+def _stream_jsonl(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+    for block in blocks():
+        for q in range(block["query_id"].shape[0]):
+            n = int(block["num_valid"][q])
+            positive = float(block["positive_score"][q])
+            row = {
+                "query_id": int(block["query_id"][q]),
+                "negative_ids": block["negative_ids"][q, :n].tolist(),
+                "negative_scores": [float(s) for s in block["negative_scores"][q, :n]],
+                "positive_score": None if np.isnan(positive) else positive,
+                "num_valid": n,
+            }
+            out.write(json.dumps(row).encode() + b"\n")
