@@ -42,7 +42,7 @@ def pytest_terminal_summary(terminalreporter):
     write = terminalreporter.write_line
     cpu = platform.processor() or platform.machine()
     write("")
-    write(f"hardmine benches, size {SIZE_NAME} {SIZE}, {os.cpu_count()} cores ({cpu})")
+    write(f"hardmine benches, size {SIZE_NAME} (shapes in each file's docstring), {os.cpu_count()} cores ({cpu})")
     baseline = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "numpy sgemm (same shape)"}
     sgemm = next(iter(baseline.values()), None)
     faiss = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "faiss.knn"}

@@ -8,20 +8,21 @@ merged from the parts atomically, so an interrupted job never leaves a partial O
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import api
+from .. import _validation, api
 from .dumps import Dump, DumpError, fingerprint, load_ids
 from .outputs import write_json, write_negatives, write_npz
 
@@ -61,7 +62,6 @@ class Job:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
-    _inputs: dict = field(default_factory=dict)
 
 
 #: resident memory of the interpreter with NumPy, Numba, pyarrow and hardmine loaded
@@ -141,8 +141,6 @@ def _load_inputs(job: Job) -> dict:
     if bool(job.query_groups) != bool(job.candidate_groups):
         raise JobError("--query-groups and --candidate-groups come together")
     if job.positives:
-        from .. import _validation
-
         raw = load_ids(job.positives, "positives")
         try:
             inputs["positives"] = _validation.exclusion(raw, num_queries, num_candidates, name="positives")
@@ -230,8 +228,6 @@ def run(job: Job) -> int:
                            f"or --overwrite to start over")
         shutil.rmtree(parts)
     if job.resume and manifest_path.exists():
-        import json
-
         try:
             old = json.loads(manifest_path.read_text())
             block_rows = int(old["block_rows"])
