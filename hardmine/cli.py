@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import api
+from . import api, backends
 from .synthetic import caption_world
 
 
@@ -91,6 +91,51 @@ def _mine(args: argparse.Namespace) -> int:
         return 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from . import eval as evaluation
+
+    images = np.load(args.images, mmap_mode="r")
+    texts = np.load(args.texts, mmap_mode="r")
+    owner = np.load(args.text_to_image)
+    ks = tuple(int(k) for k in args.ks.split(","))
+    result = evaluation.recall_at_k(images, texts, owner, ks=ks, metric=args.metric, backend=args.backend)
+    print(f"{'':<6}" + "".join(f"{'R@' + str(k):>9}" for k in ks))
+    print(f"{'i2t':<6}" + "".join(f"{result.i2t[k]:>9.2f}" for k in ks))
+    print(f"{'t2i':<6}" + "".join(f"{result.t2i[k]:>9.2f}" for k in ks))
+    print(f"rsum {result.rsum:.2f}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """A quick side-by-side table on generated data: hardmine's backends and NumPy's matmul + argpartition."""
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
+    candidates = rng.standard_normal((args.candidates, args.dim), dtype=np.float32)
+    flops = 2.0 * args.queries * args.candidates * args.dim
+
+    def numpy_topk():
+        scores = queries @ candidates.T
+        part = np.argpartition(-scores, args.k - 1, axis=1)[:, : args.k]
+        return np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, 1), axis=1), 1)
+
+    runs = [("numpy matmul+argpartition", numpy_topk)]
+    for name, reason in backends.status().items():
+        if reason is None and name != "reference":
+            runs.append((f"hardmine {name}", lambda name=name: api.topk(queries, candidates, args.k, backend=name)))
+    print(f"top-{args.k}: {args.queries} queries x {args.candidates} candidates, d={args.dim} (best of 3)")
+    for label, run in runs:
+        run()  # warm-up (JIT, page faults)
+        best = min(_timed(run) for _ in range(3))
+        print(f"  {label:<28} {best * 1e3:9.1f} ms {flops / best / 1e9:8.1f} GFLOP/s")
+    return 0
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _info(args: argparse.Namespace) -> int:
     api.info()
     return 0
@@ -109,6 +154,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--backend", default="auto")
     demo.set_defaults(run=_demo)
+
+    evaluate = commands.add_parser("eval", help="Recall@K both ways for image and text embedding dumps")
+    evaluate.add_argument("--images", required=True, help=".npy (N, d)")
+    evaluate.add_argument("--texts", required=True, help=".npy (M, d)")
+    evaluate.add_argument("--text-to-image", required=True, help=".npy (M,) image row of each text")
+    evaluate.add_argument("--ks", default="1,5,10", help="comma-separated K values (default 1,5,10)")
+    evaluate.add_argument("--metric", default="cosine", choices=["dot", "cosine"])
+    evaluate.add_argument("--backend", default="auto")
+    evaluate.set_defaults(run=_eval)
+
+    bench = commands.add_parser("bench", help="quick top-k benchmark table on generated data")
+    bench.add_argument("--queries", type=int, default=1024)
+    bench.add_argument("--candidates", type=int, default=65536)
+    bench.add_argument("--dim", type=int, default=384)
+    bench.add_argument("--k", type=int, default=10)
+    bench.set_defaults(run=_bench)
 
     mine = commands.add_parser(
         "mine", help="mine negatives from .npy embedding dumps (resumable, memory-bounded)",

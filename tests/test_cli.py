@@ -34,3 +34,29 @@ def test_bad_arguments_exit_nonzero(capsys):
         cli.main(["demo", "--k", "0", "--images", "10"])
     assert stop.value.code == 2
     assert "k must be >= 1" in capsys.readouterr().err
+
+
+def test_eval_command_matches_the_api(tmp_path):
+    import numpy as np
+
+    from hardmine import eval as evaluation
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((50, 8), dtype=np.float32)
+    owner = np.repeat(np.arange(50), 2)
+    texts = images[owner] + rng.standard_normal((100, 8), dtype=np.float32)
+    for name, array in (("images", images), ("texts", texts), ("owner", owner)):
+        np.save(tmp_path / f"{name}.npy", array)
+    done = run(tmp_path, "eval", "--images", "images.npy", "--texts", "texts.npy", "--text-to-image", "owner.npy",
+               "--ks", "1,5")
+    assert done.returncode == 0, done.stderr
+    expected = evaluation.recall_at_k(images, texts, owner, ks=(1, 5))
+    assert f"rsum {expected.rsum:.2f}" in done.stdout
+    assert f"{expected.i2t[5]:>9.2f}" in done.stdout.splitlines()[1]
+
+
+def test_bench_command_prints_every_available_backend(tmp_path):
+    done = run(tmp_path, "bench", "--queries", "64", "--candidates", "2000", "--dim", "16")
+    assert done.returncode == 0, done.stderr
+    assert "numpy matmul+argpartition" in done.stdout and "hardmine numba" in done.stdout
+    assert "GFLOP/s" in done.stdout
