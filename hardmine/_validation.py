@@ -45,8 +45,8 @@ class Embeddings:
         return int(self.array.shape[1])
 
     def rows_f32(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as a C-contiguous float32 copy."""
-        return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
+        """Rows [start, stop) as a C-contiguous float32 copy (always a copy: callers may scale it in place)."""
+        return np.array(self.array[start:stop], dtype=np.float32, order="C", copy=True)
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,21 @@ def test_torch_tensors_round_trip(backend):
     result = hardmine.topk(torch.from_numpy(queries), torch.from_numpy(candidates), 4, backend=backend)
     assert isinstance(result.indices, torch.Tensor)
     np.testing.assert_array_equal(result.indices.numpy(), hardmine.topk(queries, candidates, 4).indices)
+
+
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+def test_inputs_are_never_modified_and_read_only_maps_work(backend, metric, tmp_path):
+    rng = np.random.default_rng(19)
+    queries, candidates = gaussian(rng, 30, 8), gaussian(rng, 90, 8)
+    np.save(tmp_path / "q.npy", queries)
+    np.save(tmp_path / "c.npy", candidates)
+    mapped_q = np.load(tmp_path / "q.npy", mmap_mode="r")
+    mapped_c = np.load(tmp_path / "c.npy", mmap_mode="r")
+    original_q, original_c = queries.copy(), candidates.copy()
+    hardmine.topk(queries, candidates, 5, metric=metric, backend=backend)
+    hardmine.violations(queries, candidates, positives=np.arange(30), metric=metric, backend=backend)
+    hardmine.similarity(queries, candidates, metric=metric, backend=backend)
+    np.testing.assert_array_equal(queries, original_q)
+    np.testing.assert_array_equal(candidates, original_c)
+    from_maps = hardmine.topk(mapped_q, mapped_c, 5, metric=metric, backend=backend)
+    np.testing.assert_array_equal(from_maps.indices, hardmine.topk(queries, candidates, 5, metric=metric).indices)
