@@ -44,9 +44,12 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.array.shape[1])
 
-    def rows_f32(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) as a C-contiguous float32 copy (always a copy: callers may scale it in place)."""
-        return np.array(self.array[start:stop], dtype=np.float32, order="C", copy=True)
+    def rows_f32(self, start: int, stop: int, *, copy: bool = True) -> np.ndarray:
+        """Rows [start, stop) as C-contiguous float32: a copy the caller may modify, or with
+        ``copy=False`` possibly the caller's own memory, for reading only."""
+        if copy:
+            return np.array(self.array[start:stop], dtype=np.float32, order="C", copy=True)
+        return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
 
 
 @dataclass(frozen=True)

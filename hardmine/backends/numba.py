@@ -250,7 +250,7 @@ def _tiles(problem: Problem) -> Iterator[tuple[int, int, Iterator[tuple[int, np.
     def candidate_tiles(queries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         for c0 in range(0, problem.candidates.rows, candidate_rows):
             c1 = min(c0 + candidate_rows, problem.candidates.rows)
-            tile = queries @ problem.candidates.rows_f32(c0, c1).T
+            tile = queries @ problem.candidates.rows_f32(c0, c1, copy=False).T
             if cosine:
                 tile *= problem.candidate_scales[None, c0:c1]
             yield c0, tile
