@@ -172,7 +172,7 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.nd
                     f"(such rows then score NaN and are never returned)"
                 )
         if inverse is not None:
-            block = emb.rows_f32(start, stop)
+            block = emb.rows_f32(start, stop, copy=False)
             norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
             zero = norms == 0
             if zero.any():
