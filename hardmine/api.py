@@ -244,8 +244,9 @@ def _pair_scores(problem: v.Problem, rows: np.ndarray, ids: np.ndarray) -> np.nd
     return dots
 
 
-def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """s_p per query: the smallest score among its positives, NaN for a query without positives."""
+def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s_p per query (the smallest score among its positives, NaN without positives) and
+    the float64 score of every (query, positive) pair, in CSR order."""
     counts = np.diff(indptr)
     rows = np.repeat(np.arange(problem.queries.rows, dtype=np.int64), counts)
     dots = _pair_scores(problem, rows, indices)
@@ -253,7 +254,7 @@ def _positive_scores(problem: v.Problem, indptr: np.ndarray, indices: np.ndarray
     has = counts > 0
     if has.any():
         out[has] = np.minimum.reduceat(dots, indptr[:-1][has])
-    return out
+    return out, dots
 
 
 def violations(
@@ -326,7 +327,7 @@ def violations(
                 f"positives: query {query} has no positive; violations needs at least one per query "
                 f"(or pass positive_scores)"
             )
-        scores = _positive_scores(problem, *members)
+        scores = _positive_scores(problem, *members)[0]
     count, hinge_sum, max_hinge, argmax = backends.get(backend).violations(problem, scores, margin)
     return Violations(*_like_input(queries, count, hinge_sum, max_hinge, argmax, scores))
 
@@ -465,9 +466,10 @@ def mine(
     positive_aware = strategy == "semihard" or margin is not None or relative_margin is not None
     if members is None and positive_aware:
         raise ValueError("margin, relative_margin and strategy='semihard' need positives or query/candidate groups")
-    positive_scores = (
-        _positive_scores(problem, *members) if members is not None else np.full(num_queries, np.nan, np.float32)
-    )
+    if members is not None:
+        positive_scores, pair_scores = _positive_scores(problem, *members)
+    else:
+        positive_scores, pair_scores = np.full(num_queries, np.nan, np.float32), None
 
     s_p = positive_scores.astype(np.float64)
     upper = np.full(num_queries, np.inf)
@@ -511,7 +513,8 @@ def mine(
         strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature
     )
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
-    stats = _mining_stats(problem, members, keys, key_csr, filters, tallies, positive_scores, scores, num_valid)
+    stats = _mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies, positive_scores, scores,
+                          num_valid)
     if verbose:
         print(stats.table())
     return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid), stats)
@@ -536,11 +539,12 @@ def _filter_tallies(max_score, min_score, margin, relative_margin, strategy, s_p
     return [(name, np.ascontiguousarray(bound, dtype=np.float32), below) for name, bound, below in out]
 
 
-def _mining_stats(problem, members, keys, key_csr, filters, tallies, positive_scores, scores, num_valid):
+def _mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies, positive_scores, scores,
+                  num_valid):
     removed = {}
-    if members is not None and filters:
+    if members is not None:
         rows = np.repeat(np.arange(problem.queries.rows), np.diff(members[0]))
-        pair = _pair_scores(problem, rows, members[1]).astype(np.float32)
+        pair = pair_scores.astype(np.float32)
     for f, (name, bound, below) in enumerate(filters):
         total = int(tallies[:, f].sum())
         if members is not None:  # the tallies saw every candidate; positives are not negatives
