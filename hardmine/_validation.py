@@ -7,7 +7,7 @@ backend sees the same, already validated :class:`Problem`.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,47 @@ _SCAN_BYTES = 8 << 20
 METRICS = ("dot", "cosine")
 
 
+class RowShards:
+    """Several (n_i, d) arrays of one dtype read as their row-wise concatenation
+    (e.g. the memory maps of a directory of ``.npy`` shards), never copied whole."""
+
+    ndim = 2
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])]).astype(np.int64)
+        self.shape = (int(self.offsets[-1]), int(parts[0].shape[1]))
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Rows by slice (a view inside one shard, else a copy of just those rows) or by integer ids."""
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("RowShards slices must have step 1")
+            stop = max(start, stop)
+            first = int(np.searchsorted(self.offsets, start, side="right") - 1)
+            last = int(np.searchsorted(self.offsets, stop, side="left"))
+            if last - first <= 1:
+                base = int(self.offsets[min(first, len(self.parts) - 1)])
+                return self.parts[min(first, len(self.parts) - 1)][start - base : stop - base]
+            return np.concatenate([
+                self.parts[s][max(start, self.offsets[s]) - self.offsets[s] : min(stop, self.offsets[s + 1])
+                              - self.offsets[s]]
+                for s in range(first, last)
+            ])
+        ids = np.asarray(key, dtype=np.int64)
+        out = np.empty((ids.shape[0], self.shape[1]), dtype=self.dtype)
+        shard = np.searchsorted(self.offsets, ids, side="right") - 1
+        for s in np.unique(shard):
+            here = shard == s
+            out[here] = self.parts[s][ids[here] - self.offsets[s]]
+        return out
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """A validated (n, d) embedding matrix, in the caller's storage (never copied for fp32/fp16/bf16)."""
@@ -43,6 +84,14 @@ class Embeddings:
     @property
     def dim(self) -> int:
         return int(self.array.shape[1])
+
+    def shards(self) -> list[tuple[int, Embeddings]]:
+        """(first row, the shard) for each non-empty shard; the matrix itself when not sharded."""
+        if not isinstance(self.array, RowShards):
+            return [(0, self)]
+        shards = [(int(offset), Embeddings(part, self.dtype_code, self.name))
+                  for offset, part in zip(self.array.offsets, self.array.parts) if part.shape[0]]
+        return shards or [(0, Embeddings(self.array.parts[0], self.dtype_code, self.name))]
 
     def rows_f32(self, start: int, stop: int, *, copy: bool = True) -> np.ndarray:
         """Rows [start, stop) as C-contiguous float32: a copy the caller may modify, or with
@@ -87,8 +136,13 @@ def embeddings(x: Any, name: str) -> Embeddings:
     """Validates one embedding matrix without copying fp32/fp16/bf16 NumPy data.
 
     float64 input is accepted and converted to float32 (a copy); torch CPU tensors
-    are viewed through DLPack.
+    are viewed through DLPack. A list or tuple of 2-D arrays (shards) is read as
+    their row-wise concatenation (a :class:`RowShards`), never copied whole.
     """
+    if isinstance(x, RowShards):
+        x = x.parts
+    if isinstance(x, (list, tuple)) and x and all(getattr(part, "ndim", 0) >= 2 for part in x):
+        return _sharded(x, name)
     array = _as_numpy(x, name)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
@@ -110,6 +164,37 @@ def embeddings(x: Any, name: str) -> Embeddings:
     if any(stride % array.itemsize for stride in array.strides):
         array = np.ascontiguousarray(array)
     return Embeddings(array=array, dtype_code=code, name=name)
+
+
+def _sharded(parts: list | tuple, name: str) -> Embeddings:
+    shards = [embeddings(part, f"{name}[{i}]") for i, part in enumerate(parts)]
+    if len(shards) == 1:
+        return Embeddings(shards[0].array, shards[0].dtype_code, name)
+    first = shards[0]
+    for i, shard in enumerate(shards[1:], start=1):
+        if shard.dim != first.dim or shard.dtype_code != first.dtype_code:
+            raise ValueError(
+                f"{name}[{i}] has shape {shard.array.shape} and dtype {shard.array.dtype}, but {name}[0] has "
+                f"{first.dim} columns and dtype {first.array.dtype}; shards must share d and dtype"
+            )
+    return Embeddings(RowShards([shard.array for shard in shards]), first.dtype_code, name)
+
+
+def restrict_candidates(problem: Problem, offset: int, shard: Embeddings) -> Problem:
+    """The problem over candidate rows [offset, offset + shard.rows), with ids relative to the shard."""
+    stop = offset + shard.rows
+    fields: dict[str, Any] = {"candidates": shard}
+    for name in ("candidate_scales", "candidate_groups", "candidate_keys"):
+        value = getattr(problem, name)
+        if value is not None:
+            fields[name] = value[offset:stop]
+    if problem.exclude_indptr is not None:
+        indices = problem.exclude_indices
+        inside = (indices >= offset) & (indices < stop)
+        before = np.concatenate([[0], np.cumsum(inside, dtype=np.int64)])
+        fields["exclude_indptr"] = np.ascontiguousarray(before[problem.exclude_indptr])
+        fields["exclude_indices"] = np.ascontiguousarray(indices[inside] - offset)
+    return replace(problem, **fields)
 
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:

@@ -100,6 +100,53 @@ def _like_input(template: Any, *arrays: np.ndarray) -> tuple:
     return arrays
 
 
+def _scan(backend: str, problem: v.Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backend's fused top-k over every candidate shard, merged into one exact top-k:
+    (indices, scores, per-filter tallies), as for an unsharded matrix."""
+    engine = backends.get(backend)
+    if not isinstance(problem.candidates.array, v.RowShards):
+        return engine.topk(problem, k)
+    indices, scores, tallies = [], [], 0
+    for offset, shard in problem.candidates.shards():
+        found, found_scores, counts = engine.topk(v.restrict_candidates(problem, offset, shard), k)
+        indices.append(np.where(found >= 0, found + offset, -1))
+        scores.append(found_scores)
+        tallies = tallies + counts
+    merged = _merge_windows(np.concatenate(indices, axis=1), np.concatenate(scores, axis=1), k,
+                            problem.candidate_keys)
+    return (*merged, tallies)
+
+
+def _merge_windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.ndarray | None):
+    """Per row, the k best of several shards' windows: by score, ties by the smaller id,
+    one candidate per key when ``keys`` is given (each shard already kept its key's best)."""
+    rows = np.arange(indices.shape[0])[:, None]
+    order = np.lexsort((np.where(indices >= 0, indices, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)
+    indices, scores = indices[rows, order], scores[rows, order]
+    if keys is not None:
+        valid = indices >= 0
+        key = np.where(valid, keys[np.maximum(indices, 0)], 0)
+        flat_row = np.broadcast_to(rows, indices.shape).ravel()
+        rank = np.broadcast_to(np.arange(indices.shape[1]), indices.shape).ravel()
+        by_key = np.lexsort((rank, key.ravel(), flat_row))
+        first = np.ones(by_key.size, dtype=bool)
+        first[1:] = (flat_row[by_key][1:] != flat_row[by_key][:-1]) | (key.ravel()[by_key][1:] != key.ravel()[by_key][:-1])
+        keep = np.zeros(by_key.size, dtype=bool)
+        keep[by_key] = first
+        keep = keep.reshape(indices.shape) & valid
+        order = np.argsort(~keep, axis=1, kind="stable")
+        indices = np.where(np.take_along_axis(keep, order, 1), indices[rows, order], -1)
+        scores = np.where(indices >= 0, scores[rows, order], -np.inf).astype(np.float32)
+    return np.ascontiguousarray(indices[:, :k]), np.ascontiguousarray(scores[:, :k])
+
+
+def _unsharded(problem: v.Problem, function: str) -> v.Problem:
+    if isinstance(problem.candidates.array, v.RowShards):
+        raise TypeError(f"{function} takes candidates as one array; a list of shards is read by topk and mine "
+                        f"(concatenate the shards for {function})")
+    return problem
+
+
 def topk(
     queries: Any,
     candidates: Any,
@@ -121,7 +168,9 @@ def topk(
     queries, candidates : array_like, shape (Q, d) and (C, d)
         float32, float16 or bfloat16 (ml_dtypes) embeddings; NumPy arrays, memory
         maps or torch CPU tensors, read in place whatever their strides. float64
-        is converted to float32.
+        is converted to float32. ``candidates`` may also be a list of (C_i, d)
+        arrays of one dtype (shards, e.g. memory maps of ``.npy`` files): the result
+        is that of their row-wise concatenation, which is never built.
     k : int
         Results per query (>= 1). Rows with fewer than ``k`` admissible candidates
         are padded with index -1 and score -inf.
@@ -160,7 +209,7 @@ def topk(
         queries, candidates, metric_name=metric, exclude=exclude, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
-    indices, scores, _ = backends.get(backend).topk(problem, k)
+    indices, scores, _ = _scan(backend, problem, k)
     return TopK(*_like_input(queries, indices, scores))
 
 
@@ -197,7 +246,7 @@ def similarity(
             f"({size} scores > {SIMILARITY_MAX_ELEMENTS}); use hardmine.topk or hardmine.violations, "
             f"which stream over blocks"
         )
-    return _like_input(queries, backends.get(backend).similarity(problem))[0]
+    return _like_input(queries, backends.get(backend).similarity(_unsharded(problem, "similarity")))[0]
 
 
 def _group_members(query_groups: np.ndarray, candidate_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -305,6 +354,7 @@ def violations(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
+    _unsharded(problem, "violations")
     num_queries = problem.queries.rows
     if positive_scores is not None:
         scores = np.asarray(positive_scores)
@@ -508,7 +558,7 @@ def mine(
         count_bounds=tuple(bound for _, bound, _ in filters),
         count_below=tuple(below for _, _, below in filters),
     )
-    window_indices, window_scores, tallies = backends.get(backend).topk(problem, end)
+    window_indices, window_scores, tallies = _scan(backend, problem, end)
     indices, scores = _strategies.select(
         strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature
     )
