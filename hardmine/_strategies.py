@@ -37,19 +37,21 @@ def uniform(seed: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def select(
-    strategy: str, indices: np.ndarray, scores: np.ndarray, count: int, seed: int, temperature: float | None
+    strategy: str, indices: np.ndarray, scores: np.ndarray, count: int, seed: int, temperature: float | None,
+    first_row: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Picks ``count`` entries per row of a rank window.
 
-    ``indices``/``scores`` are (Q, w), best first, -1/-inf padded at the end. The
-    picks keep that order (score descending) and are padded the same way.
+    ``indices``/``scores`` are (Q, w), best first, -1/-inf padded at the end, for
+    query rows ``first_row, first_row + 1, ...``. The picks keep that order (score
+    descending) and are padded the same way.
     """
     num_queries, width = indices.shape
     valid = indices >= 0
     if strategy in ("top", "semihard") or width <= count:
         columns = np.broadcast_to(np.arange(min(count, width)), (num_queries, min(count, width)))
     else:
-        rows = np.arange(num_queries)[:, None]
+        rows = first_row + np.arange(num_queries, dtype=np.int64)[:, None]
         draws = uniform(seed, rows, indices)
         if strategy == "random":
             key = np.where(valid, draws, np.inf)

@@ -106,15 +106,18 @@ def _scan(backend: str, problem: v.Problem, k: int) -> tuple[np.ndarray, np.ndar
     engine = backends.get(backend)
     if not isinstance(problem.candidates.array, v.RowShards):
         return engine.topk(problem, k)
-    indices, scores, tallies = [], [], 0
+    indices, scores, tallies = None, None, 0
     for offset, shard in problem.candidates.shards():
         found, found_scores, counts = engine.topk(v.restrict_candidates(problem, offset, shard), k)
-        indices.append(np.where(found >= 0, found + offset, -1))
-        scores.append(found_scores)
+        found = np.where(found >= 0, found + offset, -1)
         tallies = tallies + counts
-    merged = _merge_windows(np.concatenate(indices, axis=1), np.concatenate(scores, axis=1), k,
-                            problem.candidate_keys)
-    return (*merged, tallies)
+        if indices is None:
+            indices, scores = found, found_scores
+        else:  # a running merge keeps memory at two windows however many shards there are
+            indices, scores = _merge_windows(np.concatenate([indices, found], axis=1),
+                                             np.concatenate([scores, found_scores], axis=1), k,
+                                             problem.candidate_keys)
+    return indices, scores, tallies
 
 
 def _merge_windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.ndarray | None):
@@ -129,8 +132,9 @@ def _merge_windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.nda
         flat_row = np.broadcast_to(rows, indices.shape).ravel()
         rank = np.broadcast_to(np.arange(indices.shape[1]), indices.shape).ravel()
         by_key = np.lexsort((rank, key.ravel(), flat_row))
+        sorted_rows, sorted_keys = flat_row[by_key], key.ravel()[by_key]
         first = np.ones(by_key.size, dtype=bool)
-        first[1:] = (flat_row[by_key][1:] != flat_row[by_key][:-1]) | (key.ravel()[by_key][1:] != key.ravel()[by_key][:-1])
+        first[1:] = (sorted_rows[1:] != sorted_rows[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
         keep = np.zeros(by_key.size, dtype=bool)
         keep[by_key] = first
         keep = keep.reshape(indices.shape) & valid
@@ -441,6 +445,7 @@ def mine(
     temperature: float | None = None,
     exclude_keys: Any = None,
     seed: int = 0,
+    query_offset: int = 0,
     metric: str = "dot",
     backend: str = "auto",
     block_size: int | tuple[int, int] | None = None,
@@ -468,7 +473,9 @@ def mine(
     A query without positives has ``positive_scores`` NaN and no admissible
     negative under a positive-aware filter (``margin``, ``relative_margin``,
     ``semihard``). Draws depend only on ``seed``, the query row and the candidate
-    id: the same for every backend, block size and thread count. ``random`` and
+    id: the same for every backend, block size and thread count. ``query_offset``
+    is the row number of ``queries[0]`` in a larger query set: mining that set in
+    pieces (each with its offset) draws what mining it at once draws. ``random`` and
     ``softmax`` keep ``b`` candidates per query in memory (``b - a`` at most
     ``MAX_SAMPLING_WINDOW`` = 16384).
 
@@ -506,6 +513,10 @@ def mine(
         raise ValueError(f"strategy='semihard' needs margin > 0 (the band s_p - margin < s < s_p); got {margin!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer; got {type(seed).__name__}")
+    if isinstance(query_offset, bool) or not isinstance(query_offset, (int, np.integer)):
+        raise TypeError(f"query_offset must be an integer; got {type(query_offset).__name__}")
+    if query_offset < 0:
+        raise ValueError(f"query_offset must be >= 0; got {query_offset}")
 
     problem = v.problem(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
@@ -560,7 +571,8 @@ def mine(
     )
     window_indices, window_scores, tallies = _scan(backend, problem, end)
     indices, scores = _strategies.select(
-        strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature
+        strategy, window_indices[:, first:], window_scores[:, first:], count, int(seed), temperature,
+        int(query_offset),
     )
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
     stats = _mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies, positive_scores, scores,

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +20,8 @@ def _demo(args: argparse.Namespace) -> int:
     n_images = args.images
     print(f"hardmine demo: {n_images} images x {args.captions} captions, d={args.dim}, fp16 dump")
     world = caption_world(n_images, captions_per_image=args.captions, dim=args.dim, seed=args.seed)
+    if args.keep_dump:
+        return _write_dump(world, args.keep_dump)
     with tempfile.TemporaryDirectory(prefix="hardmine-demo-") as folder:
         paths = {}
         for name, array in (("images", world.images), ("captions", world.captions)):
@@ -55,6 +58,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_dump(world, folder: str) -> int:
+    """Saves the world as a dump for `hardmine mine`: images, captions in 4 shards, and the
+    group files that make each image's own captions its positives."""
+    root = Path(folder)
+    if root.exists() and any(root.iterdir()):
+        print(f"hardmine demo: error: {root} is not empty", file=sys.stderr)
+        return 2
+    (root / "captions").mkdir(parents=True, exist_ok=True)
+    np.save(root / "images.npy", world.images)
+    np.save(root / "image_ids.npy", np.arange(world.images.shape[0]))
+    np.save(root / "caption_image.npy", world.caption_image)
+    cuts = np.linspace(0, world.captions.shape[0], 5).astype(int)
+    for shard, (start, stop) in enumerate(zip(cuts[:-1], cuts[1:])):
+        np.save(root / "captions" / f"captions-{shard:02d}.npy", world.captions[start:stop])
+    print(f"hardmine demo: wrote {root}: images.npy {world.images.shape}, captions/ "
+          f"{world.captions.shape} in 4 shards (fp16), image_ids.npy, caption_image.npy\nmine it with:\n"
+          f"  hardmine mine --queries {root}/images.npy --candidates {root}/captions "
+          f"--query-groups {root}/image_ids.npy --candidate-groups {root}/caption_image.npy "
+          f"--metric cosine --num-negatives 5 --out negatives.parquet")
+    return 0
+
+
 def _rank_range(text: str) -> tuple[int, int | None]:
     first, sep, last = text.partition(":")
     try:
@@ -77,7 +102,8 @@ def _mine(args: argparse.Namespace) -> int:
     job = offline.Job(
         queries=args.queries, candidates=args.candidates, out=args.out, mining=mining,
         positives=args.positives, query_groups=args.query_groups, candidate_groups=args.candidate_groups,
-        exclude_keys=args.exclude_keys, memory_limit=args.memory_limit, block_rows=args.block_rows,
+        exclude_keys=args.exclude_keys, column=args.column, id_column=args.id_column, query_ids=args.query_ids,
+        candidate_ids=args.candidate_ids, memory_limit=args.memory_limit, block_rows=args.block_rows,
         threads=args.threads,
         resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
     )
@@ -153,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--margin", type=float, default=0.2, help="triplet margin (default 0.2)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--backend", default="auto")
+    demo.add_argument("--keep-dump", metavar="DIR", help="only write the dump to DIR (for hardmine mine) and exit")
     demo.set_defaults(run=_demo)
 
     evaluate = commands.add_parser("eval", help="Recall@K both ways for image and text embedding dumps")
@@ -172,12 +199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.set_defaults(run=_bench)
 
     mine = commands.add_parser(
-        "mine", help="mine negatives from .npy embedding dumps (resumable, memory-bounded)",
+        "mine", help="mine negatives from embedding dumps (resumable, memory-bounded)",
         description="Output columns: query_id, negative_ids (list), negative_scores (list), positive_score "
                     "(NaN without positives), num_valid. See README 'Offline mining'.",
     )
-    mine.add_argument("--queries", required=True, help=".npy file or directory of .npy shards (fp32/fp16)")
-    mine.add_argument("--candidates", required=True, help=".npy file (fp32/fp16), memory-mapped")
+    inputs = ".npy (fp32/fp16, memory-mapped) or Parquet/Arrow file, or a directory of such shards (sorted by name)"
+    mine.add_argument("--queries", required=True, help=inputs)
+    mine.add_argument("--candidates", required=True, help=inputs)
+    mine.add_argument("--column", help="Parquet/Arrow inputs: the embedding column (a list of floats per row)")
+    mine.add_argument("--id-column", help="Parquet/Arrow inputs: the column of row ids written to the output")
+    mine.add_argument("--query-ids", help=".npy (Q,) integer or string ids written as query_id (default: row numbers)")
+    mine.add_argument("--candidate-ids", help=".npy (C,) integer or string ids written as negative_ids")
     mine.add_argument("--positives", help=".npy ids (Q,) or (Q, m), or .npz CSR with indptr/indices")
     mine.add_argument("--query-groups", help=".npy (Q,) group labels")
     mine.add_argument("--candidate-groups", help=".npy (C,) group labels")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from hardmine import cli
@@ -60,3 +61,21 @@ def test_bench_command_prints_every_available_backend(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "numpy matmul+argpartition" in done.stdout and "hardmine numba" in done.stdout
     assert "GFLOP/s" in done.stdout
+
+
+def test_demo_keeps_a_dump_that_hardmine_mine_reads(tmp_path):
+    done = run(tmp_path, "demo", "--images", "300", "--keep-dump", "dump")
+    assert done.returncode == 0, done.stderr
+    command = done.stdout.strip().splitlines()[-1].split()
+    assert command[:2] == ["hardmine", "mine"]
+    mined = subprocess.run([sys.executable, "-m", "hardmine", *command[1:], "--quiet"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert mined.returncode == 0, mined.stderr
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "negatives.parquet").to_pydict()
+    caption_image = np.load(tmp_path / "dump" / "caption_image.npy")
+    assert len(table["query_id"]) == 300
+    assert all(caption_image[ids].tolist().count(q) == 0 for q, ids in zip(table["query_id"], table["negative_ids"]))
+    again = run(tmp_path, "demo", "--images", "300", "--keep-dump", "dump")
+    assert again.returncode == 2 and "is not empty" in again.stderr

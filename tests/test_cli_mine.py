@@ -68,6 +68,130 @@ def test_matches_the_in_memory_api(dump, dtype, sharded):
     assert not (folder / "out.parquet.parts").exists()
 
 
+def write_columnar(path, embeddings, ids=None, fixed=True, fmt="parquet", column="emb"):
+    import pyarrow as pa
+
+    kind = {np.float32: pa.float32(), np.float16: pa.float16(), np.float64: pa.float64()}[embeddings.dtype.type]
+    flat = pa.array(embeddings.ravel(), type=kind)
+    if fixed:
+        values = pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])
+    else:
+        values = pa.ListArray.from_arrays(pa.array(np.arange(embeddings.shape[0] + 1) * embeddings.shape[1],
+                                                   pa.int32()), flat)
+    table = pa.table({column: values, **({"id": ids} if ids is not None else {})})
+    if fmt == "parquet":
+        pq.write_table(table, path, row_group_size=500)
+    else:
+        import pyarrow.feather as feather
+
+        feather.write_feather(table, path, compression="uncompressed")
+
+
+@pytest.mark.parametrize("form", ["candidate-npy-shards", "parquet", "parquet-list-fp16", "arrow", "parquet-dirs"])
+def test_sharded_and_columnar_inputs_match_the_in_memory_api(dump, form):
+    folder, queries, candidates, positives = dump
+    cuts = [0, 1000, 1001, 3500, 6000]
+    extra = []
+    if form == "candidate-npy-shards":
+        (folder / "cshards").mkdir()
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            np.save(folder / "cshards" / f"c{i:03d}.npy", candidates[a:b])
+        inputs = ("--queries", "shards", "--candidates", "cshards")
+    elif form == "parquet-dirs":
+        for name, array, pieces in (("q", queries, [0, 600, 1500]), ("c", candidates, cuts)):
+            (folder / name).mkdir()
+            for i, (a, b) in enumerate(zip(pieces[:-1], pieces[1:])):
+                write_columnar(folder / name / f"{i:03d}.parquet", array[a:b])
+        inputs = ("--queries", "q", "--candidates", "c", "--column", "emb")
+    else:
+        if form == "parquet-list-fp16":
+            queries, candidates = queries.astype(np.float16), candidates.astype(np.float16)
+        fmt, suffix = ("arrow", ".arrow") if form == "arrow" else ("parquet", ".parquet")
+        write_columnar(folder / f"q{suffix}", queries, fixed=form != "parquet-list-fp16", fmt=fmt)
+        write_columnar(folder / f"c{suffix}", candidates, fixed=form != "parquet-list-fp16", fmt=fmt)
+        inputs = ("--queries", f"q{suffix}", "--candidates", f"c{suffix}", "--column", "emb")
+    done = hardmine_mine(folder, *inputs, *extra, "--positives", "positives.npy", "--out", "out.parquet",
+                         "--block-rows", "400", *ARGS)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(folder / "out.parquet").to_pydict()
+    expected = hardmine.mine(queries, candidates, positives=positives, strategy="random", rank_range=(3, 40),
+                             relative_margin=0.05, num_negatives=6, seed=3)
+    assert table["query_id"] == list(range(1500))
+    got = [ids + [-1] * (6 - len(ids)) for ids in table["negative_ids"]]
+    np.testing.assert_array_equal(np.array(got), expected.indices)
+    assert not (folder / "out.parquet.parts").exists()
+
+
+@pytest.mark.parametrize("kind", ["strings", "integers"])
+def test_ids_from_a_column_or_a_file(dump, kind):
+    folder, queries, candidates, positives = dump
+    make = (lambda prefix, n: np.array([f"{prefix}-{i}" for i in range(n)])) if kind == "strings" else (
+        lambda prefix, n: (np.arange(n) * 10 + (1 if prefix == "q" else 7)).astype(np.int64))
+    query_ids, candidate_ids = make("q", 1500), make("c", 6000)
+    expected = hardmine.mine(queries, candidates, positives=positives, num_negatives=4)
+    if kind == "strings":
+        write_columnar(folder / "q.parquet", queries, ids=query_ids)
+        write_columnar(folder / "c.parquet", candidates, ids=candidate_ids)
+        inputs = ("--queries", "q.parquet", "--candidates", "c.parquet", "--column", "emb", "--id-column", "id")
+    else:
+        np.save(folder / "qids.npy", query_ids)
+        np.save(folder / "cids.npy", candidate_ids)
+        inputs = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--query-ids", "qids.npy",
+                  "--candidate-ids", "cids.npy")
+    for suffix in (".parquet", ".jsonl", ".npz"):
+        done = hardmine_mine(folder, *inputs, "--positives", "positives.npy", "--num-negatives", "4",
+                             "--out", f"out{suffix}", "--quiet")
+        assert done.returncode == 0, done.stderr
+    table = pq.read_table(folder / "out.parquet").to_pydict()
+    assert table["query_id"] == query_ids.tolist()
+    assert table["negative_ids"][5] == candidate_ids[expected.indices[5]].tolist()
+    lines = (folder / "out.jsonl").read_text().splitlines()
+    assert json.loads(lines[7])["negative_ids"] == candidate_ids[expected.indices[7]].tolist()
+    with np.load(folder / "out.npz") as result:
+        assert result["negative_ids"].tolist() == candidate_ids[expected.indices].tolist()
+
+
+@pytest.mark.parametrize(
+    "damage, options, message",
+    [
+        ("none", (), r"q.parquet: Parquet/Arrow input needs --column NAME"),
+        ("none", ("--column", "vec"), r"--column 'vec' is not a column; columns are \['emb', 'id'\]"),
+        ("none", ("--column", "id"), r"column 'id' must be a \(fixed-size\) list of floats"),
+        ("none", ("--column", "emb", "--id-column", "nope"), r"--id-column 'nope' is not a column"),
+        ("none", ("--column", "emb", "--query-ids", "x.npy"), r"take its ids from a column with --id-column"),
+        ("ragged", ("--column", "emb"), r"c.parquet: column 'emb' row 3 has 7 values; row 0 has 8"),
+        ("null", ("--column", "emb"), r"c.parquet: column 'emb' is null at row 2"),
+        ("nan", ("--column", "emb"), r"c.parquet: row 5 contains NaN or inf"),
+        ("garbage", ("--column", "emb"), r"c.parquet: not a readable Parquet file"),
+    ],
+)
+def test_bad_columnar_inputs_fail_cleanly(tmp_path, damage, options, message):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    queries, candidates = rng.standard_normal((20, 8), dtype=np.float32), rng.standard_normal((30, 8),
+                                                                                               dtype=np.float32)
+    write_columnar(tmp_path / "q.parquet", queries, ids=np.arange(20))
+    write_columnar(tmp_path / "c.parquet", candidates, ids=np.arange(30))
+    rows = [list(map(float, row)) for row in candidates]
+    if damage == "ragged":
+        rows[3] = rows[3][:7]
+    if damage == "null":
+        rows[2] = None
+    if damage == "nan":
+        rows[5][1] = float("nan")
+    if damage in ("ragged", "null", "nan"):
+        pq.write_table(pa.table({"emb": pa.array(rows, pa.list_(pa.float32())), "id": np.arange(30)}),
+                       tmp_path / "c.parquet")
+    if damage == "garbage":
+        (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
+    done = hardmine_mine(tmp_path, "--queries", "q.parquet", "--candidates", "c.parquet", "--out", "o.parquet",
+                         *options)
+    assert done.returncode == 2, done.stderr
+    assert __import__("re").search(message, done.stderr), done.stderr
+    assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.parquet.parts").exists()
+
+
 @pytest.mark.parametrize("suffix", [".npz", ".jsonl"])
 def test_other_output_formats_are_deterministic(dump, suffix):
     folder, *_ = dump
@@ -88,11 +212,22 @@ def test_other_output_formats_are_deterministic(dump, suffix):
             assert np.all(result["num_valid"] == (result["negative_ids"] >= 0).sum(axis=1))
 
 
-def test_killed_runs_resume_to_identical_bytes(tmp_path):
+@pytest.mark.parametrize("form", ["npy", "parquet-queries-candidate-shards"])
+def test_killed_runs_resume_to_identical_bytes(tmp_path, form):
     rng = np.random.default_rng(1)
-    np.save(tmp_path / "candidates.npy", rng.standard_normal((60_000, 64), dtype=np.float32))
-    np.save(tmp_path / "queries.npy", rng.standard_normal((6000, 64), dtype=np.float32))
-    args = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--block-rows", "300",
+    candidates = rng.standard_normal((60_000, 64), dtype=np.float32)
+    queries = rng.standard_normal((6000, 64), dtype=np.float32)
+    if form == "npy":
+        np.save(tmp_path / "candidates.npy", candidates)
+        np.save(tmp_path / "queries.npy", queries)
+        inputs = ("--queries", "queries.npy", "--candidates", "candidates.npy")
+    else:
+        write_columnar(tmp_path / "queries.parquet", queries)
+        (tmp_path / "candidates").mkdir()
+        for i, start in enumerate(range(0, 60_000, 25_000)):
+            np.save(tmp_path / "candidates" / f"{i}.npy", candidates[start : start + 25_000])
+        inputs = ("--queries", "queries.parquet", "--column", "emb", "--candidates", "candidates")
+    args = (*inputs, "--block-rows", "300",
             "--strategy", "random", "--rank-range", "0:30", "--seed", "5", "--threads", "1")
     reference = hardmine_mine(tmp_path, *args, "--out", "reference.npz", "--quiet")
     assert reference.returncode == 0, reference.stderr
@@ -234,18 +369,21 @@ def test_memory_stays_under_the_limit(tmp_path):
     """A candidate dump several times the limit: peak anonymous memory of the child stays under it
     (the memory map's page cache is not the process's working memory)."""
     rng = np.random.default_rng(3)
-    rows, dim = 1_500_000, 128
-    candidates = np.lib.format.open_memmap(tmp_path / "candidates.npy", mode="w+", dtype=np.float32,
-                                           shape=(rows, dim))
-    for start in range(0, rows, 100_000):
-        candidates[start : start + 100_000] = rng.standard_normal((100_000, dim), dtype=np.float32)
-    candidates.flush()
-    del candidates
+    rows, dim, shards = 1_500_000, 128, 4
+    (tmp_path / "candidates").mkdir()
+    for shard in range(shards):  # sharded: the per-shard windows and their merge are counted too
+        part = np.lib.format.open_memmap(tmp_path / "candidates" / f"{shard}.npy", mode="w+", dtype=np.float32,
+                                         shape=(rows // shards, dim))
+        for start in range(0, rows // shards, 75_000):
+            part[start : start + 75_000] = rng.standard_normal((75_000, dim), dtype=np.float32)
+        part.flush()
+        del part
     np.save(tmp_path / "queries.npy", rng.standard_normal((3000, dim), dtype=np.float32))
     limit = 256 << 20
-    assert os.path.getsize(tmp_path / "candidates.npy") > 2.5 * limit
+    assert sum(os.path.getsize(p) for p in (tmp_path / "candidates").iterdir()) > 2.5 * limit
     process = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", "--queries", "queries.npy", "--candidates",
-                                "candidates.npy", "--out", "out.npz", "--memory-limit", str(limit), "--quiet"],
+                                "candidates", "--out", "out.npz", "--memory-limit", str(limit), "--num-negatives",
+                                "50", "--quiet"],
                                cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -266,3 +404,35 @@ def test_memory_stays_under_the_limit(tmp_path):
     sampler.join()
     assert process.returncode == 0, err
     assert 0 < peak[0] < limit, f"peak anonymous memory {peak[0] / 2**20:.0f} MiB, limit {limit / 2**20:.0f} MiB"
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(dump):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    folder, *_ = dump
+    args = [sys.executable, "-m", "hardmine", "mine", "--queries", "queries.npy", "--candidates", "candidates.npy",
+            "--out", "out.npz", "--block-rows", "300", "--overwrite"]
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+    process = subprocess.Popen(args, cwd=folder, stderr=follower, stdout=subprocess.DEVNULL)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    text = output.decode(errors="replace")
+    assert "hardmine mine: 100%" in text and "1.50k/1.50k" in text and "rows/s" in text, text
+    assert "backend=auto" in text, text
+    logged = hardmine_mine(folder, *args[4:])
+    assert logged.returncode == 0, logged.stderr
+    assert "hardmine mine: 1,500/1,500 queries (100.0%)" in logged.stderr and "backend auto" in logged.stderr

@@ -150,6 +150,22 @@ def test_all_backends_block_sizes_and_threads_agree_for_random_draws():
 
 
 @pytest.mark.parametrize("strategy", ["random", "softmax"])
+def test_mining_in_pieces_with_query_offset_draws_what_one_call_draws(backend, strategy):
+    _, queries, candidates, positives = make(6, num_candidates=300)
+    options = dict(strategy=strategy, rank_range=(1, 40), num_negatives=5, seed=4, backend=backend,
+                   temperature=0.3 if strategy == "softmax" else None)
+    whole = hardmine.mine(queries, candidates, positives=positives, **options)
+    cuts = [0, 1, 9, len(queries)]
+    pieces = [hardmine.mine(queries[a:b], candidates, positives=positives[a:b], query_offset=a, **options)
+              for a, b in zip(cuts[:-1], cuts[1:])]
+    np.testing.assert_array_equal(np.concatenate([p.indices for p in pieces]), whole.indices)
+    unshifted = hardmine.mine(queries[9:], candidates, positives=positives[9:], **options)
+    assert not np.array_equal(unshifted.indices, whole.indices[9:]), "the offset must change the draws"
+    with pytest.raises(ValueError, match="query_offset must be >= 0"):
+        hardmine.mine(queries, candidates, query_offset=-1)
+
+
+@pytest.mark.parametrize("strategy", ["random", "softmax"])
 def test_draws_stay_in_the_window_and_depend_on_the_seed(backend, strategy):
     _, queries, candidates, positives = make(5)
     kwargs = dict(positives=[list(p) for p in positives], strategy=strategy, rank_range=(5, 25), num_negatives=5,

@@ -23,7 +23,17 @@ from typing import Any
 import numpy as np
 
 from .. import _validation, api
-from .dumps import Dump, DumpError, fingerprint, load_ids
+from .dumps import (
+    Dump,
+    DumpError,
+    columnar_schema,
+    convert_columnar,
+    fingerprint,
+    input_files,
+    is_columnar,
+    load_ids,
+    load_row_ids,
+)
 from .outputs import write_json, write_negatives, write_npz
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -56,6 +66,10 @@ class Job:
     query_groups: str | None = None
     candidate_groups: str | None = None
     exclude_keys: str | None = None
+    column: str | None = None
+    id_column: str | None = None
+    query_ids: str | None = None
+    candidate_ids: str | None = None
     memory_limit: str | None = None
     block_rows: int | None = None
     threads: int | None = None
@@ -92,34 +106,50 @@ def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int
 
 
 class Progress:
-    """A live line on a terminal, a log line every few seconds otherwise, nothing when quiet."""
+    """A tqdm bar on a terminal (rows/s, ETA, backend), a log line every few seconds otherwise,
+    nothing when quiet."""
 
     def __init__(self, total: int, backend: str, quiet: bool):
         self.total, self.backend, self.quiet = total, backend, quiet
-        self.tty = sys.stderr.isatty()
         self.start = time.monotonic()
         self.last = 0.0
-        self.done_at_start = None
+        self.done_at_start: int | None = None
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="rows", unit_scale=True, desc="hardmine mine", file=sys.stderr,
+                            dynamic_ncols=True, postfix={"backend": backend})
 
     def update(self, done: int, final: bool = False) -> None:
         if self.quiet:
             return
+        if self.bar is not None:
+            if self.done_at_start is None:  # blocks saved by an earlier run: not part of the rate
+                self.done_at_start = done
+                self.bar.n = self.bar.last_print_n = done
+                self.bar.refresh()
+            else:
+                self.bar.update(done - self.bar.n)
+            if final:
+                self.bar.close()
+            return
         now = time.monotonic()
         if self.done_at_start is None:
             self.done_at_start = done
-        if not final and now - self.last < (0.2 if self.tty else 5.0):
+        if not final and now - self.last < 5.0:
             return
         self.last = now
         rate = (done - self.done_at_start) / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         eta_text = f"{eta:,.0f}s" if np.isfinite(eta) else "?"
-        line = (f"hardmine mine: {done:,}/{self.total:,} queries ({100 * done / max(self.total, 1):.1f}%), "
-                f"{rate:,.0f} rows/s, ETA {eta_text}, backend {self.backend}")
-        if self.tty:
-            sys.stderr.write("\r" + line + ("\n" if final else ""))
-        else:
-            sys.stderr.write(line + "\n")
+        sys.stderr.write(f"hardmine mine: {done:,}/{self.total:,} queries ({100 * done / max(self.total, 1):.1f}%), "
+                         f"{rate:,.0f} rows/s, ETA {eta_text}, backend {self.backend}\n")
         sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _slice_csr(positives, start: int, stop: int):
@@ -127,15 +157,31 @@ def _slice_csr(positives, start: int, stop: int):
     return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
 
 
+def _describe(path: str, job: Job) -> tuple[int, int]:
+    """(rows, d) of an input, from headers and schemas only."""
+    if is_columnar(path):
+        rows, dim, _ = columnar_schema(path, job.column, job.id_column)
+        return rows, dim
+    return Dump(path).shape
+
+
 def _load_inputs(job: Job) -> dict:
-    queries, candidates = Dump(job.queries), Dump(job.candidates)
-    if queries.shape[1] != candidates.shape[1]:
-        raise JobError(f"dimension mismatch: {job.queries} has d={queries.shape[1]}, "
-                       f"{job.candidates} has d={candidates.shape[1]}")
-    candidates.whole()
-    inputs = {"queries": queries, "candidates": candidates, "fingerprints": {
-        "queries": queries.fingerprint(), "candidates": candidates.fingerprint()}}
-    num_queries, num_candidates = queries.shape[0], candidates.shape[0]
+    """Checks every input against the others from headers alone (no heavy work yet)."""
+    for path, ids in ((job.queries, job.query_ids), (job.candidates, job.candidate_ids)):
+        if is_columnar(path) and ids:
+            raise JobError(f"{path} is Parquet/Arrow: take its ids from a column with --id-column, not an id file")
+    if job.id_column and not (is_columnar(job.queries) or is_columnar(job.candidates)):
+        raise JobError("--id-column applies to Parquet/Arrow inputs; for .npy dumps give --query-ids/--candidate-ids")
+    if job.column and not (is_columnar(job.queries) or is_columnar(job.candidates)):
+        raise JobError("--column applies to Parquet/Arrow inputs; .npy dumps hold the embeddings directly")
+    (num_queries, query_dim), (num_candidates, candidate_dim) = _describe(job.queries, job), _describe(
+        job.candidates, job)
+    if query_dim != candidate_dim:
+        raise JobError(f"dimension mismatch: {job.queries} has d={query_dim}, {job.candidates} has d={candidate_dim}")
+    inputs: dict[str, Any] = {"num_queries": num_queries, "num_candidates": num_candidates, "dim": query_dim,
+                              "fingerprints": {}}
+    for role, path in (("queries", job.queries), ("candidates", job.candidates)):
+        inputs["fingerprints"][role] = [fingerprint(f) for f in input_files(Path(path))]
     if job.positives and (job.query_groups or job.candidate_groups):
         raise JobError("give --positives or --query-groups with --candidate-groups, not both")
     if bool(job.query_groups) != bool(job.candidate_groups):
@@ -156,7 +202,32 @@ def _load_inputs(job: Job) -> dict:
                 raise JobError(f"{path}: {name} must be a ({length},) integer array")
             inputs[name] = array.astype(np.int64)
             inputs["fingerprints"][name] = fingerprint(Path(path))
+    for name, path, length in (("query_ids", job.query_ids, num_queries),
+                               ("candidate_ids", job.candidate_ids, num_candidates)):
+        if path:
+            inputs[name] = load_row_ids(path, length, name.replace("_", "-"))
+            inputs["fingerprints"][name] = fingerprint(Path(path))
     return inputs
+
+
+def _open_dumps(job: Job, inputs: dict, parts: Path, quiet: bool) -> None:
+    """Memory-maps the embeddings; Parquet/Arrow inputs are first converted into
+    ``parts/inputs`` (once: a resumed run finds them there)."""
+    for role, path, ids_name in (("queries", job.queries, "query_ids"),
+                                 ("candidates", job.candidates, "candidate_ids")):
+        if not is_columnar(path):
+            inputs[role] = Dump(path)
+            continue
+        cache = parts / "inputs" / f"{role}.npy"
+        ids_cache = parts / "inputs" / f"{role}-ids.npy" if job.id_column else None
+        if not cache.exists() or (ids_cache is not None and not ids_cache.exists()):
+            if not quiet:
+                print(f"hardmine mine: converting {path} (column {job.column!r}) to {cache}", file=sys.stderr)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            convert_columnar(path, job.column, job.id_column, cache, ids_cache)
+        inputs[role] = Dump(cache, label=path, source=input_files(Path(path)))
+        if ids_cache is not None:
+            inputs[ids_name] = load_row_ids(ids_cache, inputs[role].shape[0], f"{path} --id-column")
 
 
 def _manifest(job: Job, inputs: dict, block_rows: int) -> dict:
@@ -166,9 +237,9 @@ def _manifest(job: Job, inputs: dict, block_rows: int) -> dict:
         version = "unknown"
     return {
         "hardmine_version": version,
-        "parameters": dict(job.mining, threads=job.threads),
+        "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column),
         "inputs": inputs["fingerprints"],
-        "num_queries": inputs["queries"].shape[0],
+        "num_queries": inputs["num_queries"],
         "block_rows": block_rows,
     }
 
@@ -201,6 +272,19 @@ def _check_parameters(job: Job) -> None:
 
 
 def run(job: Job) -> int:
+    """Runs a job; SIGTERM behaves like Ctrl-C (the current block or conversion is dropped)."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _run(job)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(job: Job) -> int:
     out = Path(job.out)
     if out.suffix.lower() not in (".parquet", ".npz", ".jsonl"):
         raise JobError(f"--out must end in .parquet, .npz or .jsonl; got {out}")
@@ -210,14 +294,10 @@ def run(job: Job) -> int:
     _check_parameters(job)
     try:
         inputs = _load_inputs(job)
-        if not job.quiet:
-            print(f"hardmine mine: checking {job.queries} and {job.candidates} for NaN/inf", file=sys.stderr)
-        inputs["queries"].check_finite()
-        inputs["candidates"].check_finite()
     except DumpError as error:
         raise JobError(str(error)) from None
 
-    num_queries = inputs["queries"].shape[0]
+    num_queries = inputs["num_queries"]
     window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + job.mining["num_negatives"]))
     threads = job.threads or os.cpu_count() or 1
     manifest_path = parts / "manifest.json"
@@ -227,7 +307,8 @@ def run(job: Job) -> int:
             raise JobError(f"{parts} holds an unfinished run ({done} blocks done): pass --resume to continue "
                            f"or --overwrite to start over")
         shutil.rmtree(parts)
-    if job.resume and manifest_path.exists():
+    fresh = not (job.resume and manifest_path.exists())
+    if not fresh:
         try:
             old = json.loads(manifest_path.read_text())
             block_rows = int(old["block_rows"])
@@ -240,14 +321,30 @@ def run(job: Job) -> int:
             raise JobError(f"--resume refused: {manifest_path} does not match this run: " + "; ".join(differences))
     else:
         block_rows = job.block_rows or block_rows_for(
-            parse_size(job.memory_limit) if job.memory_limit else None, inputs["queries"].shape[1], window,
-            inputs["candidates"].shape[0], num_queries, threads,
+            parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"], window,
+            inputs["num_candidates"], num_queries, threads,
         )
-        parts.mkdir(parents=True, exist_ok=True)
+        if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
+            shutil.rmtree(parts)
+        parts.mkdir(parents=True)
         write_json(manifest_path, _manifest(job, inputs, block_rows))
+    try:
+        _open_dumps(job, inputs, parts, job.quiet)
+        if not job.quiet:
+            print(f"hardmine mine: checking {job.queries} and {job.candidates} for NaN/inf", file=sys.stderr)
+        inputs["queries"].check_finite()
+        inputs["candidates"].check_finite()
+    except DumpError as error:
+        if fresh:  # a bad input leaves nothing behind
+            shutil.rmtree(parts, ignore_errors=True)
+        raise JobError(str(error)) from None
+    except KeyboardInterrupt:
+        print(f"\nhardmine mine: interrupted while reading the inputs; rerun with --resume to continue "
+              f"(converted inputs are kept in {parts})", file=sys.stderr)
+        return 130
 
     num_blocks = (num_queries + block_rows - 1) // block_rows
-    candidates = inputs["candidates"].whole()
+    candidates = inputs["candidates"].shards
     progress = Progress(num_queries, job.mining.get("backend", "auto"), job.quiet)
 
     def part_path(block: int) -> Path:
@@ -256,10 +353,6 @@ def run(job: Job) -> int:
     finished = sum(min(block_rows, num_queries - b * block_rows) for b in range(num_blocks) if part_path(b).exists())
     progress.update(finished)
 
-    def stop(signum, frame):  # SIGTERM behaves like Ctrl-C: the current block is dropped
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, stop)
     try:
         for block in range(num_blocks):
             if part_path(block).exists():
@@ -274,7 +367,7 @@ def run(job: Job) -> int:
             if "exclude_keys" in inputs:
                 kwargs["exclude_keys"] = inputs["exclude_keys"]
             result = api.mine(inputs["queries"].rows(start, end), candidates, num_threads=job.threads,
-                              check_finite=False, **kwargs)
+                              check_finite=False, query_offset=start, **kwargs)
             write_npz(part_path(block), {
                 "negative_ids": result.indices, "negative_scores": result.scores,
                 "positive_score": result.positive_scores, "num_valid": result.num_valid,
@@ -282,20 +375,27 @@ def run(job: Job) -> int:
             finished += end - start
             progress.update(finished, final=finished == num_queries)
     except KeyboardInterrupt:
+        progress.close()
         done = len(list(parts.glob("part-*.npz")))
         print(f"\nhardmine mine: interrupted; {done}/{num_blocks} blocks are saved in {parts}; "
               f"rerun the same command with --resume to continue", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+
+    query_ids, candidate_ids = inputs.get("query_ids"), inputs.get("candidate_ids")
 
     def blocks():
-        """The saved parts in order, one at a time."""
+        """The saved parts in order, one at a time, with row numbers mapped to ids."""
         for block in range(num_blocks):
             with np.load(part_path(block)) as part:
                 columns = {name: part[name] for name in part.files}
-            columns["query_id"] = np.arange(block * block_rows, block * block_rows + columns["num_valid"].shape[0],
-                                            dtype=np.int64)
+            rows = np.arange(block * block_rows, block * block_rows + columns["num_valid"].shape[0], dtype=np.int64)
+            columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
+            if candidate_ids is not None:
+                found = columns["negative_ids"]
+                named = np.asarray(candidate_ids[np.maximum(found, 0).ravel()]).reshape(found.shape)
+                columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
             yield columns
 
     write_negatives(out, blocks)

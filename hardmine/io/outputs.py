@@ -94,15 +94,27 @@ def _stream_npz(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarra
                     member.write(np.ascontiguousarray(block[name]).tobytes())
 
 
+def _parquet_schema(block: dict[str, np.ndarray] | None):
+    """Ids are row numbers, or the user's integer or string ids."""
+    import pyarrow as pa
+
+    def id_type(name: str):
+        return pa.string() if block is not None and block[name].dtype.kind == "U" else pa.int64()
+
+    return pa.schema([("query_id", id_type("query_id")), ("negative_ids", pa.large_list(id_type("negative_ids"))),
+                      ("negative_scores", pa.large_list(pa.float32())), ("positive_score", pa.float32()),
+                      ("num_valid", pa.int64())])
+
+
 def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("query_id", pa.int64()), ("negative_ids", pa.large_list(pa.int64())),
-                        ("negative_scores", pa.large_list(pa.float32())), ("positive_score", pa.float32()),
-                        ("num_valid", pa.int64())])
-    with pq.ParquetWriter(out, schema) as writer:
+    writer = None
+    try:
         for block in blocks():
+            if writer is None:
+                writer = pq.ParquetWriter(out, _parquet_schema(block))
             valid = block["num_valid"]
             offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
             keep = np.arange(block["negative_ids"].shape[1])[None, :] < valid[:, None]
@@ -112,7 +124,12 @@ def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.nd
                 "negative_scores": pa.LargeListArray.from_arrays(offsets, block["negative_scores"][keep]),
                 "positive_score": block["positive_score"],
                 "num_valid": valid,
-            }, schema=schema))
+            }, schema=writer.schema))
+        if writer is None:  # no queries: a valid file with the columns and no rows
+            writer = pq.ParquetWriter(out, _parquet_schema(None))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def _stream_jsonl(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
@@ -121,7 +138,7 @@ def _stream_jsonl(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndar
             n = int(block["num_valid"][q])
             positive = float(block["positive_score"][q])
             row = {
-                "query_id": int(block["query_id"][q]),
+                "query_id": block["query_id"][q].item(),
                 "negative_ids": block["negative_ids"][q, :n].tolist(),
                 "negative_scores": [float(s) for s in block["negative_scores"][q, :n]],
                 "positive_score": None if np.isnan(positive) else positive,
