@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 
 import pytest
 
@@ -11,7 +12,10 @@ from hardmine import api, pairs, synthetic
 from hardmine import eval as hm_eval
 
 
-@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies, pairs])
+@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies, pairs, "hardmine.torch"])
 def test_docstring_examples(module):
+    if isinstance(module, str):  # modules of the optional peers
+        pytest.importorskip("torch")
+        module = importlib.import_module(module)
     failures, attempted = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert attempted > 0 and failures == 0

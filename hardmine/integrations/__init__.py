@@ -1,0 +1,1 @@
+"""Drop-ins for other libraries (each needs that library installed)."""

@@ -1,0 +1,222 @@
+"""Mining inside torch training loops: :func:`mine_in_batch` and :class:`MemoryBank`.
+
+Tensors go in and index tensors come out on the same device; CPU tensors are
+read in place through DLPack (no copy). This build has no GPU kernels, so a CUDA
+tensor is refused with a clear error rather than silently copied to the host.
+Both run under ``torch.no_grad()`` and are opaque to ``torch.compile`` (a graph
+break around the call, never a trace into NumPy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import api
+
+STRATEGIES = ("hardest", "semihard", "top", "random")
+
+__all__ = ["STRATEGIES", "MemoryBank", "mine_in_batch"]
+
+
+def _labels(value: Any, rows: int, name: str) -> np.ndarray:
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    if array.shape != (rows,):
+        raise ValueError(f"{name} must have shape ({rows},), one label per row; got {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer labels; got dtype {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _check_tensor(x: Any, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if x.device.type != "cpu":
+        raise TypeError(f"{name} is on {x.device}; this build has no GPU kernels (hardmine.info() says why). "
+                        f"Pass {name}.cpu() explicitly if a host copy is acceptable")
+
+
+@torch.compiler.disable
+@torch.no_grad()
+def mine_in_batch(
+    emb_a: torch.Tensor,
+    emb_b: torch.Tensor | None = None,
+    labels: Any = None,
+    ref_labels: Any = None,
+    *,
+    strategy: str = "hardest",
+    num_negatives: int = 1,
+    margin: float = 0.2,
+    metric: str = "cosine",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triplets ``(anchor_idx, positive_idx, negative_idx)`` from one batch.
+
+    Anchors are the rows of ``emb_a``; positives and negatives are rows of
+    ``emb_b`` (cross-modal: images vs captions), or of ``emb_a`` itself when
+    ``emb_b`` is None (then an anchor is never its own positive or negative).
+    Rows with equal labels are positives (``ref_labels`` labels ``emb_b``;
+    default ``labels``). Every anchor with at least one positive gets:
+
+    - ``hardest``: its hardest positive (lowest score) with its
+      ``num_negatives`` highest-scoring negatives (batch-hard, Hermans et al.);
+    - ``semihard``: its hardest positive p with the ``num_negatives``
+      highest-scoring negatives inside the band ``s_p - margin < s < s_p``
+      (FaceNet's semi-hard negatives, relative to the hardest positive);
+    - ``top``: every positive, each with the ``num_negatives`` highest-scoring negatives;
+    - ``random``: every positive, each with ``num_negatives`` negatives drawn
+      uniformly (seeded, without replacement; from the 16384 highest-scoring when there are more).
+
+    Anchors with fewer admissible negatives get fewer triplets. Results are
+    ordered by anchor, then positive, then negative score (highest first).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hardmine.torch import mine_in_batch
+    >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.8, 0.3]])
+    >>> a, p, n = mine_in_batch(x, labels=torch.tensor([0, 0, 1, 1]))
+    >>> a.tolist(), p.tolist(), n.tolist()
+    ([0, 1, 2, 3], [1, 0, 3, 2], [3, 3, 1, 1])
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
+    _check_tensor(emb_a, "emb_a")
+    same = emb_b is None
+    if not same:
+        _check_tensor(emb_b, "emb_b")
+    reference = emb_a if same else emb_b
+    if labels is None:
+        raise ValueError("labels is required: rows with equal labels are positives")
+    anchor_labels = _labels(labels, emb_a.shape[0], "labels")
+    if ref_labels is None:
+        if not same and emb_b.shape[0] != emb_a.shape[0]:
+            raise ValueError("ref_labels is required when emb_b has a different number of rows than emb_a")
+        ref_labels = labels
+    reference_labels = anchor_labels if same else _labels(ref_labels, reference.shape[0], "ref_labels")
+    count = int(num_negatives)
+    if count < 1:
+        raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
+
+    # Positive pairs, the diagonal left out for a batch against itself.
+    order = np.argsort(reference_labels, kind="stable")
+    sorted_labels = reference_labels[order]
+    left = np.searchsorted(sorted_labels, anchor_labels, side="left")
+    sizes = np.searchsorted(sorted_labels, anchor_labels, side="right") - left
+    anchors = np.repeat(np.arange(anchor_labels.size), sizes)
+    members = order[np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes - left, sizes)]
+    if same:
+        keep = members != anchors
+        anchors, members = anchors[keep], members[keep]
+    empty = torch.zeros(0, dtype=torch.long, device=emb_a.device)
+    if anchors.size == 0:
+        return empty, empty.clone(), empty.clone()
+    pair_scores = api._pair_scores(
+        _problem(emb_a, reference, metric), anchors, members
+    )
+    # Per anchor: positives sorted by score ascending, ties by index, so the first is the hardest.
+    pick = np.lexsort((members, pair_scores, anchors))
+    anchors, members, pair_scores = anchors[pick], members[pick], pair_scores[pick]
+    first = np.ones(anchors.size, dtype=bool)
+    first[1:] = anchors[1:] != anchors[:-1]
+    if strategy in ("hardest", "semihard"):
+        anchors, members, pair_scores = anchors[first], members[first], pair_scores[first]
+    with_positive = np.unique(anchors)
+
+    options: dict[str, Any] = {"num_negatives": count}
+    if strategy == "semihard":
+        # s_p is the anchor's hardest positive: the group minimum, which the self pair never lowers
+        options.update(strategy="semihard", margin=float(margin))
+    elif strategy == "random":
+        options.update(strategy="random", rank_range=(0, min(reference.shape[0], api.MAX_SAMPLING_WINDOW)),
+                       seed=seed)
+    result = api.mine(emb_a[with_positive], reference, query_groups=anchor_labels[with_positive],
+                      candidate_groups=reference_labels, metric=metric, **options)
+    indices = np.asarray(result.indices)
+    row_of = np.full(anchor_labels.size, -1, dtype=np.int64)
+    row_of[with_positive] = np.arange(with_positive.size)
+    negatives = indices[row_of[anchors]]  # (pairs, count)
+    valid = negatives >= 0
+    per_pair = valid.sum(axis=1)
+    out_anchor = np.repeat(anchors, per_pair)
+    out_positive = np.repeat(members, per_pair)
+    out_negative = negatives[valid]
+    device = emb_a.device
+    return (torch.from_numpy(out_anchor).to(device), torch.from_numpy(out_positive).to(device),
+            torch.from_numpy(np.ascontiguousarray(out_negative)).to(device))
+
+
+def _problem(queries: torch.Tensor, candidates: torch.Tensor, metric: str):
+    from . import _validation as v
+
+    return v.problem(queries.detach(), candidates.detach(), metric_name=metric)
+
+
+class MemoryBank:
+    """A ring buffer of past embeddings and labels, mined with the same engine.
+
+    ``add(embeddings, labels)`` stores detached copies, overwriting the oldest
+    rows once ``capacity`` is reached; ``mine(embeddings, labels, ...)`` runs
+    :func:`mine_in_batch` with the current batch as anchors and the bank as the
+    reference (positives and negatives can then come from many past batches).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hardmine.torch import MemoryBank
+    >>> bank = MemoryBank(capacity=4, dim=2)
+    >>> bank.add(torch.eye(2), torch.tensor([0, 1]))
+    >>> bank.add(torch.ones(3, 2), torch.tensor([0, 1, 1]))
+    >>> len(bank), bank.labels.tolist()
+    (4, [1, 0, 1, 1])
+    """
+
+    def __init__(self, capacity: int, dim: int, dtype: torch.dtype = torch.float32):
+        if capacity < 1 or dim < 1:
+            raise ValueError(f"capacity and dim must be >= 1; got {capacity} and {dim}")
+        self.capacity = int(capacity)
+        self._embeddings = torch.zeros(self.capacity, dim, dtype=dtype)
+        self._labels = torch.zeros(self.capacity, dtype=torch.long)
+        self._next = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @torch.no_grad()
+    def add(self, embeddings: torch.Tensor, labels: Any) -> None:
+        _check_tensor(embeddings, "embeddings")
+        if embeddings.ndim != 2 or embeddings.shape[1] != self._embeddings.shape[1]:
+            raise ValueError(f"embeddings must have shape (n, {self._embeddings.shape[1]}); "
+                             f"got {tuple(embeddings.shape)}")
+        labels = torch.from_numpy(_labels(labels, embeddings.shape[0], "labels"))
+        rows = embeddings.shape[0]
+        if rows >= self.capacity:  # only the newest rows fit
+            embeddings, labels, rows = embeddings[-self.capacity :], labels[-self.capacity :], self.capacity
+        positions = (self._next + torch.arange(rows)) % self.capacity
+        self._embeddings[positions] = embeddings.detach().to(self._embeddings.dtype)
+        self._labels[positions] = labels
+        self._next = int((self._next + rows) % self.capacity)
+        self._size = min(self.capacity, self._size + rows)
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The stored rows, oldest first."""
+        return self._ordered(self._embeddings)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._ordered(self._labels)
+
+    def _ordered(self, x: torch.Tensor) -> torch.Tensor:
+        if self._size < self.capacity:
+            return x[: self._size]
+        return torch.cat([x[self._next :], x[: self._next]])
+
+    def mine(self, embeddings: torch.Tensor, labels: Any, **options: Any):
+        """:func:`mine_in_batch` of ``embeddings`` against the bank (indices into :attr:`embeddings`)."""
+        if self._size == 0:
+            raise ValueError("the memory bank is empty: add() batches before mining against it")
+        return mine_in_batch(embeddings, self.embeddings, labels, self.labels, **options)

@@ -1,0 +1,143 @@
+"""hardmine.torch: in-batch mining against a dense float64 reference, the memory bank, torch.compile."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hardmine.torch import MemoryBank, mine_in_batch  # noqa: E402
+
+
+def reference(emb_a, emb_b, labels, ref_labels, strategy, k, margin, metric="cosine"):
+    """Dense float64 triplets as mine_in_batch documents them."""
+    a = emb_a.double().numpy()
+    b = a if emb_b is None else emb_b.double().numpy()
+    if metric == "cosine":
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    s = a @ b.T
+    la = labels.numpy()
+    lb = la if ref_labels is None else ref_labels.numpy()
+    same = la[:, None] == lb[None, :]
+    positive = same.copy()
+    if emb_b is None:
+        np.fill_diagonal(positive, False)
+    out = []
+    for i in range(len(a)):
+        pos = np.flatnonzero(positive[i])
+        if pos.size == 0:
+            continue
+        pos = pos[np.lexsort((pos, s[i, pos]))]
+        negs = np.flatnonzero(~same[i])
+        negs = negs[np.lexsort((negs, -s[i, negs]))]
+        if strategy in ("hardest", "semihard"):
+            pos = pos[:1]
+        for p in pos:
+            chosen = negs
+            if strategy == "semihard":
+                sp = s[i, pos[0]]
+                chosen = negs[(s[i, negs] > sp - margin) & (s[i, negs] < sp)]
+            out += [(i, int(p), int(n)) for n in chosen[:k]]
+    return out
+
+
+def triplets(result):
+    return list(zip(*(t.tolist() for t in result)))
+
+
+@pytest.mark.parametrize("strategy", ["hardest", "semihard", "top"])
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("k", [1, 3])
+def test_mine_in_batch_matches_the_reference(strategy, cross, k):
+    generator = torch.Generator().manual_seed(7)
+    emb_a = torch.randn(64, 12, generator=generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    emb_b = emb_a + 0.3 * torch.randn(64, 12, generator=generator) if cross else None
+    got = mine_in_batch(emb_a, emb_b, labels, strategy=strategy, num_negatives=k, margin=0.3)
+    assert all(t.dtype == torch.int64 and t.device == emb_a.device for t in got)
+    assert triplets(got) == reference(emb_a, emb_b, labels, None, strategy, k, 0.3)
+
+
+def test_cross_modal_with_ref_labels_and_dot_metric():
+    generator = torch.Generator().manual_seed(8)
+    images, captions = torch.randn(20, 8, generator=generator), torch.randn(100, 8, generator=generator)
+    image_labels = torch.arange(20)
+    caption_labels = torch.arange(100) // 5
+    got = mine_in_batch(images, captions, image_labels, caption_labels, strategy="top", num_negatives=2,
+                        metric="dot")
+    assert triplets(got) == reference(images, captions, image_labels, caption_labels, "top", 2, 0, metric="dot")
+    assert len(got[0]) == 20 * 5 * 2
+
+
+def test_random_strategy_draws_negatives_only():
+    generator = torch.Generator().manual_seed(9)
+    emb = torch.randn(50, 6, generator=generator)
+    labels = torch.randint(0, 5, (50,), generator=generator)
+    a, p, n = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1)
+    assert torch.all(labels[a] == labels[p]) and torch.all(labels[a] != labels[n]) and torch.all(a != p)
+    again = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1)
+    other = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=2)
+    assert torch.equal(n, again[2]) and not torch.equal(n, other[2])
+
+
+def test_fp16_bf16_no_grad_and_compile():
+    generator = torch.Generator().manual_seed(10)
+    emb = torch.randn(40, 8, generator=generator, requires_grad=True)
+    labels = torch.randint(0, 4, (40,), generator=generator)
+    expected = triplets(mine_in_batch(emb, labels=labels))
+    for dtype in (torch.float16, torch.bfloat16):
+        low = emb.detach().to(dtype)
+        assert triplets(mine_in_batch(low, labels=labels)) == reference(low.float(), None, labels, None, "hardest",
+                                                                         1, 0)
+
+    def step(x, y):
+        a, p, n = mine_in_batch(x, labels=y)
+        return torch.nn.functional.triplet_margin_loss(x[a], x[p], x[n], margin=0.2)
+
+    loss = torch.compile(step, backend="eager")(emb, labels)
+    loss.backward()
+    assert emb.grad is not None
+    with torch.no_grad():
+        assert triplets(mine_in_batch(emb, labels=labels)) == expected
+
+
+def test_memory_bank_rings_and_mines_against_the_past():
+    bank = MemoryBank(capacity=50, dim=6)
+    generator = torch.Generator().manual_seed(11)
+    seen, seen_labels = [], []
+    for _ in range(4):
+        batch, labels = torch.randn(20, 6, generator=generator), torch.randint(0, 5, (20,), generator=generator)
+        bank.add(batch, labels)
+        seen.append(batch)
+        seen_labels.append(labels)
+    assert len(bank) == 50
+    torch.testing.assert_close(bank.embeddings, torch.cat(seen)[-50:])
+    assert torch.equal(bank.labels, torch.cat(seen_labels)[-50:])
+    query, query_labels = torch.randn(10, 6, generator=generator), torch.randint(0, 5, (10,), generator=generator)
+    got = bank.mine(query, query_labels, strategy="top", num_negatives=2)
+    assert triplets(got) == reference(query, bank.embeddings, query_labels, bank.labels, "top", 2, 0)
+    bank.add(torch.randn(70, 6), torch.zeros(70, dtype=torch.long))  # more than the capacity: newest 50 kept
+    assert len(bank) == 50 and torch.all(bank.labels == 0)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda e, l: mine_in_batch(e.numpy(), labels=l), TypeError, "emb_a must be a torch.Tensor"),
+    (lambda e, l: mine_in_batch(e), ValueError, "labels is required"),
+    (lambda e, l: mine_in_batch(e, labels=l[:3]), ValueError, r"labels must have shape \(8,\)"),
+    (lambda e, l: mine_in_batch(e, labels=l.float()), TypeError, "labels must hold integer labels"),
+    (lambda e, l: mine_in_batch(e, torch.ones(5, 4), l), ValueError, "ref_labels is required"),
+    (lambda e, l: mine_in_batch(e, labels=l, strategy="easy"), ValueError, "strategy must be one of"),
+    (lambda e, l: mine_in_batch(e, labels=l, num_negatives=0), ValueError, "num_negatives must be >= 1"),
+    (lambda e, l: MemoryBank(4, 4).mine(e, l), ValueError, "memory bank is empty"),
+    (lambda e, l: MemoryBank(4, 3).add(e, l), ValueError, r"embeddings must have shape \(n, 3\)"),
+])
+def test_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call(torch.ones(8, 4), torch.arange(8) % 2)
+
+
+def test_no_positive_anywhere_gives_empty_tensors():
+    got = mine_in_batch(torch.randn(5, 3), labels=torch.arange(5))
+    assert [t.numel() for t in got] == [0, 0, 0]
