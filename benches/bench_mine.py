@@ -20,36 +20,10 @@ st_util = pytest.importorskip("sentence_transformers.util")
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
+from hardmine.integrations.sentence_transformers import FixedEmbeddingModel  # noqa: E402
+
 ROUNDS = 3
 WINDOW = (10, 100)
-
-
-class PrecomputedModel:
-    """The slice of SentenceTransformer that mine_hard_negatives uses, over fixed embeddings."""
-
-    device = torch.device("cpu")
-
-    class model_card_data:  # noqa: N801 (mirrors the attribute name)
-        base_model = "precomputed"
-
-    def __init__(self, queries: np.ndarray, corpus: np.ndarray):
-        self.rows = {f"q{i}": row for i, row in enumerate(queries)}
-        self.rows.update({f"d{j}": row for j, row in enumerate(corpus)})
-        self.dim = queries.shape[1]
-
-    def get_embedding_dimension(self) -> int:
-        return self.dim
-
-    def _encode(self, texts, **kwargs):
-        return np.stack([self.rows[t] for t in texts])
-
-    encode_query = encode_document = _encode
-
-    def similarity(self, a, b):
-        return torch.as_tensor(a) @ torch.as_tensor(b).T
-
-    def similarity_pairwise(self, a, b):
-        return (torch.as_tensor(a) * torch.as_tensor(b)).sum(dim=1)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +68,10 @@ def test_hardmine_mine(benchmark, world, record, backend):
 
 def st_mine(world, strategy, rank_range=WINDOW, relative_margin=0.05):
     queries, corpus, _, dataset, corpus_texts = world
+    model = FixedEmbeddingModel({**{f"q{i}": row for i, row in enumerate(queries)},
+                                 **{f"d{j}": row for j, row in enumerate(corpus)}})
     return st_util.mine_hard_negatives(
-        dataset, PrecomputedModel(queries, corpus), corpus=corpus_texts, range_min=rank_range[0],
+        dataset, model, corpus=corpus_texts, range_min=rank_range[0],
         range_max=rank_range[1], relative_margin=relative_margin, num_negatives=5, sampling_strategy=strategy,
         output_format="n-tuple", use_faiss=False, faiss_batch_size=2048, verbose=False,
     )

@@ -19,6 +19,14 @@ SIZE_NAME = os.environ.get("HARDMINE_BENCH_SIZE", "ci")
 SIZE = SIZES[SIZE_NAME]
 
 _ROWS: list[dict] = []
+_PEERS: list[dict] = []
+#: the libraries the drop-ins replace: each task's ratio is against their row
+_ORIGINALS = ("pytorch-metric-learning", "sentence-transformers", "faiss.Kmeans")
+
+
+def record_peer(task: str, implementation: str, seconds: float, peak_bytes: int | None, outputs: int) -> None:
+    """A row of the drop-in table: the same task by hardmine and by the library it replaces."""
+    _PEERS.append(dict(task=task, implementation=implementation, seconds=seconds, peak=peak_bytes, outputs=outputs))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +44,24 @@ def record():
     return add
 
 
+def _peer_table(write) -> None:
+    write("")
+    write(f"drop-ins, size {SIZE_NAME}, {os.cpu_count()} cores: x original = the original's time / this time "
+          f"(>1 = faster); memory = peak extra memory of one call; outputs = tuples, rows, or k-means inertia")
+    write(f"{'task':<38} {'implementation':<30} {'median s':>9} {'x original':>10} {'memory MiB':>10} "
+          f"{'outputs':>14}")
+    originals = {r["task"]: r for r in _PEERS if r["implementation"] in _ORIGINALS}
+    for row in sorted(_PEERS, key=lambda r: (r["task"], r["implementation"] in _ORIGINALS)):
+        base = originals.get(row["task"])
+        ratio = f"{base['seconds'] / row['seconds']:.2f}" if base else "-"
+        memory = "-" if row["peak"] is None else f"{row['peak'] / 2**20:.1f}"
+        write(f"{row['task']:<38} {row['implementation']:<30} {row['seconds']:>9.4f} {ratio:>10} {memory:>10} "
+              f"{row['outputs']:>14,}")
+
+
 def pytest_terminal_summary(terminalreporter):
+    if _PEERS:
+        _peer_table(terminalreporter.write_line)
     if not _ROWS:
         return
     write = terminalreporter.write_line

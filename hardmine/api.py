@@ -289,9 +289,11 @@ def _pair_scores(problem: v.Problem, rows: np.ndarray, ids: np.ndarray) -> np.nd
     dots = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _PAIR_CHUNK):
         stop = min(start + _PAIR_CHUNK, rows.shape[0])
-        q = np.asarray(problem.queries.array[rows[start:stop]]).astype(np.float64)
-        c = np.asarray(problem.candidates.array[ids[start:stop]]).astype(np.float64)
-        dots[start:stop] = np.einsum("ij,ij->i", q, c)
+        q = np.asarray(problem.queries.array[rows[start:stop]])
+        c = np.asarray(problem.candidates.array[ids[start:stop]])
+        if q.dtype not in (np.float32, np.float16):  # bfloat16: einsum cannot cast it on the fly
+            q, c = q.astype(np.float32), c.astype(np.float32)
+        dots[start:stop] = np.einsum("ij,ij->i", q, c, dtype=np.float64)  # exact products, float64 sums
     if problem.metric == "cosine":
         dots *= problem.query_scales[rows] * problem.candidate_scales[ids]
     return dots

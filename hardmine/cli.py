@@ -117,6 +117,41 @@ def _mine(args: argparse.Namespace) -> int:
         return 1
 
 
+def _select(args: argparse.Namespace) -> int:
+    from . import active
+    from .io.dumps import DumpError, load_ids
+    from .io.outputs import atomic_write
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".txt"):
+        raise ValueError(f"--out must end in .npy or .txt; got {out}")
+    arrays = {}
+    for name in ("unpaired", "images", "texts"):
+        path = getattr(args, name)
+        try:
+            arrays[name] = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"--{name} {path}: not a readable .npy file ({error})") from None
+    try:
+        pairs = load_ids(args.pairs, "pairs") if args.pairs else None
+    except DumpError as error:
+        raise ValueError(str(error)) from None
+    scores = active.score_unpaired(
+        arrays["unpaired"], arrays["images"], arrays["texts"], pairs, side=args.side, margin=args.margin,
+        threshold=args.threshold, weight=args.weight, variant=args.variant, minibatch_size=args.minibatch_size,
+        k=args.k, seed=args.seed, metric=args.metric, backend=args.backend,
+    )
+    chosen = active.select(scores, args.budget)
+    if out.suffix == ".npy":
+        atomic_write(out, lambda target: np.save(target, chosen))
+    else:
+        atomic_write(out, lambda target: target.write("".join(f"{i}\n" for i in chosen).encode()))
+    print(f"hardmine select: {chosen.size} of {scores.size} unpaired {args.side}s -> {out} "
+          f"(scores {scores[chosen].min():g} to {scores[chosen].max():g}; "
+          f"{int((scores > 0).sum())} with a non-zero score)")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from . import eval as evaluation
 
@@ -197,6 +232,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--dim", type=int, default=384)
     bench.add_argument("--k", type=int, default=10)
     bench.set_defaults(run=_bench)
+
+    select = commands.add_parser(
+        "select", help="active learning: the unpaired samples worth annotating (Jo et al. 2024)",
+        description="Scores unpaired images (or texts with --side text) by how many paired texts they would be "
+                    "hard negatives for (SPEC 5.4) and writes the --budget best ids, best first, ties by id.",
+    )
+    select.add_argument("--unpaired", required=True, help=".npy (U, d) unpaired images (or texts)")
+    select.add_argument("--images", required=True, help=".npy (N, d) paired images")
+    select.add_argument("--texts", required=True, help=".npy (T, d) paired texts")
+    select.add_argument("--pairs", help=".npy (T,) image row of each text (default: text j <-> image j)")
+    select.add_argument("--budget", type=int, required=True, help="how many ids to select")
+    select.add_argument("--out", required=True, help="selected ids: .npy or .txt (one per line)")
+    select.add_argument("--side", default="image", choices=["image", "text"])
+    select.add_argument("--weight", default="binary", choices=["binary", "hinge"])
+    select.add_argument("--variant", default="full", choices=["full", "minibatch", "topk"])
+    select.add_argument("--minibatch-size", type=int)
+    select.add_argument("--k", type=int)
+    select.add_argument("--margin", type=float, default=0.2)
+    select.add_argument("--threshold", type=float, default=0.0)
+    select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--metric", default="cosine", choices=["dot", "cosine"])
+    select.add_argument("--backend", default="auto")
+    select.set_defaults(run=_select)
 
     mine = commands.add_parser(
         "mine", help="mine negatives from embedding dumps (resumable, memory-bounded)",

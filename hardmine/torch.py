@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import api
+from . import _validation, api
 
 STRATEGIES = ("hardest", "semihard", "top", "random")
 
@@ -100,22 +100,11 @@ def mine_in_batch(
     if count < 1:
         raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
 
-    # Positive pairs, the diagonal left out for a batch against itself.
-    order = np.argsort(reference_labels, kind="stable")
-    sorted_labels = reference_labels[order]
-    left = np.searchsorted(sorted_labels, anchor_labels, side="left")
-    sizes = np.searchsorted(sorted_labels, anchor_labels, side="right") - left
-    anchors = np.repeat(np.arange(anchor_labels.size), sizes)
-    members = order[np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes - left, sizes)]
-    if same:
-        keep = members != anchors
-        anchors, members = anchors[keep], members[keep]
+    anchors, members, pair_scores = _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same,
+                                                    metric)
     empty = torch.zeros(0, dtype=torch.long, device=emb_a.device)
     if anchors.size == 0:
         return empty, empty.clone(), empty.clone()
-    pair_scores = api._pair_scores(
-        _problem(emb_a, reference, metric), anchors, members
-    )
     # Per anchor: positives sorted by score ascending, ties by index, so the first is the hardest.
     pick = np.lexsort((members, pair_scores, anchors))
     anchors, members, pair_scores = anchors[pick], members[pick], pair_scores[pick]
@@ -125,15 +114,17 @@ def mine_in_batch(
         anchors, members, pair_scores = anchors[first], members[first], pair_scores[first]
     with_positive = np.unique(anchors)
 
-    options: dict[str, Any] = {"num_negatives": count}
-    if strategy == "semihard":
+    groups = {"query_groups": anchor_labels[with_positive], "candidate_groups": reference_labels, "metric": metric}
+    if strategy in ("hardest", "top"):  # the plain fused top-k: same-label rows are excluded by the groups
+        result = api.topk(emb_a[with_positive], reference, count, **groups)
+    elif strategy == "semihard":
         # s_p is the anchor's hardest positive: the group minimum, which the self pair never lowers
-        options.update(strategy="semihard", margin=float(margin))
-    elif strategy == "random":
-        options.update(strategy="random", rank_range=(0, min(reference.shape[0], api.MAX_SAMPLING_WINDOW)),
-                       seed=seed)
-    result = api.mine(emb_a[with_positive], reference, query_groups=anchor_labels[with_positive],
-                      candidate_groups=reference_labels, metric=metric, **options)
+        result = api.mine(emb_a[with_positive], reference, num_negatives=count, strategy="semihard",
+                          margin=float(margin), **groups)
+    else:
+        window = (0, min(reference.shape[0], api.MAX_SAMPLING_WINDOW))
+        result = api.mine(emb_a[with_positive], reference, num_negatives=count, strategy="random",
+                          rank_range=window, seed=seed, **groups)
     indices = np.asarray(result.indices)
     row_of = np.full(anchor_labels.size, -1, dtype=np.int64)
     row_of[with_positive] = np.arange(with_positive.size)
@@ -148,10 +139,41 @@ def mine_in_batch(
             torch.from_numpy(np.ascontiguousarray(out_negative)).to(device))
 
 
-def _problem(queries: torch.Tensor, candidates: torch.Tensor, metric: str):
-    from . import _validation as v
-
-    return v.problem(queries.detach(), candidates.detach(), metric_name=metric)
+def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: bool, metric: str,
+                    dtype: type = np.float64):
+    """(anchor, member, score) of every same-label pair, the diagonal left out when ``same`` (rows of
+    a batch against their own labels). Rows are sorted by label once; each label's pairs are then
+    one small product of two contiguous blocks, so only O(pairs) scores are computed and no row is gathered twice."""
+    a = _validation._as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
+    r = _validation._as_numpy(reference, "emb_b")
+    a_order = np.argsort(anchor_labels, kind="stable")
+    r_order = np.argsort(reference_labels, kind="stable")
+    shared = reference is emb_a
+    a_sorted = np.asarray(a[a_order], dtype=dtype)
+    r_sorted = a_sorted if shared else np.asarray(r[r_order], dtype=dtype)
+    if metric == "cosine":
+        a_sorted = a_sorted / np.linalg.norm(a_sorted, axis=1, keepdims=True)
+        r_sorted = a_sorted if shared else r_sorted / np.linalg.norm(r_sorted, axis=1, keepdims=True)
+    a_labels, r_labels = anchor_labels[a_order], reference_labels[r_order]
+    labels = np.intersect1d(a_labels, r_labels)
+    a_start, a_stop = np.searchsorted(a_labels, labels), np.searchsorted(a_labels, labels, side="right")
+    r_start, r_stop = np.searchsorted(r_labels, labels), np.searchsorted(r_labels, labels, side="right")
+    blocks = [(a_sorted[a_start[i] : a_stop[i]] @ r_sorted[r_start[i] : r_stop[i]].T).ravel()
+              for i in range(labels.size)]
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    # Row-major (anchor, member) positions inside each label's block, in sorted-row numbers.
+    n, m = a_stop - a_start, r_stop - r_start
+    sizes = n * m
+    local = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    width = np.repeat(m, sizes)
+    anchors = a_order[np.repeat(a_start, sizes) + local // width]
+    members = r_order[np.repeat(r_start, sizes) + local % width]
+    scores = np.concatenate(blocks)
+    if same:
+        keep = anchors != members
+        anchors, members, scores = anchors[keep], members[keep], scores[keep]
+    return anchors, members, scores
 
 
 class MemoryBank:

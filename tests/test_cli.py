@@ -79,3 +79,25 @@ def test_demo_keeps_a_dump_that_hardmine_mine_reads(tmp_path):
     assert all(caption_image[ids].tolist().count(q) == 0 for q, ids in zip(table["query_id"], table["negative_ids"]))
     again = run(tmp_path, "demo", "--images", "300", "--keep-dump", "dump")
     assert again.returncode == 2 and "is not empty" in again.stderr
+
+
+def test_select_writes_the_best_ids(tmp_path):
+    from hardmine import active
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((50, 8)).astype(np.float32)
+    texts = images + 0.3 * rng.standard_normal((50, 8)).astype(np.float32)
+    unpaired = rng.standard_normal((30, 8)).astype(np.float32)
+    for name, array in (("x", images), ("t", texts), ("u", unpaired)):
+        np.save(tmp_path / f"{name}.npy", array)
+    done = run(tmp_path, "select", "--unpaired", "u.npy", "--images", "x.npy", "--texts", "t.npy", "--budget", "7",
+               "--weight", "hinge", "--out", "ids.txt")
+    assert done.returncode == 0, done.stderr
+    expected = active.select(active.score_unpaired(unpaired, images, texts, weight="hinge"), 7)
+    assert (tmp_path / "ids.txt").read_text().split() == [str(i) for i in expected]
+    bad = run(tmp_path, "select", "--unpaired", "u.npy", "--images", "x.npy", "--texts", "t.npy", "--budget", "0",
+              "--out", "ids.npy")
+    assert bad.returncode == 2 and "budget must be >= 1" in bad.stderr
+    missing = run(tmp_path, "select", "--unpaired", "nope.npy", "--images", "x.npy", "--texts", "t.npy",
+                  "--budget", "3", "--out", "ids.npy")
+    assert missing.returncode == 2 and "--unpaired nope.npy: not a readable .npy file" in missing.stderr

@@ -123,3 +123,11 @@ def test_drop_ins_are_pml_miners_and_feed_pml_losses():
     loss = losses.TripletMarginLoss(margin=0.2)(emb, lab, miner(emb, lab))
     loss.backward()
     assert emb.grad is not None and np.isfinite(float(loss.detach()))
+
+
+def test_batch_hard_miner_with_the_same_labels_object_for_another_reference():
+    """ref_labels may be the very labels tensor while ref_emb is another batch: the scores must
+    come from ref_emb, with only PML's diagonal rule taken from the labels' identity."""
+    emb, lab, _, _ = batch(7, size=40, labels=6)
+    other = torch.randn(40, 16, generator=torch.Generator().manual_seed(70))
+    compare(pml.BatchHardMiner(), pml_miners.BatchHardMiner(), emb, lab, other, lab)

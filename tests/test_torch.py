@@ -123,15 +123,15 @@ def test_memory_bank_rings_and_mines_against_the_past():
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda e, l: mine_in_batch(e.numpy(), labels=l), TypeError, "emb_a must be a torch.Tensor"),
-    (lambda e, l: mine_in_batch(e), ValueError, "labels is required"),
-    (lambda e, l: mine_in_batch(e, labels=l[:3]), ValueError, r"labels must have shape \(8,\)"),
-    (lambda e, l: mine_in_batch(e, labels=l.float()), TypeError, "labels must hold integer labels"),
-    (lambda e, l: mine_in_batch(e, torch.ones(5, 4), l), ValueError, "ref_labels is required"),
-    (lambda e, l: mine_in_batch(e, labels=l, strategy="easy"), ValueError, "strategy must be one of"),
-    (lambda e, l: mine_in_batch(e, labels=l, num_negatives=0), ValueError, "num_negatives must be >= 1"),
-    (lambda e, l: MemoryBank(4, 4).mine(e, l), ValueError, "memory bank is empty"),
-    (lambda e, l: MemoryBank(4, 3).add(e, l), ValueError, r"embeddings must have shape \(n, 3\)"),
+    (lambda e, lab: mine_in_batch(e.numpy(), labels=lab), TypeError, "emb_a must be a torch.Tensor"),
+    (lambda e, lab: mine_in_batch(e), ValueError, "labels is required"),
+    (lambda e, lab: mine_in_batch(e, labels=lab[:3]), ValueError, r"labels must have shape \(8,\)"),
+    (lambda e, lab: mine_in_batch(e, labels=lab.float()), TypeError, "labels must hold integer labels"),
+    (lambda e, lab: mine_in_batch(e, torch.ones(5, 4), lab), ValueError, "ref_labels is required"),
+    (lambda e, lab: mine_in_batch(e, labels=lab, strategy="easy"), ValueError, "strategy must be one of"),
+    (lambda e, lab: mine_in_batch(e, labels=lab, num_negatives=0), ValueError, "num_negatives must be >= 1"),
+    (lambda e, lab: MemoryBank(4, 4).mine(e, lab), ValueError, "memory bank is empty"),
+    (lambda e, lab: MemoryBank(4, 3).add(e, lab), ValueError, r"embeddings must have shape \(n, 3\)"),
 ])
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):

@@ -27,12 +27,14 @@ fp16), so the equality holds against PML run on ``embeddings.float()``.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import miners as pml_miners
 
 from .. import api
+from ..torch import _positive_pairs
 
 __all__ = ["BatchEasyHardMiner", "BatchHardMiner", "MultiSimilarityMiner", "TripletMarginMiner"]
 
@@ -77,6 +79,20 @@ def _long(x, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, dtype=np.int64)).to(device)
 
 
+@numba.njit(cache=True, nogil=True)
+def _expand_runs(anchors, positives, order, start, stop, out_anchor, out_positive, out_negative):
+    """Writes each (anchor, positive) pair's run of sorted negatives straight into the outputs:
+    one pass over the T triplets, no (T,) temporaries."""
+    k = 0
+    for i in range(anchors.size):
+        a, p = anchors[i], positives[i]
+        for j in range(start[i], stop[i]):
+            out_anchor[k] = a
+            out_positive[k] = p
+            out_negative[k] = order[a, j]
+            k += 1
+
+
 class TripletMarginMiner(pml_miners.TripletMarginMiner):
     """PML's ``TripletMarginMiner`` (types ``all``/``hard``/``semihard``/``easy``) on hardmine kernels."""
 
@@ -88,7 +104,7 @@ class TripletMarginMiner(pml_miners.TripletMarginMiner):
         inverted = self.distance.is_inverted
         # Along each anchor's negatives sorted this way, PML's triplet_margin never decreases.
         key = np.where(negatives, -mat if inverted else mat, np.inf)
-        order = np.argsort(key, axis=1, kind="stable")
+        order = np.argsort(key, axis=1)  # ties have equal triplet margins: their order does not matter
         sorted_values = np.take_along_axis(mat, order, axis=1)
         count = negatives.sum(axis=1)
         anchors, positive_ids = np.nonzero(positives)
@@ -120,13 +136,12 @@ class TripletMarginMiner(pml_miners.TripletMarginMiner):
             start, stop = first_above(np.float32(0)), within_margin
         else:
             start, stop = np.zeros_like(within_margin), within_margin
-        sizes = np.maximum(stop - start, 0)
-        total = int(sizes.sum())
-        pair = np.repeat(np.arange(anchors.size), sizes)
-        offset = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        negative_ids = order[anchors[pair], start[pair] + offset]
+        stop = np.maximum(stop, start)
+        total = int((stop - start).sum())
+        out = [torch.empty(total, dtype=torch.long) for _ in range(3)]
+        _expand_runs(anchors, positive_ids, order, start, stop, *(t.numpy() for t in out))
         device = embeddings.device
-        return _long(anchors[pair], device), _long(positive_ids[pair], device), _long(negative_ids, device)
+        return tuple(t.to(device) for t in out)
 
 
 class BatchEasyHardMiner(pml_miners.BatchEasyHardMiner):
@@ -217,16 +232,9 @@ class BatchHardMiner(BatchEasyHardMiner):
             labels_np, ref_np = inverse[: labels_np.size], inverse[labels_np.size :]
         nearest = api.topk(q, r, 1, query_groups=labels_np, candidate_groups=ref_np)
         negative = np.asarray(nearest.indices)[:, 0]
-        # Positive pairs only: rows sharing a label, the diagonal left out for a batch against itself.
-        order = np.argsort(ref_np, kind="stable")
-        left = np.searchsorted(ref_np[order], labels_np, side="left")
-        counts = np.searchsorted(ref_np[order], labels_np, side="right") - left
-        anchors = np.repeat(np.arange(labels_np.size), counts)
-        members = order[np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts - left, counts)]
-        if ref_labels is labels:
-            keep = members != anchors
-            anchors, members = anchors[keep], members[keep]
-        scores = (q[anchors].float() * r[members].float()).sum(1).numpy()
+        # Positive pairs only: one small product per label, the diagonal left out for a batch against itself.
+        anchors, members, scores = _positive_pairs(q, r, labels_np, ref_np, ref_labels is labels, "dot",
+                                                   np.float32)
         # Hardest positive: the lowest similarity (largest distance), ties by the smaller index.
         pick = np.lexsort((members, scores, anchors))
         first = np.ones(pick.size, dtype=bool)

@@ -1,0 +1,252 @@
+"""k-means on the engine and reliable negatives by clustering (Tagami et al. 2024), SPEC 5.4."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from . import _validation as v
+from . import api
+
+#: rows assigned per engine call (bounds the one-column-wider copy the assignment needs)
+_ASSIGN_ROWS = 65536
+
+
+class KMeans(NamedTuple):
+    """``centroids`` (k, d) float32, ``labels`` (n,) int64, ``inertia`` (on every row) and
+    ``history`` (the training sample's inertia after each assignment step, non-increasing)."""
+
+    centroids: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    history: list[float]
+
+
+@numba.njit(cache=True, nogil=True)
+def _cluster_sums(x, labels, k):
+    """Per-cluster float64 sums of the rows and their counts, in one pass without copies."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    for i in range(x.shape[0]):
+        c = labels[i]
+        counts[c] += 1
+        for j in range(x.shape[1]):
+            sums[c, j] += x[i, j]
+    return sums, counts
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray, spherical: bool, backend: str,
+            extended_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row and the squared distance to it (spherical: 1 - cosine of the
+    normalised row),
+    through the engine's fused top-1: argmin |x - c|^2 = argmax x.c - |c|^2 / 2, one extra coordinate."""
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    distances = np.empty(x.shape[0], dtype=np.float64)
+    if spherical:
+        bias = np.zeros(centroids.shape[0], dtype=np.float32)
+    else:
+        bias = -0.5 * np.einsum("ij,ij->i", centroids, centroids, dtype=np.float64).astype(np.float32)
+    extended = np.concatenate([centroids, bias[:, None]], axis=1)
+    for start in range(0, x.shape[0], _ASSIGN_ROWS):
+        rows = np.asarray(x[start : start + _ASSIGN_ROWS], dtype=np.float32)
+        if extended_rows is not None:  # the training sample, extended once for every iteration
+            query = extended_rows[start : start + _ASSIGN_ROWS]
+        else:
+            if spherical:
+                rows = _unit_rows(rows, "x")
+            query = np.concatenate([rows, np.ones((rows.shape[0], 1), np.float32)], axis=1)
+        best = api.topk(query, extended, 1, backend=backend, check_finite=False)
+        labels[start : start + rows.shape[0]] = np.asarray(best.indices)[:, 0]
+        score = np.asarray(best.scores, dtype=np.float64)[:, 0]
+        if spherical:
+            distances[start : start + rows.shape[0]] = 1.0 - score
+        else:
+            squared = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+            distances[start : start + rows.shape[0]] = np.maximum(squared - 2.0 * score, 0.0)
+    return labels, distances
+
+
+def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{name} row {int(np.argmax(norms[:, 0] == 0))} has zero norm; spherical k-means "
+                         f"needs non-zero rows")
+    return (x / norms).astype(np.float32)
+
+
+def _plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, spherical: bool) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre drawn with probability
+    proportional to the squared distance to the nearest centre chosen so far."""
+    centers = np.empty((k, x.shape[1]), dtype=np.float32)
+    first = int(rng.integers(x.shape[0]))
+    centers[0] = x[first]
+    squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    nearest = np.maximum(squared - 2.0 * (x @ centers[0]) + squared[first], 0.0)
+    for i in range(1, k):
+        total = nearest.sum()
+        pick = int(rng.integers(x.shape[0])) if total <= 0 else int(
+            min(np.searchsorted(np.cumsum(nearest), rng.random() * total, side="right"), x.shape[0] - 1))
+        centers[i] = x[pick]
+        np.minimum(nearest, np.maximum(squared - 2.0 * (x @ centers[i]) + squared[pick], 0.0), out=nearest)
+    return _unit_rows(centers, "centroids") if spherical else centers
+
+
+def kmeans(
+    x: Any,
+    k: int,
+    *,
+    iters: int = 20,
+    seed: int = 0,
+    spherical: bool = False,
+    max_points_per_centroid: int = 256,
+    init_points_per_centroid: int = 32,
+    backend: str = "auto",
+) -> KMeans:
+    """Lloyd's k-means with k-means++ seeding, the assignment step on the engine's top-1 scan.
+
+    Like FAISS, it trains on a seeded random sample of at most
+    ``max_points_per_centroid * k`` rows, then assigns every row; k-means++ seeds
+    from at most ``init_points_per_centroid * k`` of those. An empty cluster is
+    re-seeded at the sample row farthest from its centroid (which lowers the
+    inertia). ``spherical=True`` clusters L2-normalised rows with unit centroids
+    (for cosine); inertia is then the sum of 1 - cosine.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[0, 0], [0, 1], [10, 10], [10, 11]], dtype=np.float32)
+    >>> result = kmeans(x, 2, seed=0)
+    >>> sorted(result.labels.tolist()) == [0, 0, 1, 1] and result.inertia == 1.0
+    True
+    """
+    emb = v.embeddings(x, "x")
+    k = v.positive_int(k, "k")
+    iters = v.positive_int(iters, "iters")
+    if k > emb.rows:
+        raise ValueError(f"k must be <= the number of rows ({emb.rows}); got {k}")
+    rng = np.random.default_rng(seed)
+    n_train = min(emb.rows, max_points_per_centroid * k)
+    rows = np.sort(rng.choice(emb.rows, size=n_train, replace=False)) if n_train < emb.rows else None
+    for start in range(0, emb.rows, _ASSIGN_ROWS):  # streamed: names the first NaN/inf row
+        finite = v._finite_rows(emb, start, min(start + _ASSIGN_ROWS, emb.rows))
+        if not finite.all():
+            raise ValueError(f"x row {start + int(np.argmin(finite))} contains NaN or inf")
+    train = np.asarray(emb.array[rows] if rows is not None else emb.array, dtype=np.float32)
+    if spherical:
+        train = _unit_rows(train, "x")
+    n_init = min(n_train, init_points_per_centroid * k)
+    init = train if n_init == n_train else train[np.sort(rng.choice(n_train, size=n_init, replace=False))]
+    centroids = _plus_plus(init, k, rng, spherical)
+    history: list[float] = []
+    extended = np.concatenate([train, np.ones((train.shape[0], 1), np.float32)], axis=1)
+    for _ in range(iters):
+        labels, distances = _assign(train, centroids, spherical, backend, extended)
+        history.append(float(distances.sum()))
+        sums, counts = _cluster_sums(train, labels, k)
+        present = np.flatnonzero(counts)
+        centroids = centroids.copy()
+        centroids[present] = (sums[present] / counts[present, None]).astype(np.float32)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:  # re-seed at the farthest rows, each used once
+            farthest = np.argsort(-distances, kind="stable")[: empty.size]
+            centroids[empty] = train[farthest]
+        if spherical:
+            centroids = _unit_rows(centroids, "centroids")
+    if rows is None:
+        labels, distances = _assign(train, centroids, spherical, backend, extended)
+    else:
+        labels, distances = _assign(emb.array, centroids, spherical, backend)
+    return KMeans(centroids, labels, float(distances.sum()), history)
+
+
+class ReliableNegatives(NamedTuple):
+    """Per swapped pair: ``anchor`` (the pair whose image is kept), ``negative`` (the pair whose
+    text replaces it) and ``weight``, all (m,)."""
+
+    anchor: np.ndarray
+    negative: np.ndarray
+    weight: np.ndarray
+
+
+def reliable_negatives(
+    images: Any,
+    texts: Any,
+    pairs: Any = None,
+    *,
+    n_image_clusters: int,
+    n_text_clusters: int,
+    image_threshold: float,
+    text_threshold: float,
+    num_negatives: int,
+    weight: str = "linear",
+    seed: int = 0,
+    iters: int = 20,
+    backend: str = "auto",
+) -> ReliableNegatives:
+    """Reliable negatives by clustering (Tagami et al. 2024).
+
+    Pair a is (image ``pairs[a]``, text a); default: text a describes image a.
+    Images and texts are clustered separately (spherical k-means, cosine). The
+    swapped pair (image of a, text of b) is a reliable negative only when the
+    centroids of a's and b's image clusters have cosine below ``image_threshold``
+    *and* those of their text clusters below ``text_threshold``. Each anchor gets
+    ``num_negatives`` reliable negatives drawn uniformly without replacement
+    (seeded; fewer when fewer exist), each weighted ``1 - cos(image of a, image of b)``
+    clipped to [0, 1] (``weight="linear"``) or 1 (``weight="uniform"``).
+    """
+    if weight not in ("linear", "uniform"):
+        raise ValueError(f"weight must be 'linear' or 'uniform'; got {weight!r}")
+    image_threshold = v.real(image_threshold, "image_threshold")
+    text_threshold = v.real(text_threshold, "text_threshold")
+    count = v.positive_int(num_negatives, "num_negatives")
+    x = _unit_rows(v.embeddings(images, "images").rows_f32(0, np.shape(images)[0]), "images")
+    t = _unit_rows(v.embeddings(texts, "texts").rows_f32(0, np.shape(texts)[0]), "texts")
+    owner = np.arange(t.shape[0]) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
+    if owner.shape != (t.shape[0],) or (owner.size and (owner.min() < 0 or owner.max() >= x.shape[0])):
+        raise ValueError(f"pairs must hold, for each of the {t.shape[0]} texts, an image row in [0, {x.shape[0]})")
+    image_km = kmeans(x, n_image_clusters, iters=iters, seed=seed, spherical=True, backend=backend)
+    text_km = kmeans(t, n_text_clusters, iters=iters, seed=seed + 1, spherical=True, backend=backend)
+    image_similar = image_km.centroids @ image_km.centroids.T >= image_threshold
+    text_similar = text_km.centroids @ text_km.centroids.T >= text_threshold
+    pair_image = image_km.labels[owner]  # image cluster of each pair
+    pair_text = text_km.labels
+    num_pairs = t.shape[0]
+
+    def reliable(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return ~image_similar[pair_image[a], pair_image[b]] & ~text_similar[pair_text[a], pair_text[b]]
+
+    # Seeded rejection sampling: a random permutation of the pairs per anchor, kept in order of
+    # acceptance; drawn in rounds so memory stays at O(anchors * draws).
+    rng = np.random.default_rng(seed + 2)
+    chosen = [np.zeros(0, np.int64)] * num_pairs
+    pending = np.arange(num_pairs)
+    draws = 4 * count
+    for _ in range(16):
+        if pending.size == 0:
+            break
+        candidates = rng.integers(0, num_pairs, size=(pending.size, draws))
+        ok = reliable(np.repeat(pending, draws).reshape(pending.size, draws), candidates)
+        still = []
+        for row, anchor in enumerate(pending):
+            found = np.concatenate([chosen[anchor], np.setdiff1d(candidates[row][ok[row]], chosen[anchor])])
+            _, first = np.unique(found, return_index=True)
+            chosen[anchor] = found[np.sort(first)][:count]
+            if chosen[anchor].size < count:
+                still.append(anchor)
+        pending = np.asarray(still, dtype=np.int64)
+    for anchor in pending:  # few reliable negatives: enumerate them all, then draw
+        everyone = np.flatnonzero(reliable(np.full(num_pairs, anchor), np.arange(num_pairs)))
+        rest = np.setdiff1d(everyone, chosen[anchor])
+        extra = rng.permutation(rest)[: count - chosen[anchor].size]
+        chosen[anchor] = np.concatenate([chosen[anchor], extra])
+    sizes = np.array([c.size for c in chosen])
+    anchor_ids = np.repeat(np.arange(num_pairs), sizes)
+    negative_ids = np.concatenate(chosen).astype(np.int64) if num_pairs else np.zeros(0, np.int64)
+    if weight == "uniform":
+        weights = np.ones(anchor_ids.size)
+    else:
+        similarity = np.einsum("ij,ij->i", x[owner[anchor_ids]], x[owner[negative_ids]], dtype=np.float64)
+        weights = np.clip(1.0 - similarity, 0.0, 1.0)
+    return ReliableNegatives(anchor_ids, negative_ids, weights)
