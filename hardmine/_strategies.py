@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STRATEGIES = ("top", "random", "semihard", "softmax")
+STRATEGIES = ("top", "random", "semihard", "softmax", "cluster")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

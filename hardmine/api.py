@@ -446,6 +446,7 @@ def mine(
     min_score: float | None = None,
     temperature: float | None = None,
     exclude_keys: Any = None,
+    clusters: Any = None,
     seed: int = 0,
     query_offset: int = 0,
     metric: str = "dot",
@@ -470,7 +471,11 @@ def mine(
     - ``softmax``: drawn without replacement with P proportional to exp(s / temperature) (``b`` required);
     - ``semihard`` (FaceNet): the best with ``s_p - margin < s < s_p``. The band
       acts as a filter *before* ranking (``margin`` sets the band here, it is not
-      also the upper filter), so ``rank_range`` counts semi-hard negatives.
+      also the upper filter), so ``rank_range`` counts semi-hard negatives;
+    - ``cluster`` (Tagami et al. 2024): drawn uniformly among the reliable negatives
+      that ``clusters`` (a :func:`hardmine.cluster.reliability`, built once over
+      the whole query and candidate sets) defines, then ordered by score; the score
+      filters, ``rank_range`` and ``exclude_keys`` do not apply to it.
 
     A query without positives has ``positive_scores`` NaN and no admissible
     negative under a positive-aware filter (``margin``, ``relative_margin``,
@@ -520,12 +525,24 @@ def mine(
     if query_offset < 0:
         raise ValueError(f"query_offset must be >= 0; got {query_offset}")
 
+    if (strategy == "cluster") != (clusters is not None):
+        raise ValueError("strategy='cluster' and clusters= (a hardmine.cluster.reliability) come together")
+    if strategy == "cluster":
+        given = [name for name, value in (("margin", margin), ("relative_margin", relative_margin),
+                                          ("max_score", max_score), ("min_score", min_score),
+                                          ("exclude_keys", exclude_keys)) if value is not None]
+        if given or tuple(rank_range) != (0, None):
+            raise ValueError(f"strategy='cluster' draws among the reliable negatives; "
+                             f"{', '.join(given) or 'rank_range'} does not apply to it")
+
     problem = v.problem(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
     num_queries = problem.queries.rows
     members = _positive_members(problem)
+    if strategy == "cluster":
+        return _mine_clusters(queries, problem, members, clusters, count, int(seed), int(query_offset), verbose)
     positive_aware = strategy == "semihard" or margin is not None or relative_margin is not None
     if members is None and positive_aware:
         raise ValueError("margin, relative_margin and strategy='semihard' need positives or query/candidate groups")
@@ -579,6 +596,41 @@ def mine(
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
     stats = _mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies, positive_scores, scores,
                           num_valid)
+    if verbose:
+        print(stats.table())
+    return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid), stats)
+
+
+def _mine_clusters(queries, problem, members, clusters, count, seed, query_offset, verbose) -> Negatives:
+    from . import cluster
+
+    num_queries = problem.queries.rows
+    if members is None:
+        raise ValueError("strategy='cluster' needs positives or query/candidate groups")
+    rows = query_offset + np.arange(num_queries)
+    if num_queries and clusters.query_labels.size < rows[-1] + 1:
+        raise ValueError(f"clusters covers {clusters.query_labels.size} queries; these are rows "
+                         f"{query_offset}..{query_offset + num_queries - 1} (query_offset + row)")
+    if clusters.candidate_labels.size != problem.candidates.rows:
+        raise ValueError(f"clusters covers {clusters.candidate_labels.size} candidates; got {problem.candidates.rows}")
+    drawn = cluster.draw_reliable(clusters, members, rows, count, seed)
+    valid = drawn >= 0
+    scores = np.full(drawn.shape, -np.inf, dtype=np.float32)
+    query_of = np.broadcast_to(np.arange(num_queries)[:, None], drawn.shape)[valid]
+    scores[valid] = _pair_scores(problem, query_of, drawn[valid]).astype(np.float32)
+    order = np.lexsort((np.where(valid, drawn, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)
+    indices = np.take_along_axis(drawn, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    positive_scores = _positive_scores(problem, *members)[0]
+    num_valid = valid.sum(axis=1).astype(np.int64)
+    valid_scores = scores[scores > -np.inf]
+    stats = MiningStats(
+        num_queries=num_queries, num_candidates=problem.candidates.rows, positive_pairs=int(members[1].size),
+        key_excluded=0, removed={},
+        mean_positive_score=float(np.nanmean(positive_scores)) if np.isfinite(positive_scores).any() else float("nan"),
+        mean_negative_score=float(valid_scores.mean()) if valid_scores.size else float("nan"),
+        negatives_returned=int(num_valid.sum()),
+    )
     if verbose:
         print(stats.table())
     return Negatives(*_like_input(queries, indices, scores, positive_scores, num_valid), stats)

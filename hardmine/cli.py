@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from . import api, backends
-from .synthetic import caption_world
+from .synthetic import demo_world
 
 
 def _demo(args: argparse.Namespace) -> int:
     n_images = args.images
     print(f"hardmine demo: {n_images} images x {args.captions} captions, d={args.dim}, fp16 dump")
-    world = caption_world(n_images, captions_per_image=args.captions, dim=args.dim, seed=args.seed)
+    world = demo_world(n_images, captions_per_image=args.captions, dim=args.dim, seed=args.seed)
     if args.keep_dump:
         return _write_dump(world, args.keep_dump)
     with tempfile.TemporaryDirectory(prefix="hardmine-demo-") as folder:
@@ -43,18 +43,22 @@ def _demo(args: argparse.Namespace) -> int:
     flops = 2.0 * images.shape[0] * captions.shape[0] * args.dim
     print(f"top-{args.k} hardest non-positive captions for every image in {seconds:.2f} s "
           f"({images.shape[0] * captions.shape[0] / seconds / 1e9:.2f} G scores/s, {flops / seconds / 1e9:.0f} GFLOP/s)")
+    fine = world.fine
     for image in range(min(3, n_images)):
-        print(f"image {image} (scene {world.image_cluster[image]}), hardest positive score "
+        print(f"image {image} (fine category {fine[image]}), hardest positive score "
               f"{positives.positive_scores[image]:.3f}:")
         for rank in range(min(args.k, 3)):
             caption = int(result.indices[image, rank])
             owner = int(world.caption_image[caption])
-            same = "same scene" if world.image_cluster[owner] == world.image_cluster[image] else "other scene"
-            print(f"  #{rank} caption {caption:>7} of image {owner:>6} ({same})  score {result.scores[image, rank]:.3f}")
-    same_scene = world.image_cluster[world.caption_image[result.indices[:, 0]]] == world.image_cluster
-    print(f"hardest negative from the same scene: {same_scene.mean():.1%} of images; "
-          f"images violating margin {args.margin}: {(positives.count > 0).mean():.1%} "
-          f"(mean {positives.count.mean():.1f} violating captions each)")
+            kind = "generic caption" if world.generic[caption] else "caption"
+            same = "same category" if fine[owner] == fine[image] else "other category"
+            print(f"  #{rank} {kind} {caption:>7} of image {owner:>6} ({same})  score {result.scores[image, rank]:.3f}")
+    hardest = result.indices[:, 0]
+    same_fine = fine[world.caption_image[hardest]] == fine
+    false_negative = same_fine & world.generic[hardest]
+    print(f"hardest negative from the same fine category: {same_fine.mean():.1%} of images, and a generic caption "
+          f"of that category (it describes the image too: a false negative): {false_negative.mean():.1%}; "
+          f"images violating margin {args.margin}: {(positives.count > 0).mean():.1%}")
     return 0
 
 
@@ -90,6 +94,17 @@ def _rank_range(text: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(f"expected A:B or A: (e.g. 10:100); got {text!r}") from None
 
 
+def _pair(kind):
+    def parse(text: str):
+        try:
+            first, second = (kind(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected two comma-separated values, e.g. 64,32; got {text!r}") from None
+        return first, second
+
+    return parse
+
+
 def _mine(args: argparse.Namespace) -> int:
     from .io import job as offline
 
@@ -103,7 +118,8 @@ def _mine(args: argparse.Namespace) -> int:
         queries=args.queries, candidates=args.candidates, out=args.out, mining=mining,
         positives=args.positives, query_groups=args.query_groups, candidate_groups=args.candidate_groups,
         exclude_keys=args.exclude_keys, column=args.column, id_column=args.id_column, query_ids=args.query_ids,
-        candidate_ids=args.candidate_ids, memory_limit=args.memory_limit, block_rows=args.block_rows,
+        candidate_ids=args.candidate_ids, clusters=args.clusters, cluster_thresholds=args.cluster_thresholds,
+        memory_limit=args.memory_limit, block_rows=args.block_rows,
         threads=args.threads,
         resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
     )
@@ -273,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     mine.add_argument("--candidate-groups", help=".npy (C,) group labels")
     mine.add_argument("--exclude-keys", help=".npy (C,) keys (e.g. text hashes): no shared key with a positive")
     mine.add_argument("--num-negatives", type=int, default=5)
-    mine.add_argument("--strategy", default="top", choices=["top", "random", "semihard", "softmax"])
+    mine.add_argument("--strategy", default="top", choices=["top", "random", "semihard", "softmax", "cluster"])
+    mine.add_argument("--clusters", type=_pair(int), default=(64, 64), metavar="KQ,KC",
+                      help="--strategy cluster: k-means clusters of the queries and of the candidates (default 64,64)")
+    mine.add_argument("--cluster-thresholds", type=_pair(float), metavar="TQ,TC",
+                      help="--strategy cluster: centroid cosines at or above which clusters count as similar")
     mine.add_argument("--rank-range", type=_rank_range, default=(0, None), metavar="A:B")
     mine.add_argument("--margin", type=float)
     mine.add_argument("--relative-margin", type=float)

@@ -133,7 +133,7 @@ def kmeans(
         finite = v._finite_rows(emb, start, min(start + _ASSIGN_ROWS, emb.rows))
         if not finite.all():
             raise ValueError(f"x row {start + int(np.argmin(finite))} contains NaN or inf")
-    train = np.asarray(emb.array[rows] if rows is not None else emb.array, dtype=np.float32)
+    train = np.asarray(emb.array[rows], dtype=np.float32) if rows is not None else emb.rows_f32(0, emb.rows)
     if spherical:
         train = _unit_rows(train, "x")
     n_init = min(n_train, init_points_per_centroid * k)
@@ -250,3 +250,120 @@ def reliable_negatives(
         similarity = np.einsum("ij,ij->i", x[owner[anchor_ids]], x[owner[negative_ids]], dtype=np.float64)
         weights = np.clip(1.0 - similarity, 0.0, 1.0)
     return ReliableNegatives(anchor_ids, negative_ids, weights)
+
+
+class Reliability(NamedTuple):
+    """Cluster facts behind ``mine(strategy="cluster")``, built once by :func:`reliability`.
+
+    ``query_labels`` (Q,) and ``candidate_labels`` (C,) are cluster ids; ``query_similar``
+    (kq, kq) and ``candidate_similar`` (kc, kc) mark cluster pairs whose centroids are too
+    similar; ``owner_labels`` (C,) is the query cluster of the (first) query each candidate
+    is a positive of, -1 for a candidate that is nobody's positive.
+    """
+
+    query_labels: np.ndarray
+    candidate_labels: np.ndarray
+    query_similar: np.ndarray
+    candidate_similar: np.ndarray
+    owner_labels: np.ndarray
+
+
+def _clusters(x: Any, k: int, threshold: float, seed: int, iters: int, backend: str):
+    km = kmeans(x, k, iters=iters, seed=seed, spherical=True, backend=backend)
+    return km.labels, km.centroids @ km.centroids.T >= threshold
+
+
+def reliability(
+    queries: Any,
+    candidates: Any,
+    positives: Any = None,
+    *,
+    query_groups: Any = None,
+    candidate_groups: Any = None,
+    n_query_clusters: int,
+    n_candidate_clusters: int,
+    query_threshold: float,
+    candidate_threshold: float,
+    seed: int = 0,
+    iters: int = 20,
+    backend: str = "auto",
+) -> Reliability:
+    """Clusters queries and candidates separately (spherical k-means) for ``mine(strategy="cluster")``.
+
+    Candidate b is then a reliable negative for query q when b's cluster is dissimilar
+    (centroid cosine below ``candidate_threshold``) to the clusters of all of q's
+    positives and, if b is some query q''s positive, q's and q''s clusters are
+    dissimilar (below ``query_threshold``) — Tagami et al.'s condition on both sides.
+    """
+    query_threshold = v.real(query_threshold, "query_threshold")
+    candidate_threshold = v.real(candidate_threshold, "candidate_threshold")
+    for name, value in (("query_threshold", query_threshold), ("candidate_threshold", candidate_threshold)):
+        if value > 1:  # a cluster is similar to itself, which keeps positives out of the draws
+            raise ValueError(f"{name} is a cosine between centroids and must be <= 1; got {value}")
+    problem = v.problem(queries, candidates, metric_name="dot", exclude=positives, query_groups=query_groups,
+                        candidate_groups=candidate_groups, check_finite=False)
+    members = api._positive_members(problem)
+    if members is None:
+        raise ValueError("reliability needs positives, or query_groups with candidate_groups")
+    query_labels, query_similar = _clusters(queries, n_query_clusters, query_threshold, seed, iters, backend)
+    candidate_labels, candidate_similar = _clusters(candidates, n_candidate_clusters, candidate_threshold, seed + 1,
+                                                    iters, backend)
+    indptr, ids = members
+    owner_query = np.full(problem.candidates.rows, -1, dtype=np.int64)
+    rows = np.repeat(np.arange(problem.queries.rows), np.diff(indptr))
+    owner_query[ids[::-1]] = rows[::-1]  # the first query wins
+    owner_labels = np.where(owner_query >= 0, query_labels[np.maximum(owner_query, 0)], -1)
+    return Reliability(query_labels, candidate_labels, query_similar, candidate_similar, owner_labels)
+
+
+def draw_reliable(
+    reliability: Reliability, members: tuple[np.ndarray, np.ndarray], query_rows: np.ndarray, count: int, seed: int
+) -> np.ndarray:
+    """(len(query_rows), count) reliable candidate ids per query, -1 padded, drawn uniformly
+    without replacement from hash-seeded proposals: they depend only on (seed, query row)."""
+    from ._strategies import uniform
+
+    indptr, ids = members
+    num_candidates = reliability.candidate_labels.size
+    queries = query_rows.size
+    # Per query: candidate clusters it may not draw from (similar to one of its positives' clusters).
+    forbidden = np.zeros((queries, reliability.candidate_similar.shape[0]), dtype=bool)
+    rows = np.repeat(np.arange(queries), np.diff(indptr))
+    np.logical_or.at(forbidden, rows, reliability.candidate_similar[reliability.candidate_labels[ids]])
+    query_clusters = reliability.query_labels[query_rows]
+
+    def reliable(q: np.ndarray, b: np.ndarray) -> np.ndarray:
+        owner = reliability.owner_labels[b]
+        owner_ok = (owner < 0) | ~reliability.query_similar[query_clusters[q], np.maximum(owner, 0)]
+        return ~forbidden[q, reliability.candidate_labels[b]] & owner_ok
+
+    out = np.full((queries, count), -1, dtype=np.int64)
+    filled = np.zeros(queries, dtype=np.int64)
+    draws = 4 * count
+    pending = np.arange(queries)
+    proposal_seed = (seed * 0x9E3779B1 + 0x5BD1E995) % 2**63  # independent of the random strategy's draws
+    for round_ in range(16):
+        if pending.size == 0:
+            break
+        counter = round_ * draws + np.arange(draws)
+        picks = (uniform(proposal_seed, query_rows[pending][:, None], counter[None, :]) * num_candidates).astype(
+            np.int64)
+        ok = reliable(np.repeat(pending, draws).reshape(pending.size, draws), picks)
+        still = []
+        for row, q in enumerate(pending):
+            for b in picks[row][ok[row]]:
+                if filled[q] < count and b not in out[q, : filled[q]]:
+                    out[q, filled[q]] = b
+                    filled[q] += 1
+            if filled[q] < count:
+                still.append(q)
+        pending = np.asarray(still, dtype=np.int64)
+    everyone = np.arange(num_candidates)
+    for q in pending:  # few reliable candidates: enumerate them, then draw by the same hash
+        allowed = everyone[reliable(np.full(num_candidates, q), everyone)]
+        allowed = np.setdiff1d(allowed, out[q, : filled[q]])
+        keys = uniform(proposal_seed, np.full(allowed.size, query_rows[q]), allowed + num_candidates)
+        extra = allowed[np.argsort(keys, kind="stable")][: count - filled[q]]
+        out[q, filled[q] : filled[q] + extra.size] = extra
+        filled[q] += extra.size
+    return out

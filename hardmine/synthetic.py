@@ -7,50 +7,6 @@ from typing import NamedTuple
 import numpy as np
 
 
-class CaptionWorld(NamedTuple):
-    """Image embeddings, their captions' embeddings and the ground truth linking them."""
-
-    images: np.ndarray  # (n_images, dim)
-    captions: np.ndarray  # (n_images * captions_per_image, dim)
-    caption_image: np.ndarray  # (n_captions,) the image each caption describes
-    image_cluster: np.ndarray  # (n_images,) the scene cluster of each image
-
-
-def caption_world(
-    n_images: int,
-    *,
-    captions_per_image: int = 5,
-    dim: int = 64,
-    n_clusters: int = 256,
-    seed: int = 0,
-    dtype: np.dtype | type = np.float16,
-) -> CaptionWorld:
-    """Clustered "images" with several noisy "captions" each, L2-normalised.
-
-    Images of one cluster are near each other (hard negatives); each caption is
-    a different noisy linear view of its image's latent, so the modalities do
-    not align exactly.
-
-    Examples
-    --------
-    >>> w = caption_world(10, n_clusters=2, dim=8)
-    >>> w.images.shape, w.captions.shape, int(w.caption_image[7])
-    ((10, 8), (50, 8), 1)
-    """
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((n_clusters, dim), dtype=np.float32)
-    image_cluster = rng.integers(0, n_clusters, size=n_images)
-    latent = centers[image_cluster] + 0.6 * rng.standard_normal((n_images, dim), dtype=np.float32)
-    text_map = np.eye(dim, dtype=np.float32) + 0.3 * rng.standard_normal((dim, dim), dtype=np.float32) / np.sqrt(dim)
-    images = latent + 0.2 * rng.standard_normal((n_images, dim), dtype=np.float32)
-    caption_image = np.repeat(np.arange(n_images), captions_per_image)
-    captions = latent[caption_image] @ text_map
-    captions += 0.45 * rng.standard_normal(captions.shape, dtype=np.float32)
-    for x in (images, captions):
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return CaptionWorld(images.astype(dtype), captions.astype(dtype), caption_image, image_cluster)
-
-
 class FineGrainedWorld(NamedTuple):
     """A coarse -> fine -> instance image-caption world with known truth.
 
@@ -84,12 +40,14 @@ def fine_grained_world(
     dim: int = 64,
     generic_rate: float = 0.3,
     noise: float = 0.3,
+    aligned: bool = False,
     seed: int = 0,
 ) -> FineGrainedWorld:
     """Latents: coarse centres, fine offsets, instance offsets. Images are one random
     non-linear map (a tanh MLP) of the instance latent plus noise; captions another
     map of the instance latent, or, with probability ``generic_rate``, of the fine
-    category's latent (a generic caption), each plus noise.
+    category's latent (a generic caption), each plus noise. ``aligned=True`` uses the
+    image map for the captions too: embeddings as a trained dual encoder gives them.
 
     Examples
     --------
@@ -107,6 +65,8 @@ def fine_grained_world(
     instances = fine_centres[fine] + 0.7 * rng.standard_normal((n_instances, latent_dim))
     image_map = _random_mlp(rng, latent_dim, 4 * latent_dim, dim)
     text_map = _random_mlp(rng, latent_dim, 4 * latent_dim, dim)
+    if aligned:
+        text_map = image_map
     images = image_map(instances) + noise * rng.standard_normal((n_instances, dim))
     caption_image = np.repeat(np.arange(n_instances), captions_per_instance)
     generic = rng.random(caption_image.size) < generic_rate
@@ -115,3 +75,23 @@ def fine_grained_world(
     captions = text_map(latent) + noise * rng.standard_normal((caption_image.size, dim))
     unit = [(x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32) for x in (images, captions)]
     return FineGrainedWorld(unit[0], unit[1], caption_image, fine, fine_of[fine], generic)
+
+
+def demo_world(n_images: int, *, captions_per_image: int = 5, dim: int = 64, seed: int = 0) -> FineGrainedWorld:
+    """An aligned ``fine_grained_world`` (as a trained dual encoder would embed it) with exactly
+    ``n_images`` images (10 coarse categories, 12 instances per fine category), stored in
+    float16 like a real embedding dump.
+
+    Examples
+    --------
+    >>> w = demo_world(100, dim=8)
+    >>> w.images.shape, w.captions.shape, w.images.dtype
+    ((100, 8), (500, 8), dtype('float16'))
+    """
+    per_coarse = max(1, -(-n_images // 120))
+    world = fine_grained_world(10, per_coarse, 12, captions_per_instance=captions_per_image, dim=dim, aligned=True,
+                               seed=seed)
+    keep = n_images * captions_per_image  # captions are stored instance by instance
+    return FineGrainedWorld(world.images[:n_images].astype(np.float16), world.captions[:keep].astype(np.float16),
+                            world.caption_image[:keep], world.fine[:n_images], world.coarse[:n_images],
+                            world.generic[:keep])

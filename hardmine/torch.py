@@ -143,7 +143,8 @@ def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: boo
                     dtype: type = np.float64):
     """(anchor, member, score) of every same-label pair, the diagonal left out when ``same`` (rows of
     a batch against their own labels). Rows are sorted by label once; each label's pairs are then
-    one small product of two contiguous blocks, so only O(pairs) scores are computed and no row is gathered twice."""
+    one small product of two contiguous blocks, so only O(pairs) scores are computed and no row
+    is gathered twice."""
     a = _validation._as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
     r = _validation._as_numpy(reference, "emb_b")
     a_order = np.argsort(anchor_labels, kind="stable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import hardmine
 from hardmine import active, cluster
 from data import KINDS
 
@@ -183,3 +184,47 @@ def test_reliable_negatives_follow_the_definition():
     again = cluster.reliable_negatives(x, t, n_image_clusters=6, n_text_clusters=6, image_threshold=0.5,
                                        text_threshold=0.5, num_negatives=5, seed=1)
     np.testing.assert_array_equal(again.negative, out.negative)
+
+
+def reliable_reference(rel, positives, q_row, num_candidates):
+    """Dense SPEC 5.4 condition for one query row: the set of its reliable candidates."""
+    forbidden_clusters = set()
+    for p in positives:
+        forbidden_clusters |= set(np.flatnonzero(rel.candidate_similar[rel.candidate_labels[p]]).tolist())
+    allowed = set()
+    for b in range(num_candidates):
+        if rel.candidate_labels[b] in forbidden_clusters:
+            continue
+        owner = rel.owner_labels[b]
+        if owner >= 0 and rel.query_similar[rel.query_labels[q_row], owner]:
+            continue
+        allowed.add(b)
+    return allowed
+
+
+def test_mine_cluster_strategy_draws_reliable_negatives_block_invariantly(backend):
+    rng = np.random.default_rng(9)
+    images = KINDS["clustered"](rng, 120, 10, clusters=6)
+    owner = np.repeat(np.arange(120), 3)
+    texts = images[owner] + 0.3 * rng.standard_normal((360, 10), dtype=np.float32)
+    positives = [np.flatnonzero(owner == i) for i in range(120)]
+    rel = cluster.reliability(images, texts, positives, n_query_clusters=6, n_candidate_clusters=8,
+                              query_threshold=0.3, candidate_threshold=0.3, seed=2)
+    result = hardmine.mine(images, texts, positives=positives, strategy="cluster", clusters=rel, num_negatives=4,
+                           seed=5, metric="cosine", backend=backend)
+    for q in range(0, 120, 7):
+        allowed = reliable_reference(rel, positives[q], q, 360)
+        got = result.indices[q, : result.num_valid[q]].tolist()
+        assert set(got) <= allowed and len(set(got)) == len(got) == min(4, len(allowed))
+        assert np.all(np.diff(result.scores[q, : result.num_valid[q]]) <= 0)  # best first
+    assert (result.num_valid > 0).mean() > 0.5
+    pieces = [hardmine.mine(images[a:b], texts, positives=positives[a:b], strategy="cluster", clusters=rel,
+                            num_negatives=4, seed=5, metric="cosine", query_offset=a) for a, b in ((0, 50), (50, 120))]
+    np.testing.assert_array_equal(np.concatenate([p.indices for p in pieces]), result.indices)
+    with pytest.raises(ValueError, match="come together"):
+        hardmine.mine(images, texts, positives=positives, strategy="cluster")
+    with pytest.raises(ValueError, match="relative_margin does not apply"):
+        hardmine.mine(images, texts, positives=positives, strategy="cluster", clusters=rel, relative_margin=0.1)
+    with pytest.raises(ValueError, match="must be <= 1"):
+        cluster.reliability(images, texts, positives, n_query_clusters=2, n_candidate_clusters=2,
+                            query_threshold=1.5, candidate_threshold=0.2)

@@ -436,3 +436,24 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(dump):
     logged = hardmine_mine(folder, *args[4:])
     assert logged.returncode == 0, logged.stderr
     assert "hardmine mine: 1,500/1,500 queries (100.0%)" in logged.stderr and "backend auto" in logged.stderr
+
+
+def test_cluster_strategy_matches_the_api_across_blocks(dump):
+    from hardmine import cluster
+
+    folder, queries, candidates, positives = dump
+    done = hardmine_mine(folder, "--queries", "shards", "--candidates", "candidates.npy", "--positives",
+                         "positives.npy", "--strategy", "cluster", "--clusters", "8,12", "--cluster-thresholds",
+                         "0.2,0.3", "--num-negatives", "4", "--seed", "7", "--block-rows", "500", "--out", "c.parquet",
+                         "--quiet")
+    assert done.returncode == 0, done.stderr
+    rel = cluster.reliability(queries, candidates, positives, n_query_clusters=8, n_candidate_clusters=12,
+                              query_threshold=0.2, candidate_threshold=0.3, seed=7)
+    expected = hardmine.mine(queries, candidates, positives=positives, strategy="cluster", clusters=rel,
+                             num_negatives=4, seed=7)
+    table = pq.read_table(folder / "c.parquet").to_pydict()
+    got = [ids + [-1] * (4 - len(ids)) for ids in table["negative_ids"]]
+    np.testing.assert_array_equal(np.array(got), expected.indices)
+    missing = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
+                            "positives.npy", "--strategy", "cluster", "--out", "d.parquet")
+    assert missing.returncode == 2 and "needs --cluster-thresholds" in missing.stderr

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _validation, api
+from .. import _validation, api, cluster
 from .dumps import (
     Dump,
     DumpError,
@@ -70,6 +70,8 @@ class Job:
     id_column: str | None = None
     query_ids: str | None = None
     candidate_ids: str | None = None
+    clusters: tuple[int, int] = (64, 64)
+    cluster_thresholds: tuple[float, float] | None = None
     memory_limit: str | None = None
     block_rows: int | None = None
     threads: int | None = None
@@ -237,7 +239,9 @@ def _manifest(job: Job, inputs: dict, block_rows: int) -> dict:
         version = "unknown"
     return {
         "hardmine_version": version,
-        "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column),
+        "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
+                           **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
+                              if job.mining["strategy"] == "cluster" else {})),
         "inputs": inputs["fingerprints"],
         "num_queries": inputs["num_queries"],
         "block_rows": block_rows,
@@ -265,8 +269,17 @@ def _check_parameters(job: Job) -> None:
         parse_size(job.memory_limit)
     probe = np.eye(2, dtype=np.float32) + 0.5
     with_positives = bool(job.positives or job.query_groups)
+    extra = {}
     try:
-        api.mine(probe, probe, positives=np.array([0, 1]) if with_positives else None, **job.mining)
+        if job.mining["strategy"] == "cluster":
+            if job.cluster_thresholds is None:
+                raise JobError("--strategy cluster needs --cluster-thresholds QUERY,CANDIDATE (centroid cosines)")
+            if not with_positives:
+                raise JobError("--strategy cluster needs --positives or --query-groups/--candidate-groups")
+            extra["clusters"] = cluster.reliability(
+                probe, probe, np.array([0, 1]), n_query_clusters=1, n_candidate_clusters=1,
+                query_threshold=job.cluster_thresholds[0], candidate_threshold=job.cluster_thresholds[1])
+        api.mine(probe, probe, positives=np.array([0, 1]) if with_positives else None, **job.mining, **extra)
     except (ValueError, TypeError, RuntimeError) as error:
         raise JobError(str(error)) from None
 
@@ -345,6 +358,17 @@ def _run(job: Job) -> int:
 
     num_blocks = (num_queries + block_rows - 1) // block_rows
     candidates = inputs["candidates"].shards
+    reliability = None
+    if job.mining["strategy"] == "cluster":  # clusters of the whole query and candidate sets, built once
+        if not job.quiet:
+            print(f"hardmine mine: clustering queries and candidates ({job.clusters[0]} and {job.clusters[1]} "
+                  f"clusters)", file=sys.stderr)
+        grouped = {"query_groups": inputs["query_groups"], "candidate_groups": inputs["candidate_groups"]} if (
+            "query_groups" in inputs) else {"positives": inputs["positives"]}
+        reliability = cluster.reliability(
+            inputs["queries"].shards, candidates, **grouped, n_query_clusters=job.clusters[0],
+            n_candidate_clusters=job.clusters[1], query_threshold=job.cluster_thresholds[0],
+            candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
     progress = Progress(num_queries, job.mining.get("backend", "auto"), job.quiet)
 
     def part_path(block: int) -> Path:
@@ -366,6 +390,8 @@ def _run(job: Job) -> int:
                 kwargs["candidate_groups"] = inputs["candidate_groups"]
             if "exclude_keys" in inputs:
                 kwargs["exclude_keys"] = inputs["exclude_keys"]
+            if reliability is not None:
+                kwargs["clusters"] = reliability
             result = api.mine(inputs["queries"].rows(start, end), candidates, num_threads=job.threads,
                               check_finite=False, query_offset=start, **kwargs)
             write_npz(part_path(block), {
