@@ -1,10 +1,11 @@
 """Mining inside torch training loops: :func:`mine_in_batch` and :class:`MemoryBank`.
 
-Tensors go in and index tensors come out on the same device; CPU tensors are
-read in place through DLPack (no copy). This build has no GPU kernels, so a CUDA
-tensor is refused with a clear error rather than silently copied to the host.
-Both run under ``torch.no_grad()`` and are opaque to ``torch.compile`` (a graph
-break around the call, never a trace into NumPy).
+Tensors go in and index tensors come out on the same device. CPU tensors are
+read in place through DLPack (no copy) by hardmine's native engine; tensors on
+another device (CUDA) are mined there with torch operations on the (B, R) batch
+score matrix, so nothing travels to the host (``backend="torch"`` picks that
+path for CPU tensors too). Both run under ``torch.no_grad()`` and are opaque to
+``torch.compile`` (a graph break around the call, never a trace into NumPy).
 """
 
 from __future__ import annotations
@@ -21,21 +22,32 @@ STRATEGIES = ("hardest", "semihard", "top", "random")
 __all__ = ["STRATEGIES", "MemoryBank", "mine_in_batch"]
 
 
+def _checked_labels(value: Any, rows: int, name: str) -> torch.Tensor | np.ndarray:
+    """Validated labels, left where they are (a device tensor is not copied to the host)."""
+    if isinstance(value, torch.Tensor):
+        shape, integral = tuple(value.shape), not (value.dtype.is_floating_point or value.dtype.is_complex
+                                                    or value.dtype == torch.bool)
+        kind = str(value.dtype)
+    else:
+        value = np.asarray(value)
+        shape, integral, kind = value.shape, value.dtype.kind in "iu", str(value.dtype)
+    if shape != (rows,):
+        raise ValueError(f"{name} must have shape ({rows},), one label per row; got {shape}")
+    if not integral:
+        raise TypeError(f"{name} must hold integer labels; got dtype {kind}")
+    return value
+
+
 def _labels(value: Any, rows: int, name: str) -> np.ndarray:
-    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
-    if array.shape != (rows,):
-        raise ValueError(f"{name} must have shape ({rows},), one label per row; got {array.shape}")
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer labels; got dtype {array.dtype}")
-    return array.astype(np.int64)
+    value = _checked_labels(value, rows, name)
+    return np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value).astype(np.int64)
 
 
 def _check_tensor(x: Any, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if x.device.type != "cpu":
-        raise TypeError(f"{name} is on {x.device}; this build has no GPU kernels (hardmine.info() says why). "
-                        f"Pass {name}.cpu() explicitly if a host copy is acceptable")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {tuple(x.shape)}")
 
 
 @torch.compiler.disable
@@ -51,6 +63,7 @@ def mine_in_batch(
     margin: float = 0.2,
     metric: str = "cosine",
     seed: int = 0,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triplets ``(anchor_idx, positive_idx, negative_idx)`` from one batch.
 
@@ -70,7 +83,11 @@ def mine_in_batch(
       uniformly (seeded, without replacement; from the 16384 highest-scoring when there are more).
 
     Anchors with fewer admissible negatives get fewer triplets. Results are
-    ordered by anchor, then positive, then negative score (highest first).
+    ordered by anchor, then positive, then negative score (highest first); ties
+    go to the smaller index. ``backend``: ``"auto"`` (hardmine's engine for CPU
+    tensors, torch operations on the tensors' device otherwise), ``"engine"`` or
+    ``"torch"``. The two give the same triplets except for ``random``, whose
+    draws come from a seeded ``torch.Generator`` on the torch path.
 
     Examples
     --------
@@ -90,15 +107,29 @@ def mine_in_batch(
     reference = emb_a if same else emb_b
     if labels is None:
         raise ValueError("labels is required: rows with equal labels are positives")
-    anchor_labels = _labels(labels, emb_a.shape[0], "labels")
+    anchor_labels = _checked_labels(labels, emb_a.shape[0], "labels")
     if ref_labels is None:
         if not same and emb_b.shape[0] != emb_a.shape[0]:
             raise ValueError("ref_labels is required when emb_b has a different number of rows than emb_a")
         ref_labels = labels
-    reference_labels = anchor_labels if same else _labels(ref_labels, reference.shape[0], "ref_labels")
+    reference_labels = anchor_labels if same else _checked_labels(ref_labels, reference.shape[0], "ref_labels")
     count = int(num_negatives)
     if count < 1:
         raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
+    if backend not in ("auto", "engine", "torch"):
+        raise ValueError(f"backend must be 'auto', 'engine' or 'torch'; got {backend!r}")
+    if metric not in ("cosine", "dot"):
+        raise ValueError(f"metric must be 'cosine' or 'dot'; got {metric!r}")
+    if reference.device != emb_a.device:
+        raise ValueError(f"emb_a is on {emb_a.device} but emb_b on {reference.device}; put them on one device")
+    on_device = emb_a.device.type != "cpu"
+    if backend == "engine" and on_device:
+        raise ValueError(f"backend='engine' reads host memory; these tensors are on {emb_a.device}")
+    if backend == "torch" or (backend == "auto" and on_device):
+        return _mine_torch(emb_a, reference, anchor_labels, reference_labels, same, strategy, count, float(margin),
+                           metric, seed)
+    anchor_labels = _labels(anchor_labels, emb_a.shape[0], "labels")
+    reference_labels = anchor_labels if same else _labels(reference_labels, reference.shape[0], "ref_labels")
 
     anchors, members, pair_scores = _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same,
                                                     metric)
@@ -137,6 +168,60 @@ def mine_in_batch(
     device = emb_a.device
     return (torch.from_numpy(out_anchor).to(device), torch.from_numpy(out_positive).to(device),
             torch.from_numpy(np.ascontiguousarray(out_negative)).to(device))
+
+
+def _mine_torch(emb_a, reference, anchor_labels, reference_labels, same, strategy, count, margin, metric, seed):
+    """mine_in_batch with torch operations on the tensors' own device: the (B, R) batch scores,
+    label masks, and stable sorts (ties by the smaller index, as on the engine path)."""
+    device = emb_a.device
+    a, r = emb_a.detach().float(), reference.detach().float()
+    if metric == "cosine":
+        a = torch.nn.functional.normalize(a, dim=1)
+        r = a if same else torch.nn.functional.normalize(r, dim=1)
+    scores = a @ r.T
+    labels_a = torch.as_tensor(anchor_labels, device=device).long()
+    labels_r = torch.as_tensor(reference_labels, device=device).long()
+    match = labels_a[:, None] == labels_r[None, :]
+    positive = match.clone()
+    if same:
+        positive.fill_diagonal_(False)
+    columns = torch.arange(r.shape[0], device=device)
+    inf = torch.tensor(float("inf"), device=device)
+    # hardest positive: the lowest score, ties by the smaller index
+    positive_scores = torch.where(positive, scores, inf)
+    lowest = positive_scores.min(dim=1).values
+    hardest = torch.where(positive_scores == lowest[:, None], columns, r.shape[0]).min(dim=1).values
+    has_positive = positive.any(dim=1)
+    negative_scores = torch.where(match, -inf, scores)
+    if strategy == "semihard":
+        band = (negative_scores > (lowest - margin)[:, None]) & (negative_scores < lowest[:, None])
+        negative_scores = torch.where(band, negative_scores, -inf)
+    if strategy == "random":
+        generator = torch.Generator(device=device).manual_seed(seed)
+        keys = torch.rand(scores.shape, generator=generator, device=device)
+        keys = torch.where(negative_scores > -inf, keys, inf)
+        order = torch.sort(keys, dim=1, stable=True).indices[:, :count]
+        # the drawn negatives, best first (stable: ties by the smaller index)
+        drawn = torch.sort(order, dim=1).values
+        drawn_scores = negative_scores.gather(1, drawn)
+        resort = torch.sort(-drawn_scores, dim=1, stable=True).indices
+        negatives = drawn.gather(1, resort)
+    else:
+        negatives = torch.sort(-negative_scores, dim=1, stable=True).indices[:, :count]
+    valid = negative_scores.gather(1, negatives) > -inf
+    if strategy in ("hardest", "semihard"):
+        pair_anchor = torch.nonzero(has_positive).flatten()
+        pair_positive = hardest[pair_anchor]
+    else:  # every positive, by anchor, then score ascending, then index
+        pair_anchor, pair_positive = torch.nonzero(positive, as_tuple=True)
+        by_score = torch.sort(scores[pair_anchor, pair_positive], stable=True).indices
+        pair_anchor, pair_positive = pair_anchor[by_score], pair_positive[by_score]
+        by_anchor = torch.sort(pair_anchor, stable=True).indices
+        pair_anchor, pair_positive = pair_anchor[by_anchor], pair_positive[by_anchor]
+    per_pair = valid[pair_anchor]
+    counts = per_pair.sum(dim=1)
+    return (torch.repeat_interleave(pair_anchor, counts), torch.repeat_interleave(pair_positive, counts),
+            negatives[pair_anchor][per_pair])
 
 
 def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: bool, metric: str,
@@ -180,8 +265,8 @@ def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: boo
 class MemoryBank:
     """A ring buffer of past embeddings and labels, mined with the same engine.
 
-    ``add(embeddings, labels)`` stores detached copies, overwriting the oldest
-    rows once ``capacity`` is reached; ``mine(embeddings, labels, ...)`` runs
+    ``add(embeddings, labels)`` stores detached copies (on ``device``), overwriting
+    the oldest rows once ``capacity`` is reached; ``mine(embeddings, labels, ...)`` runs
     :func:`mine_in_batch` with the current batch as anchors and the bank as the
     reference (positives and negatives can then come from many past batches).
 
@@ -196,12 +281,12 @@ class MemoryBank:
     (4, [1, 0, 1, 1])
     """
 
-    def __init__(self, capacity: int, dim: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, capacity: int, dim: int, dtype: torch.dtype = torch.float32, device: Any = "cpu"):
         if capacity < 1 or dim < 1:
             raise ValueError(f"capacity and dim must be >= 1; got {capacity} and {dim}")
         self.capacity = int(capacity)
-        self._embeddings = torch.zeros(self.capacity, dim, dtype=dtype)
-        self._labels = torch.zeros(self.capacity, dtype=torch.long)
+        self._embeddings = torch.zeros(self.capacity, dim, dtype=dtype, device=device)
+        self._labels = torch.zeros(self.capacity, dtype=torch.long, device=device)
         self._next = 0
         self._size = 0
 
@@ -214,12 +299,12 @@ class MemoryBank:
         if embeddings.ndim != 2 or embeddings.shape[1] != self._embeddings.shape[1]:
             raise ValueError(f"embeddings must have shape (n, {self._embeddings.shape[1]}); "
                              f"got {tuple(embeddings.shape)}")
-        labels = torch.from_numpy(_labels(labels, embeddings.shape[0], "labels"))
+        labels = torch.from_numpy(_labels(labels, embeddings.shape[0], "labels")).to(self._labels.device)
         rows = embeddings.shape[0]
         if rows >= self.capacity:  # only the newest rows fit
             embeddings, labels, rows = embeddings[-self.capacity :], labels[-self.capacity :], self.capacity
-        positions = (self._next + torch.arange(rows)) % self.capacity
-        self._embeddings[positions] = embeddings.detach().to(self._embeddings.dtype)
+        positions = (self._next + torch.arange(rows, device=self._labels.device)) % self.capacity
+        self._embeddings[positions] = embeddings.detach().to(self._embeddings.device, self._embeddings.dtype)
         self._labels[positions] = labels
         self._next = int((self._next + rows) % self.capacity)
         self._size = min(self.capacity, self._size + rows)

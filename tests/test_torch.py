@@ -50,36 +50,44 @@ def triplets(result):
 @pytest.mark.parametrize("strategy", ["hardest", "semihard", "top"])
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("k", [1, 3])
-def test_mine_in_batch_matches_the_reference(strategy, cross, k):
+@pytest.mark.parametrize("path", ["engine", "torch"])
+def test_mine_in_batch_matches_the_reference(strategy, cross, k, path):
     generator = torch.Generator().manual_seed(7)
     emb_a = torch.randn(64, 12, generator=generator)
     labels = torch.randint(0, 10, (64,), generator=generator)
     emb_b = emb_a + 0.3 * torch.randn(64, 12, generator=generator) if cross else None
-    got = mine_in_batch(emb_a, emb_b, labels, strategy=strategy, num_negatives=k, margin=0.3)
+    got = mine_in_batch(emb_a, emb_b, labels, strategy=strategy, num_negatives=k, margin=0.3, backend=path)
     assert all(t.dtype == torch.int64 and t.device == emb_a.device for t in got)
     assert triplets(got) == reference(emb_a, emb_b, labels, None, strategy, k, 0.3)
 
 
-def test_cross_modal_with_ref_labels_and_dot_metric():
+@pytest.mark.parametrize("path", ["engine", "torch"])
+def test_cross_modal_with_ref_labels_and_dot_metric(path):
     generator = torch.Generator().manual_seed(8)
     images, captions = torch.randn(20, 8, generator=generator), torch.randn(100, 8, generator=generator)
     image_labels = torch.arange(20)
     caption_labels = torch.arange(100) // 5
     got = mine_in_batch(images, captions, image_labels, caption_labels, strategy="top", num_negatives=2,
-                        metric="dot")
+                        metric="dot", backend=path)
     assert triplets(got) == reference(images, captions, image_labels, caption_labels, "top", 2, 0, metric="dot")
     assert len(got[0]) == 20 * 5 * 2
 
 
-def test_random_strategy_draws_negatives_only():
+@pytest.mark.parametrize("path", ["engine", "torch"])
+def test_random_strategy_draws_negatives_only(path):
     generator = torch.Generator().manual_seed(9)
     emb = torch.randn(50, 6, generator=generator)
     labels = torch.randint(0, 5, (50,), generator=generator)
-    a, p, n = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1)
+    a, p, n = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1, backend=path)
     assert torch.all(labels[a] == labels[p]) and torch.all(labels[a] != labels[n]) and torch.all(a != p)
-    again = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1)
-    other = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=2)
+    expected_pairs = reference(emb, None, labels, None, "top", 4, 0)
+    assert [(x, y) for x, y, _ in triplets((a, p, n))] == [(x, y) for x, y, _ in expected_pairs]
+    again = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=1, backend=path)
+    other = mine_in_batch(emb, labels=labels, strategy="random", num_negatives=4, seed=2, backend=path)
     assert torch.equal(n, again[2]) and not torch.equal(n, other[2])
+    draws = torch.stack([mine_in_batch(emb, labels=labels, strategy="random", num_negatives=1, seed=s,
+                                       backend=path)[2][:1] for s in range(200)]).flatten()
+    assert len(set(draws.tolist())) > 15  # spread over the ~40 negatives of anchor 0, not the hardest few
 
 
 def test_fp16_bf16_no_grad_and_compile():
@@ -132,6 +140,8 @@ def test_memory_bank_rings_and_mines_against_the_past():
     (lambda e, lab: mine_in_batch(e, labels=lab, num_negatives=0), ValueError, "num_negatives must be >= 1"),
     (lambda e, lab: MemoryBank(4, 4).mine(e, lab), ValueError, "memory bank is empty"),
     (lambda e, lab: MemoryBank(4, 3).add(e, lab), ValueError, r"embeddings must have shape \(n, 3\)"),
+    (lambda e, lab: mine_in_batch(e, labels=lab, backend="gpu"), ValueError, "backend must be"),
+    (lambda e, lab: mine_in_batch(e[0], labels=lab), ValueError, r"emb_a must be 2-D"),
 ])
 def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
@@ -141,3 +151,15 @@ def test_bad_input(call, error, message):
 def test_no_positive_anywhere_gives_empty_tensors():
     got = mine_in_batch(torch.randn(5, 3), labels=torch.arange(5))
     assert [t.numel() for t in got] == [0, 0, 0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
+def test_cuda_tensors_are_mined_on_the_device():
+    generator = torch.Generator().manual_seed(12)
+    emb, labels = torch.randn(300, 16, generator=generator), torch.randint(0, 20, (300,), generator=generator)
+    for strategy in ("hardest", "semihard", "top"):
+        on_device = mine_in_batch(emb.cuda(), labels=labels.cuda(), strategy=strategy, num_negatives=3)
+        assert all(t.is_cuda for t in on_device)
+        assert triplets(tuple(t.cpu() for t in on_device)) == triplets(
+            mine_in_batch(emb, labels=labels, strategy=strategy, num_negatives=3))

@@ -17,7 +17,8 @@ return the same set of index tuples. What changes is how they get there:
 
 Supported distances: ``CosineSimilarity``, ``DotProductSimilarity`` and
 ``LpDistance`` with ``p=2`` (``normalize_embeddings`` either way, ``power`` 1 or
-2). Any other distance runs PML's own code path unchanged. Tuples come as PML's
+2). Any other distance, and any batch on a GPU, runs PML's own code path
+unchanged (so a CUDA batch is never copied to the host). Tuples come as PML's
 do, (anchor, positive, negative) index tensors on the embeddings' device; within
 ``TripletMarginMiner``'s output the order is by anchor, positive, then negative
 by distance (PML orders negatives by index): the same set, in another order.
@@ -39,7 +40,11 @@ from ..torch import _positive_pairs
 __all__ = ["BatchEasyHardMiner", "BatchHardMiner", "MultiSimilarityMiner", "TripletMarginMiner"]
 
 
-def _supported(distance) -> bool:
+def _supported(distance, embeddings) -> bool:
+    """Whether hardmine computes this call: a distance it can derive from dot products, on host
+    tensors (device tensors stay on their device, in PML's own code)."""
+    if embeddings.device.type != "cpu":
+        return False
     kind = type(distance)
     if kind in (pml_distances.CosineSimilarity, pml_distances.DotProductSimilarity):
         return distance.power == 1
@@ -97,7 +102,7 @@ class TripletMarginMiner(pml_miners.TripletMarginMiner):
     """PML's ``TripletMarginMiner`` (types ``all``/``hard``/``semihard``/``easy``) on hardmine kernels."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance):
+        if not _supported(self.distance, embeddings):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         mat = _matrix(self.distance, embeddings, ref_emb).numpy()
         positives, negatives = (m.numpy() for m in _label_masks(labels, ref_labels, ref_labels is labels))
@@ -148,7 +153,7 @@ class BatchEasyHardMiner(pml_miners.BatchEasyHardMiner):
     """PML's ``BatchEasyHardMiner`` (every strategy pair and range) with hardmine's score matrix."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance):
+        if not _supported(self.distance, embeddings):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         mat = _matrix(self.distance, embeddings, ref_emb)
         positives, negatives = _label_masks(labels, ref_labels, ref_labels is labels)
@@ -221,7 +226,7 @@ class BatchHardMiner(BatchEasyHardMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         distance = self.distance
-        fused = _supported(distance) and (distance.is_inverted or distance.normalize_embeddings)
+        fused = _supported(distance, embeddings) and (distance.is_inverted or distance.normalize_embeddings)
         if not fused:
             a1, p, _, n = super().mine(embeddings, labels, ref_emb, ref_labels)
             return a1, p, n
@@ -251,7 +256,7 @@ class MultiSimilarityMiner(pml_miners.MultiSimilarityMiner):
     """PML's ``MultiSimilarityMiner`` (Wang et al. 2019) without sorting every row."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance):
+        if not _supported(self.distance, embeddings):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         mat = _matrix(self.distance, embeddings, ref_emb)
         # PML ignores, per side, the pairs of the other kind; what neither list names (the
