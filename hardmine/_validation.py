@@ -239,9 +239,10 @@ def _finite_rows(emb: Embeddings, start: int, stop: int) -> np.ndarray:
     return ((chunk.view(np.uint16) & mask) != mask).all(axis=1)
 
 
-def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.ndarray | None:
+def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> np.ndarray | None:
     """Streams over the rows once: rejects NaN/inf (first bad row named) and,
-    under cosine, returns float32 inverse L2 norms (zero rows rejected)."""
+    under cosine, returns float32 inverse L2 norms (zero rows rejected).
+    ``skippable``: the caller offers ``check_finite=False``, so the message suggests it."""
     if not (check_finite or want_norms):
         return None
     inverse = np.empty(emb.rows, dtype=np.float32) if want_norms else None
@@ -252,10 +253,9 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.nd
             finite = _finite_rows(emb, start, stop)
             if not finite.all():
                 row = start + int(np.argmin(finite))
-                raise ValueError(
-                    f"{emb.name} row {row} contains NaN or inf; clean the data or pass check_finite=False "
-                    f"(such rows then score NaN and are never returned)"
-                )
+                advice = ("clean the data or pass check_finite=False (such rows then score NaN and are never "
+                          "returned)") if skippable else "clean the data"
+                raise ValueError(f"{emb.name} row {row} contains NaN or inf; {advice}")
         if inverse is not None:
             block = emb.rows_f32(start, stop, copy=False)
             norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
@@ -268,6 +268,16 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool) -> np.nd
                 )
             inverse[start:stop] = (1.0 / norms).astype(np.float32)
     return inverse
+
+
+def unit_rows(x: Any, name: str) -> np.ndarray:
+    """A float32 copy of the rows scaled to unit L2 norm (NaN/inf and zero rows rejected by
+    :func:`scan_rows`, naming the first)."""
+    emb = embeddings(x, name)
+    inverse = scan_rows(emb, check_finite=True, want_norms=True, skippable=False)
+    rows = emb.rows_f32(0, emb.rows)
+    rows *= inverse[:, None]
+    return rows
 
 
 def _int_array(x: Any, name: str) -> np.ndarray:

@@ -32,17 +32,14 @@ WEIGHTS = ("binary", "hinge")
 VARIANTS = ("full", "minibatch", "topk")
 
 
-def _rows(x: Any, name: str) -> np.ndarray:
-    """float32 rows of an embedding input (one copy, needed for the extra coordinate)."""
+def _rows(x: Any, name: str, metric: str) -> np.ndarray:
+    """float32 rows of an embedding input (one copy, needed for the extra coordinate), unit-norm
+    under cosine; NaN/inf rejected."""
+    if metric == "cosine":
+        return v.unit_rows(x, name)
     emb = v.embeddings(x, name)
+    v.scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
     return emb.rows_f32(0, emb.rows)
-
-
-def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name} row {int(np.argmax(norms[:, 0] == 0))} has zero norm; use metric='dot'")
-    return x / norms
 
 
 def score_unpaired(
@@ -85,8 +82,8 @@ def score_unpaired(
         raise ValueError(f"variant must be one of {VARIANTS}; got {variant!r}")
     margin, threshold = v.real(margin, "margin"), v.real(threshold, "threshold")
     metric = v.metric(metric)
-    u = _rows(unpaired, "unpaired")
-    x, t = _rows(images, "images"), _rows(texts, "texts")
+    u = _rows(unpaired, "unpaired", metric)
+    x, t = _rows(images, "images", metric), _rows(texts, "texts", metric)
     if not (u.shape[1] == x.shape[1] == t.shape[1]):
         raise ValueError(f"unpaired, images and texts must share d; got {u.shape[1]}, {x.shape[1]}, {t.shape[1]}")
     owner = np.arange(t.shape[0]) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
@@ -95,8 +92,6 @@ def score_unpaired(
     if owner.size and (owner.min() < 0 or owner.max() >= x.shape[0]):
         raise ValueError(f"pairs: image row {int(owner[(owner < 0) | (owner >= x.shape[0])][0])} is outside "
                          f"[0, {x.shape[0]})")
-    if metric == "cosine":
-        u, x, t = _unit(u, "unpaired"), _unit(x, "images"), _unit(t, "texts")
     # One anchor per pair j: its text (for unpaired images) or its image (for unpaired texts),
     # with the pair's own score s(x_j, t_j).
     own = np.einsum("ij,ij->i", t, x[owner], dtype=np.float64)
@@ -151,13 +146,10 @@ def coreset(unlabeled: Any, labeled: Any, budget: int, *, metric: str = "cosine"
     """
     metric = v.metric(metric)
     budget = v.positive_int(budget, "budget")
-    u = _rows(unlabeled, "unlabeled")
-    if metric == "cosine":
-        u = _unit(u, "unlabeled")
+    u = _rows(unlabeled, "unlabeled", metric)
     best = np.full(u.shape[0], -np.inf)
     if labeled is not None and np.shape(labeled)[0]:
-        lab = _rows(labeled, "labeled")
-        lab = _unit(lab, "labeled") if metric == "cosine" else lab
+        lab = _rows(labeled, "labeled", metric)
         best = np.asarray(api.topk(u, lab, 1, metric="dot", backend=backend).scores[:, 0], dtype=np.float64)
     picks = []
     for _ in range(min(budget, u.shape[0])):

@@ -55,7 +55,7 @@ def _assign(x: np.ndarray, centroids: np.ndarray, spherical: bool, backend: str,
             query = extended_rows[start : start + _ASSIGN_ROWS]
         else:
             if spherical:
-                rows = _unit_rows(rows, "x")
+                rows = v.unit_rows(rows, "x")
             query = np.concatenate([rows, np.ones((rows.shape[0], 1), np.float32)], axis=1)
         best = api.topk(query, extended, 1, backend=backend, check_finite=False)
         labels[start : start + rows.shape[0]] = np.asarray(best.indices)[:, 0]
@@ -66,14 +66,6 @@ def _assign(x: np.ndarray, centroids: np.ndarray, spherical: bool, backend: str,
             squared = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
             distances[start : start + rows.shape[0]] = np.maximum(squared - 2.0 * score, 0.0)
     return labels, distances
-
-
-def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name} row {int(np.argmax(norms[:, 0] == 0))} has zero norm; spherical k-means "
-                         f"needs non-zero rows")
-    return (x / norms).astype(np.float32)
 
 
 def _plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, spherical: bool) -> np.ndarray:
@@ -90,7 +82,7 @@ def _plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, spherical: bool)
             min(np.searchsorted(np.cumsum(nearest), rng.random() * total, side="right"), x.shape[0] - 1))
         centers[i] = x[pick]
         np.minimum(nearest, np.maximum(squared - 2.0 * (x @ centers[i]) + squared[pick], 0.0), out=nearest)
-    return _unit_rows(centers, "centroids") if spherical else centers
+    return v.unit_rows(centers, "centroids") if spherical else centers
 
 
 def kmeans(
@@ -129,13 +121,10 @@ def kmeans(
     rng = np.random.default_rng(seed)
     n_train = min(emb.rows, max_points_per_centroid * k)
     rows = np.sort(rng.choice(emb.rows, size=n_train, replace=False)) if n_train < emb.rows else None
-    for start in range(0, emb.rows, _ASSIGN_ROWS):  # streamed: names the first NaN/inf row
-        finite = v._finite_rows(emb, start, min(start + _ASSIGN_ROWS, emb.rows))
-        if not finite.all():
-            raise ValueError(f"x row {start + int(np.argmin(finite))} contains NaN or inf")
+    v.scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
     train = np.asarray(emb.array[rows], dtype=np.float32) if rows is not None else emb.rows_f32(0, emb.rows)
     if spherical:
-        train = _unit_rows(train, "x")
+        train = v.unit_rows(train, "x")
     n_init = min(n_train, init_points_per_centroid * k)
     init = train if n_init == n_train else train[np.sort(rng.choice(n_train, size=n_init, replace=False))]
     centroids = _plus_plus(init, k, rng, spherical)
@@ -153,7 +142,7 @@ def kmeans(
             farthest = np.argsort(-distances, kind="stable")[: empty.size]
             centroids[empty] = train[farthest]
         if spherical:
-            centroids = _unit_rows(centroids, "centroids")
+            centroids = v.unit_rows(centroids, "centroids")
     if rows is None:
         labels, distances = _assign(train, centroids, spherical, backend, extended)
     else:
@@ -191,59 +180,34 @@ def reliable_negatives(
     Images and texts are clustered separately (spherical k-means, cosine). The
     swapped pair (image of a, text of b) is a reliable negative only when the
     centroids of a's and b's image clusters have cosine below ``image_threshold``
-    *and* those of their text clusters below ``text_threshold``. Each anchor gets
-    ``num_negatives`` reliable negatives drawn uniformly without replacement
-    (seeded; fewer when fewer exist), each weighted ``1 - cos(image of a, image of b)``
-    clipped to [0, 1] (``weight="linear"``) or 1 (``weight="uniform"``).
+    *and* those of their text clusters below ``text_threshold`` (both at most 1).
+    Each anchor gets ``num_negatives`` reliable negatives drawn uniformly without
+    replacement (seeded, as :func:`draw_reliable`; fewer when fewer exist), each
+    weighted ``1 - cos(image of a, image of b)`` clipped to [0, 1]
+    (``weight="linear"``) or 1 (``weight="uniform"``).
     """
     if weight not in ("linear", "uniform"):
         raise ValueError(f"weight must be 'linear' or 'uniform'; got {weight!r}")
-    image_threshold = v.real(image_threshold, "image_threshold")
-    text_threshold = v.real(text_threshold, "text_threshold")
+    image_threshold = _cosine_threshold(image_threshold, "image_threshold")
+    text_threshold = _cosine_threshold(text_threshold, "text_threshold")
     count = v.positive_int(num_negatives, "num_negatives")
-    x = _unit_rows(v.embeddings(images, "images").rows_f32(0, np.shape(images)[0]), "images")
-    t = _unit_rows(v.embeddings(texts, "texts").rows_f32(0, np.shape(texts)[0]), "texts")
-    owner = np.arange(t.shape[0]) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
-    if owner.shape != (t.shape[0],) or (owner.size and (owner.min() < 0 or owner.max() >= x.shape[0])):
-        raise ValueError(f"pairs must hold, for each of the {t.shape[0]} texts, an image row in [0, {x.shape[0]})")
-    image_km = kmeans(x, n_image_clusters, iters=iters, seed=seed, spherical=True, backend=backend)
-    text_km = kmeans(t, n_text_clusters, iters=iters, seed=seed + 1, spherical=True, backend=backend)
-    image_similar = image_km.centroids @ image_km.centroids.T >= image_threshold
-    text_similar = text_km.centroids @ text_km.centroids.T >= text_threshold
-    pair_image = image_km.labels[owner]  # image cluster of each pair
-    pair_text = text_km.labels
-    num_pairs = t.shape[0]
-
-    def reliable(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return ~image_similar[pair_image[a], pair_image[b]] & ~text_similar[pair_text[a], pair_text[b]]
-
-    # Seeded rejection sampling: a random permutation of the pairs per anchor, kept in order of
-    # acceptance; drawn in rounds so memory stays at O(anchors * draws).
-    rng = np.random.default_rng(seed + 2)
-    chosen = [np.zeros(0, np.int64)] * num_pairs
-    pending = np.arange(num_pairs)
-    draws = 4 * count
-    for _ in range(16):
-        if pending.size == 0:
-            break
-        candidates = rng.integers(0, num_pairs, size=(pending.size, draws))
-        ok = reliable(np.repeat(pending, draws).reshape(pending.size, draws), candidates)
-        still = []
-        for row, anchor in enumerate(pending):
-            found = np.concatenate([chosen[anchor], np.setdiff1d(candidates[row][ok[row]], chosen[anchor])])
-            _, first = np.unique(found, return_index=True)
-            chosen[anchor] = found[np.sort(first)][:count]
-            if chosen[anchor].size < count:
-                still.append(anchor)
-        pending = np.asarray(still, dtype=np.int64)
-    for anchor in pending:  # few reliable negatives: enumerate them all, then draw
-        everyone = np.flatnonzero(reliable(np.full(num_pairs, anchor), np.arange(num_pairs)))
-        rest = np.setdiff1d(everyone, chosen[anchor])
-        extra = rng.permutation(rest)[: count - chosen[anchor].size]
-        chosen[anchor] = np.concatenate([chosen[anchor], extra])
-    sizes = np.array([c.size for c in chosen])
-    anchor_ids = np.repeat(np.arange(num_pairs), sizes)
-    negative_ids = np.concatenate(chosen).astype(np.int64) if num_pairs else np.zeros(0, np.int64)
+    x = v.unit_rows(images, "images")
+    t = v.embeddings(texts, "texts")
+    owner = np.arange(t.rows) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
+    if owner.shape != (t.rows,) or (owner.size and (owner.min() < 0 or owner.max() >= x.shape[0])):
+        raise ValueError(f"pairs must hold, for each of the {t.rows} texts, an image row in [0, {x.shape[0]})")
+    image_labels, image_similar = _clusters(x, n_image_clusters, image_threshold, seed, iters, backend)
+    text_labels, text_similar = _clusters(t.array, n_text_clusters, text_threshold, seed + 1, iters, backend)
+    # Pairs as queries and texts as candidates: pair a's own text is its positive, and text b
+    # belongs to pair b's image, so draw_reliable's condition is exactly the one above.
+    pair_image = image_labels[owner]
+    facts = Reliability(pair_image, text_labels, image_similar, text_similar, pair_image)
+    num_pairs = t.rows
+    own_text = (np.arange(num_pairs + 1, dtype=np.int64), np.arange(num_pairs, dtype=np.int64))
+    drawn = draw_reliable(facts, own_text, np.arange(num_pairs), count, seed)
+    valid = drawn >= 0
+    anchor_ids = np.broadcast_to(np.arange(num_pairs)[:, None], drawn.shape)[valid]
+    negative_ids = drawn[valid]
     if weight == "uniform":
         weights = np.ones(anchor_ids.size)
     else:
@@ -268,7 +232,15 @@ class Reliability(NamedTuple):
     owner_labels: np.ndarray
 
 
+def _cosine_threshold(value: float, name: str) -> float:
+    value = v.real(value, name)
+    if value > 1:  # a cluster must count as similar to itself, which keeps positives out of the draws
+        raise ValueError(f"{name} is a cosine between centroids and must be <= 1; got {value}")
+    return value
+
+
 def _clusters(x: Any, k: int, threshold: float, seed: int, iters: int, backend: str):
+    """Spherical k-means labels and the (k, k) mask of centroid pairs with cosine >= threshold."""
     km = kmeans(x, k, iters=iters, seed=seed, spherical=True, backend=backend)
     return km.labels, km.centroids @ km.centroids.T >= threshold
 
@@ -295,11 +267,8 @@ def reliability(
     positives and, if b is some query q''s positive, q's and q''s clusters are
     dissimilar (below ``query_threshold``) — Tagami et al.'s condition on both sides.
     """
-    query_threshold = v.real(query_threshold, "query_threshold")
-    candidate_threshold = v.real(candidate_threshold, "candidate_threshold")
-    for name, value in (("query_threshold", query_threshold), ("candidate_threshold", candidate_threshold)):
-        if value > 1:  # a cluster is similar to itself, which keeps positives out of the draws
-            raise ValueError(f"{name} is a cosine between centroids and must be <= 1; got {value}")
+    query_threshold = _cosine_threshold(query_threshold, "query_threshold")
+    candidate_threshold = _cosine_threshold(candidate_threshold, "candidate_threshold")
     problem = v.problem(queries, candidates, metric_name="dot", exclude=positives, query_groups=query_groups,
                         candidate_groups=candidate_groups, check_finite=False)
     members = api._positive_members(problem)

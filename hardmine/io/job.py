@@ -159,9 +159,9 @@ def _slice_csr(positives, start: int, stop: int):
     return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
 
 
-def _describe(path: str, job: Job) -> tuple[int, int]:
+def _describe(path: str, columnar: bool, job: Job) -> tuple[int, int]:
     """(rows, d) of an input, from headers and schemas only."""
-    if is_columnar(path):
+    if columnar:
         rows, dim, _ = columnar_schema(path, job.column, job.id_column)
         return rows, dim
     return Dump(path).shape
@@ -169,19 +169,21 @@ def _describe(path: str, job: Job) -> tuple[int, int]:
 
 def _load_inputs(job: Job) -> dict:
     """Checks every input against the others from headers alone (no heavy work yet)."""
-    for path, ids in ((job.queries, job.query_ids), (job.candidates, job.candidate_ids)):
-        if is_columnar(path) and ids:
+    columnar = {"queries": is_columnar(job.queries), "candidates": is_columnar(job.candidates)}
+    for role, path, ids in (("queries", job.queries, job.query_ids), ("candidates", job.candidates,
+                                                                      job.candidate_ids)):
+        if columnar[role] and ids:
             raise JobError(f"{path} is Parquet/Arrow: take its ids from a column with --id-column, not an id file")
-    if job.id_column and not (is_columnar(job.queries) or is_columnar(job.candidates)):
+    if job.id_column and not any(columnar.values()):
         raise JobError("--id-column applies to Parquet/Arrow inputs; for .npy dumps give --query-ids/--candidate-ids")
-    if job.column and not (is_columnar(job.queries) or is_columnar(job.candidates)):
+    if job.column and not any(columnar.values()):
         raise JobError("--column applies to Parquet/Arrow inputs; .npy dumps hold the embeddings directly")
-    (num_queries, query_dim), (num_candidates, candidate_dim) = _describe(job.queries, job), _describe(
-        job.candidates, job)
+    num_queries, query_dim = _describe(job.queries, columnar["queries"], job)
+    num_candidates, candidate_dim = _describe(job.candidates, columnar["candidates"], job)
     if query_dim != candidate_dim:
         raise JobError(f"dimension mismatch: {job.queries} has d={query_dim}, {job.candidates} has d={candidate_dim}")
     inputs: dict[str, Any] = {"num_queries": num_queries, "num_candidates": num_candidates, "dim": query_dim,
-                              "fingerprints": {}}
+                              "columnar": columnar, "fingerprints": {}}
     for role, path in (("queries", job.queries), ("candidates", job.candidates)):
         inputs["fingerprints"][role] = [fingerprint(f) for f in input_files(Path(path))]
     if job.positives and (job.query_groups or job.candidate_groups):
@@ -217,7 +219,7 @@ def _open_dumps(job: Job, inputs: dict, parts: Path, quiet: bool) -> None:
     ``parts/inputs`` (once: a resumed run finds them there)."""
     for role, path, ids_name in (("queries", job.queries, "query_ids"),
                                  ("candidates", job.candidates, "candidate_ids")):
-        if not is_columnar(path):
+        if not inputs["columnar"][role]:
             inputs[role] = Dump(path)
             continue
         cache = parts / "inputs" / f"{role}.npy"
