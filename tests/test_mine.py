@@ -145,8 +145,11 @@ def test_all_backends_block_sizes_and_threads_agree_for_random_draws():
             runs.append(hardmine.mine(queries, candidates, positives=[list(p) for p in positives], strategy="random",
                                       rank_range=(2, 60), num_negatives=7, seed=11, backend=backend,
                                       block_size=block_size, num_threads=threads))
+    # The same draws everywhere; their order follows scores, which differ in the last bit
+    # between GEMM tile shapes, so two near-equal scores may swap places (SPEC 6).
     for other in runs[1:]:
-        np.testing.assert_array_equal(other.indices, runs[0].indices)
+        np.testing.assert_array_equal(np.sort(other.indices, axis=1), np.sort(runs[0].indices, axis=1))
+        np.testing.assert_allclose(other.scores, runs[0].scores, rtol=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ["random", "softmax"])

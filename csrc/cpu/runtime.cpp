@@ -1,5 +1,8 @@
 // BLAS binding, thread facts and block-size choice.
+#include <pthread.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <algorithm>
 #include <stdexcept>
@@ -30,7 +33,26 @@ const bool blas_single_threaded = [] {
 
 int64_t round_up(int64_t value, int64_t step) { return (value + step - 1) / step * step; }
 
+std::atomic<bool> parallel_started{false};
+std::atomic<bool> forked_child{false};
+
+// Registered once at load; the child inherits parallel_started, so grandchildren
+// of a process that ran a team are single-threaded too.
+const bool fork_handler_registered = [] {
+  pthread_atfork(nullptr, nullptr, [] {
+    if (parallel_started.load()) forked_child.store(true);
+  });
+  return true;
+}();
+
 }  // namespace
+
+bool forked_after_parallel() { return forked_child.load(std::memory_order_relaxed); }
+
+void note_parallel_start() {
+  (void)fork_handler_registered;
+  parallel_started.store(true, std::memory_order_relaxed);
+}
 
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
              int64_t ldb, float* out, int64_t ldo) {

@@ -9,6 +9,7 @@ by the smaller index, NaN never admitted), so both give the same answers.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import numba
@@ -97,102 +98,201 @@ def _sort_distinct(scores, ids, count, candidate_keys, has_keys):
     return count
 
 
-@numba.njit(
-    f"void(float32[:, ::1], int64, int64, float32[:, ::1], int64[:, ::1], int64[::1], float32[::1], int64, "
-    f"{_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS})",
-    parallel=True,
-    cache=True,
-    nogil=True,
+_TOPK_CONSUME_ARGS = (
+    f"float32[:, ::1], int64, int64, float32[:, ::1], int64[:, ::1], int64[::1], float32[::1], int64, "
+    f"{_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS}"
 )
-def _topk_consume(
-    scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
+_TOPK_FINISH_ARGS = (
+    "float32[:, ::1], int64[:, ::1], int64[::1], int64, float32[:, ::1], int64[:, ::1], int64[::1], boolean"
+)
+_VIOLATIONS_ARGS = (
+    f"float32[:, ::1], int64, int64, float32[::1], float32, int64[::1], float64[::1], float32[::1], "
+    f"int64[::1], {_EXCLUSION_ARGS}"
+)
+
+
+@numba.njit(f"void(int64, {_TOPK_CONSUME_ARGS})", cache=True, nogil=True)
+def _topk_consume_row(
+    row, scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
     indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
     candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys,
     upper, has_upper, lower, has_lower, exclusive,
 ):
     capacity = kept_scores.shape[1]
-    for row in prange(scores.shape[0]):
-        query = q0 + row
-        count = counts[row]
-        threshold = thresholds[row]
-        for j in range(scores.shape[1]):
-            s = scores[row, j]
-            if not s > threshold:
-                continue
-            if not _admits(query, s, upper, has_upper, lower, has_lower, exclusive):
-                continue
-            candidate = c0 + j
-            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
-                         candidate_keys, key_indptr, key_indices, has_key_exclusion):
-                continue
-            kept_scores[row, count] = s
-            kept_ids[row, count] = candidate
-            count += 1
-            if count == capacity and capacity > kept:
-                count = _sort_distinct(kept_scores[row], kept_ids[row], count, candidate_keys, has_keys)
-                if count >= kept:
-                    count = kept
-                    threshold = kept_scores[row, kept - 1]
-        counts[row] = count
-        thresholds[row] = threshold
+    query = q0 + row
+    count = counts[row]
+    threshold = thresholds[row]
+    for j in range(scores.shape[1]):
+        s = scores[row, j]
+        if not s > threshold:
+            continue
+        if not _admits(query, s, upper, has_upper, lower, has_lower, exclusive):
+            continue
+        candidate = c0 + j
+        if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+                     candidate_keys, key_indptr, key_indices, has_key_exclusion):
+            continue
+        kept_scores[row, count] = s
+        kept_ids[row, count] = candidate
+        count += 1
+        if count == capacity and capacity > kept:
+            count = _sort_distinct(kept_scores[row], kept_ids[row], count, candidate_keys, has_keys)
+            if count >= kept:
+                count = kept
+                threshold = kept_scores[row, kept - 1]
+    counts[row] = count
+    thresholds[row] = threshold
 
 
-@numba.njit(
-    "void(float32[:, ::1], int64[:, ::1], int64[::1], int64, float32[:, ::1], int64[:, ::1], int64[::1], boolean)",
-    parallel=True,
-    cache=True,
-    nogil=True,
-)
-def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys):
-    for row in prange(kept_scores.shape[0]):
-        count = _sort_distinct(kept_scores[row], kept_ids[row], counts[row], candidate_keys, has_keys)
-        take = min(count, kept)
-        for r in range(take):
-            out_scores[row, r] = kept_scores[row, r]
-            out_ids[row, r] = kept_ids[row, r]
-        for r in range(take, out_scores.shape[1]):
-            out_scores[row, r] = -np.inf
-            out_ids[row, r] = -1
+@numba.njit(f"void(int64, {_TOPK_FINISH_ARGS})", cache=True, nogil=True)
+def _topk_finish_row(row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys):
+    count = _sort_distinct(kept_scores[row], kept_ids[row], counts[row], candidate_keys, has_keys)
+    take = min(count, kept)
+    for r in range(take):
+        out_scores[row, r] = kept_scores[row, r]
+        out_ids[row, r] = kept_ids[row, r]
+    for r in range(take, out_scores.shape[1]):
+        out_scores[row, r] = -np.inf
+        out_ids[row, r] = -1
 
 
-@numba.njit(
-    f"void(float32[:, ::1], int64, int64, float32[::1], float32, int64[::1], float64[::1], float32[::1], "
-    f"int64[::1], {_EXCLUSION_ARGS})",
-    parallel=True,
-    cache=True,
-    nogil=True,
-)
-def _violations_consume(
-    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids,
+@numba.njit(f"void(int64, {_VIOLATIONS_ARGS})", cache=True, nogil=True)
+def _violations_row(
+    row, scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids,
     indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
     candidate_keys, key_indptr, key_indices, has_key_exclusion,
 ):
+    query = q0 + row
+    positive = positive_scores[query]
+    threshold = np.float32(positive - margin)
+    best = best_scores[row]
+    best_id = best_ids[row]
+    count = 0
+    hinge = 0.0
+    for j in range(scores.shape[1]):
+        s = scores[row, j]
+        if not (s > threshold) and not (s > best):
+            continue
+        candidate = c0 + j
+        if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+                     candidate_keys, key_indptr, key_indices, has_key_exclusion):
+            continue
+        if s > threshold:
+            count += 1
+            hinge += np.float64(margin) + np.float64(s) - np.float64(positive)
+        if s > best:
+            best = s
+            best_id = candidate
+    counts[row] += count
+    hinge_sums[row] += hinge
+    best_scores[row] = best
+    best_ids[row] = best_id
+
+
+# Each row kernel has a parallel driver and a serial one: Numba's GNU OpenMP layer
+# aborts a forked child that enters a parallel region, so such a child takes the
+# serial drivers (numba caches by function, so the two must be distinct functions).
+@numba.njit(f"void({_TOPK_CONSUME_ARGS})", parallel=True, cache=True, nogil=True)
+def _topk_consume_parallel(
+    scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr, query_groups,
+    candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys, upper,
+    has_upper, lower, has_lower, exclusive,
+):
     for row in prange(scores.shape[0]):
-        query = q0 + row
-        positive = positive_scores[query]
-        threshold = np.float32(positive - margin)
-        best = best_scores[row]
-        best_id = best_ids[row]
-        count = 0
-        hinge = 0.0
-        for j in range(scores.shape[1]):
-            s = scores[row, j]
-            if not (s > threshold) and not (s > best):
-                continue
-            candidate = c0 + j
-            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
-                         candidate_keys, key_indptr, key_indices, has_key_exclusion):
-                continue
-            if s > threshold:
-                count += 1
-                hinge += np.float64(margin) + np.float64(s) - np.float64(positive)
-            if s > best:
-                best = s
-                best_id = candidate
-        counts[row] += count
-        hinge_sums[row] += hinge
-        best_scores[row] = best
-        best_ids[row] = best_id
+        _topk_consume_row(
+            row, scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr,
+            query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+            has_key_exclusion, has_keys, upper, has_upper, lower, has_lower, exclusive,
+        )
+
+
+@numba.njit(f"void({_TOPK_CONSUME_ARGS})", cache=True, nogil=True)
+def _topk_consume_serial(
+    scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr, query_groups,
+    candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys, upper,
+    has_upper, lower, has_lower, exclusive,
+):
+    for row in range(scores.shape[0]):
+        _topk_consume_row(
+            row, scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr,
+            query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+            has_key_exclusion, has_keys, upper, has_upper, lower, has_lower, exclusive,
+        )
+
+
+@numba.njit(f"void({_TOPK_FINISH_ARGS})", parallel=True, cache=True, nogil=True)
+def _topk_finish_parallel(
+    kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
+):
+    for row in prange(kept_scores.shape[0]):
+        _topk_finish_row(
+            row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
+        )
+
+
+@numba.njit(f"void({_TOPK_FINISH_ARGS})", cache=True, nogil=True)
+def _topk_finish_serial(
+    kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
+):
+    for row in range(kept_scores.shape[0]):
+        _topk_finish_row(
+            row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
+        )
+
+
+@numba.njit(f"void({_VIOLATIONS_ARGS})", parallel=True, cache=True, nogil=True)
+def _violations_parallel(
+    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr, indices,
+    has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+    has_key_exclusion,
+):
+    for row in prange(scores.shape[0]):
+        _violations_row(
+            row, scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr,
+            indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr,
+            key_indices, has_key_exclusion,
+        )
+
+
+@numba.njit(f"void({_VIOLATIONS_ARGS})", cache=True, nogil=True)
+def _violations_serial(
+    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr, indices,
+    has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+    has_key_exclusion,
+):
+    for row in range(scores.shape[0]):
+        _violations_row(
+            row, scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr,
+            indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr,
+            key_indices, has_key_exclusion,
+        )
+
+
+def _parallel_layer_was_started() -> bool:
+    try:
+        numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process yet
+        return False
+    return True
+
+
+#: set in a child forked after Numba started its thread pool (see the serial drivers)
+_forked_after_parallel = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_parallel
+    _forked_after_parallel = _forked_after_parallel or _parallel_layer_was_started()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _kernels() -> tuple:
+    """(consume, finish, violations) drivers for this process."""
+    if _forked_after_parallel:
+        return _topk_consume_serial, _topk_finish_serial, _violations_serial
+    return _topk_consume_parallel, _topk_finish_parallel, _violations_parallel
 
 
 def _exclusion_args(problem: Problem) -> tuple:
@@ -286,6 +386,7 @@ class NumbaBackend:
         bounds = _bounds_args(problem)
         has_keys = problem.candidate_keys is not None
         keys = exclusion[6]
+        consume, finish, _ = _kernels()
         with _threads(problem.num_threads):
             for q0, rows, tiles in _tiles(problem):
                 kept_scores = np.empty((rows, capacity), dtype=np.float32)
@@ -293,11 +394,11 @@ class NumbaBackend:
                 counts = np.zeros(rows, dtype=np.int64)
                 thresholds = np.full(rows, -np.inf, dtype=np.float32)
                 for c0, tile in tiles:
-                    _topk_consume(
+                    consume(
                         tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion, has_keys, *bounds
                     )
                     _tally(tile, problem, q0, tallies)
-                _topk_finish(
+                finish(
                     kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows], keys, has_keys
                 )
         return indices, scores, tallies
@@ -309,11 +410,12 @@ class NumbaBackend:
         best_scores = np.full(num_queries, -np.inf, dtype=np.float32)
         argmax = np.full(num_queries, -1, dtype=np.int64)
         exclusion = _exclusion_args(problem)
+        scan = _kernels()[2]
         with _threads(problem.num_threads):
             for q0, rows, tiles in _tiles(problem):
                 block = slice(q0, q0 + rows)
                 for c0, tile in tiles:
-                    _violations_consume(
+                    scan(
                         tile, q0, c0, positive_scores, np.float32(margin), count[block], hinge_sum[block],
                         best_scores[block], argmax[block], *exclusion,
                     )

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <stdexcept>
@@ -42,11 +43,24 @@ extern uint64_t (*const within_mask64)(const float* x, float low, float high);
 void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
                   const float* candidate_scales);
 
-inline int resolve_threads(int requested) {
+/// True in a process forked after this one (or an ancestor) ran an OpenMP team:
+/// GNU OpenMP's worker pool does not survive fork(), and entering a parallel
+/// region there blocks forever, so such a child runs every call on its own thread.
+bool forked_after_parallel();
+
+/// Records that an OpenMP team of more than one thread is about to start.
+void note_parallel_start();
+
+/// Worker threads for a call: the request (0: every core), never more than there
+/// are query blocks to share, and 1 in a child forked after a parallel region.
+inline int resolve_threads(int requested, int64_t work_items = INT64_MAX) {
 #ifdef _OPENMP
-  return requested > 0 ? requested : omp_get_max_threads();
+  if (forked_after_parallel()) return 1;
+  const int wanted = requested > 0 ? requested : omp_get_max_threads();
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, work_items)));
 #else
   (void)requested;
+  (void)work_items;
   return 1;
 #endif
 }
@@ -66,12 +80,14 @@ void for_each_score_tile(const MatrixView& queries, const MatrixView& candidates
   if (num_queries == 0) return;
   // With no candidates every block still runs begin() and finish(), so handlers
   // write their "nothing admissible" results (padding, -1) the usual way.
-  const int threads = resolve_threads(options.num_threads);
-  const BlockSizes blocks =
-      choose_block_sizes(num_queries, num_candidates, dim, threads, options.blocks);
+  const BlockSizes blocks = choose_block_sizes(num_queries, num_candidates, dim,
+                                               resolve_threads(options.num_threads), options.blocks);
   const int64_t query_rows = blocks.query_rows;
   const int64_t tile_rows = blocks.candidate_rows;
   const int64_t num_blocks = (num_queries + query_rows - 1) / query_rows;
+  // A thread per query block at most: more would only allocate idle tiles.
+  const int threads = resolve_threads(options.num_threads, num_blocks);
+  if (threads > 1) note_parallel_start();
 
   std::atomic<bool> stop{false};
   bool interrupted = false;
@@ -92,7 +108,7 @@ void for_each_score_tile(const MatrixView& queries, const MatrixView& candidates
     }
   };
 
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
 #ifdef _OPENMP
     const bool is_caller = omp_get_thread_num() == 0;
