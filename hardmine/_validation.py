@@ -7,6 +7,7 @@ backend sees the same, already validated :class:`Problem`.
 from __future__ import annotations
 
 import numbers
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,8 +23,17 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
 #: dtype codes shared with the compiled core (``hardmine::DType``)
 F32, F16, BF16 = 0, 1, 2
 
-#: rows per chunk when scanning inputs for NaN/inf and norms (bounded memory)
-_SCAN_BYTES = 8 << 20
+#: bytes per chunk when scanning inputs for NaN/inf and norms (bounded memory)
+SCAN_BYTES = 8 << 20
+
+#: largest |score| and |margin| the engine accepts: float32 arithmetic on such values
+#: (s - margin, margin + s - s_p) stays far from overflow (FLT_MAX is about 2**128)
+SCORE_LIMIT = 2.0**100
+
+#: under cosine, rows whose norm lies outside [1/COSINE_SAFE_NORM, COSINE_SAFE_NORM] are
+#: rescaled by a power of two first, so that float32 dot products neither overflow nor
+#: lose their digits to underflow, and the inverse norms stay finite
+COSINE_SAFE_NORM = 2.0**40
 
 METRICS = ("dot", "cosine")
 
@@ -197,6 +207,23 @@ def restrict_candidates(problem: Problem, offset: int, shard: Embeddings) -> Pro
     return replace(problem, **fields)
 
 
+def restrict_queries(problem: Problem, start: int, stop: int, shard: Embeddings) -> Problem:
+    """The problem over query rows [start, stop) (``shard`` holds them); candidate ids unchanged."""
+    fields: dict[str, Any] = {"queries": shard}
+    for name in ("query_scales", "query_groups", "upper_bounds", "lower_bounds"):
+        value = getattr(problem, name)
+        if value is not None:
+            fields[name] = value[start:stop]
+    for indptr_name, indices_name in (("exclude_indptr", "exclude_indices"),
+                                      ("excluded_key_indptr", "excluded_key_indices")):
+        indptr = getattr(problem, indptr_name)
+        if indptr is not None:
+            fields[indptr_name] = np.ascontiguousarray(indptr[start : stop + 1] - indptr[start])
+            fields[indices_name] = getattr(problem, indices_name)[indptr[start] : indptr[stop]]
+    fields["count_bounds"] = tuple(np.ascontiguousarray(bound[start:stop]) for bound in problem.count_bounds)
+    return replace(problem, **fields)
+
+
 def _as_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
@@ -207,7 +234,8 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
                 f"{name} is a torch tensor on {x.device}; this build has no GPU backend. "
                 f"Move it with {name}.cpu() or install a CUDA-enabled hardmine"
             )
-        tensor = x.detach()
+        # negated and conjugated views are lazy in torch and refuse .numpy(): materialise them
+        tensor = x.detach().resolve_conj().resolve_neg()
         if str(tensor.dtype) == "torch.bfloat16":
             if _BFLOAT16 is None:
                 raise TypeError(f"{name} is bfloat16; install ml_dtypes (pip install hardmine[bf16])")
@@ -226,36 +254,96 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
     return array
 
 
-#: exponent bits of the half types; all ones means inf or NaN
-_HALF_EXPONENT = {F16: 0x7C00, BF16: 0x7F80}
+#: per storage type: the signed and unsigned integer views, the mask dropping the sign
+#: bit, and the bit pattern of +inf. Magnitudes sort like their bit patterns, so two
+#: reductions without temporaries find a row's largest |value|: the signed maximum is the
+#: largest positive value (or, in an all-negative row, the largest-magnitude negative), the
+#: unsigned maximum the largest-magnitude negative (or the largest positive without
+#: negatives). A masked pattern at or above +inf's is inf or NaN.
+_MAGNITUDE_BITS = {F32: (np.int32, np.uint32, 0x7FFFFFFF, 0x7F800000), F16: (np.int16, np.uint16, 0x7FFF, 0x7C00),
+                   BF16: (np.int16, np.uint16, 0x7FFF, 0x7F80)}
 
 
-def _finite_rows(emb: Embeddings, start: int, stop: int) -> np.ndarray:
-    """(stop - start,) True where a row holds only finite values, without converting halves."""
-    chunk = emb.array[start:stop]
-    if emb.dtype_code == F32:
-        return np.isfinite(chunk).all(axis=1)
-    mask = np.uint16(_HALF_EXPONENT[emb.dtype_code])
-    return ((chunk.view(np.uint16) & mask) != mask).all(axis=1)
+def _code_of(dtype: np.dtype) -> int:
+    return F32 if dtype == np.float32 else F16 if dtype == np.float16 else BF16
 
 
-def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> np.ndarray | None:
-    """Streams over the rows once: rejects NaN/inf (first bad row named) and,
-    under cosine, returns float32 inverse L2 norms (zero rows rejected).
+def _row_peaks(chunk: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
+    """(finite, peak): per row, whether every value is finite and the largest |value| (float64)."""
+    signed, unsigned, mask, infinity = _MAGNITUDE_BITS[code]
+    if chunk.shape[0] == 0:
+        return np.ones(0, dtype=bool), np.zeros(0)
+    positive_side = chunk.view(signed).max(axis=1).view(unsigned) & unsigned(mask)
+    negative_side = chunk.view(unsigned).max(axis=1) & unsigned(mask)
+    patterns = np.maximum(positive_side, negative_side)
+    finite = patterns < infinity
+    if code == BF16:
+        values = (patterns.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    else:
+        values = patterns.view(np.float32 if code == F32 else np.float16)
+    return finite, np.where(finite, values.astype(np.float64), np.inf)
+
+
+def first_nonfinite_row(array: np.ndarray, chunk_bytes: int = SCAN_BYTES) -> tuple[int | None, float]:
+    """(first row holding NaN/inf or None, largest |value|) of an fp32/fp16/bf16 matrix,
+    read in chunks of about ``chunk_bytes`` (no conversion of halves)."""
+    code = _code_of(array.dtype)
+    chunk = max(1, chunk_bytes // (array.itemsize * max(array.shape[1], 1)))
+    peak = 0.0
+    for start in range(0, array.shape[0], chunk):
+        finite, peaks = _row_peaks(array[start : start + chunk], code)
+        if not finite.all():
+            return start + int(np.argmin(finite)), np.inf
+        if peaks.size:
+            peak = max(peak, float(peaks.max()))
+    return None, peak
+
+
+def check_dot_range(query_peak: float, candidate_peak: float, dim: int, queries: str, candidates: str) -> None:
+    """Refuses inputs whose float32 dot products could overflow: with every |value| at most
+    the peaks, every partial sum is at most ``dim * query_peak * candidate_peak``."""
+    bound = dim * query_peak * candidate_peak
+    if bound > SCORE_LIMIT:
+        raise ValueError(
+            f"dot products may overflow float32: {queries} values reach {query_peak:.3g} and {candidates} values "
+            f"{candidate_peak:.3g}, so over d={dim} a score can reach {bound:.3g} (the engine accepts up to "
+            f"{SCORE_LIMIT:.3g}); rescale the embeddings or use metric='cosine'"
+        )
+
+
+@dataclass(frozen=True)
+class RowScan:
+    """What one pass over a matrix found: inverse norms (cosine), the largest |value|
+    (inf when not scanned) and the rows whose norms need a power-of-two rescale."""
+
+    inverse_norms: np.ndarray | None
+    peak: float
+    extreme_rows: np.ndarray | None = None
+    extreme_shifts: np.ndarray | None = None  # int exponents e: the row is multiplied by 2**-e
+
+
+def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> RowScan:
+    """Streams over the rows once: rejects NaN/inf (first bad row named), finds the largest
+    magnitude and, under cosine, the float32 inverse L2 norms (zero rows rejected).
     ``skippable``: the caller offers ``check_finite=False``, so the message suggests it."""
     if not (check_finite or want_norms):
-        return None
+        return RowScan(None, np.inf)
     inverse = np.empty(emb.rows, dtype=np.float32) if want_norms else None
-    chunk = max(1, _SCAN_BYTES // (4 * emb.dim))
+    chunk = max(1, SCAN_BYTES // (4 * emb.dim))
+    peak = 0.0 if check_finite else np.inf
+    extreme: list[np.ndarray] = []
+    shifts: list[np.ndarray] = []
     for start in range(0, emb.rows, chunk):
         stop = min(start + chunk, emb.rows)
         if check_finite:
-            finite = _finite_rows(emb, start, stop)
+            finite, peaks = _row_peaks(emb.array[start:stop], emb.dtype_code)
             if not finite.all():
                 row = start + int(np.argmin(finite))
-                advice = ("clean the data or pass check_finite=False (such rows then score NaN and are never "
-                          "returned)") if skippable else "clean the data"
+                advice = ("clean the data or pass check_finite=False (the rows are then not scanned: a NaN score "
+                          "is never returned, an infinite one ranks like any other)") if skippable else "clean the data"
                 raise ValueError(f"{emb.name} row {row} contains NaN or inf; {advice}")
+            if peaks.size:
+                peak = max(peak, float(peaks.max()))
         if inverse is not None:
             block = emb.rows_f32(start, stop, copy=False)
             norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
@@ -266,17 +354,42 @@ def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippabl
                     f"{emb.name} row {row} has zero norm, so its cosine similarity is undefined; "
                     f"drop the row or use metric='dot'"
                 )
-            inverse[start:stop] = (1.0 / norms).astype(np.float32)
-    return inverse
+            outside = ((norms > COSINE_SAFE_NORM) | (norms < 1.0 / COSINE_SAFE_NORM)) & np.isfinite(norms)
+            if outside.any():  # exact power-of-two shifts bring these norms near 1 (see rescaled)
+                exponents = np.round(np.log2(norms[outside])).astype(np.int64)
+                extreme.append(start + np.flatnonzero(outside))
+                shifts.append(exponents)
+                norms[outside] = norms[outside] * np.exp2(-exponents.astype(np.float64))
+            with np.errstate(divide="ignore"):  # check_finite=False: an inf row gets scale 0
+                inverse[start:stop] = (1.0 / norms).astype(np.float32)
+    if not extreme:
+        return RowScan(inverse, peak)
+    return RowScan(inverse, peak, np.concatenate(extreme), np.concatenate(shifts))
+
+
+def rescaled(emb: Embeddings, found: RowScan) -> Embeddings:
+    """``emb`` with its extreme-norm rows multiplied by 2**-e (exact in binary floating point),
+    as a float32 copy; the inverse norms in ``found`` already belong to the rescaled rows."""
+    if found.extreme_rows is None:
+        return emb
+    rows = emb.rows_f32(0, emb.rows)
+    rows[found.extreme_rows] = np.ldexp(rows[found.extreme_rows], -found.extreme_shifts[:, None].astype(np.int32))
+    return Embeddings(rows, F32, emb.name)
+
+
+def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> np.ndarray | None:
+    """The float32 inverse norms of :func:`scan` (None unless ``want_norms``), for callers that
+    only check rows or normalise them themselves."""
+    return scan(emb, check_finite=check_finite, want_norms=want_norms, skippable=skippable).inverse_norms
 
 
 def unit_rows(x: Any, name: str) -> np.ndarray:
     """A float32 copy of the rows scaled to unit L2 norm (NaN/inf and zero rows rejected by
     :func:`scan_rows`, naming the first)."""
     emb = embeddings(x, name)
-    inverse = scan_rows(emb, check_finite=True, want_norms=True, skippable=False)
-    rows = emb.rows_f32(0, emb.rows)
-    rows *= inverse[:, None]
+    found = scan(emb, check_finite=True, want_norms=True, skippable=False)
+    rows = rescaled(emb, found).rows_f32(0, emb.rows)
+    rows *= found.inverse_norms[:, None]
     return rows
 
 
@@ -312,10 +425,14 @@ def exclusion(
     """
     if value is None:
         return None
-    if hasattr(value, "indptr") and hasattr(value, "indices") and hasattr(value, "shape"):
+    if type(value).__module__.startswith("scipy.sparse") and hasattr(value, "tocsr"):
         if tuple(value.shape) != (num_queries, num_candidates):
-            raise ValueError(f"{name} sparse matrix must have shape ({num_queries}, {num_candidates}); got {value.shape}")
-        value = (value.indptr, value.indices)
+            raise ValueError(f"{name} as a scipy.sparse matrix must have shape (Q, C) = ({num_queries}, "
+                             f"{num_candidates}), one row per query; got {value.shape}")
+        # Any format (CSC, COO, LIL, DOK, BSR...) is read through CSR; the ids are its non-zero entries.
+        matrix = value.tocsr(copy=True)
+        matrix.eliminate_zeros()
+        value = (matrix.indptr, matrix.indices)
     if isinstance(value, tuple):
         if len(value) != 2:
             raise ValueError(f"{name} as a tuple must be (indptr, indices); got {len(value)} items")
@@ -397,11 +514,42 @@ def num_threads(value: Any) -> int:
 
 
 def real(value: Any, name: str) -> float:
+    """A finite real of at most SCORE_LIMIT in magnitude (margins, score bounds, temperatures
+    meet float32 scores, so a larger one could only overflow them)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
     if not np.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number; got {value!r}")
+    if abs(float(value)) > SCORE_LIMIT:
+        raise ValueError(f"{name} must be at most {SCORE_LIMIT:.3g} in magnitude (scores are float32); got {value!r}")
     return float(value)
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux MemAvailable; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_result_size(rows: int, width: int, name: str, bytes_per_entry: int = 12) -> None:
+    """Refuses a (rows, width) padded result that could not fit in memory, naming its size."""
+    needed = rows * width * bytes_per_entry
+    available = available_memory()
+    if needed > available:
+        raise ValueError(
+            f"{name}={width:,} asks for a ({rows:,}, {width:,}) result of {needed / 2**30:,.1f} GiB, more than the "
+            f"{available / 2**30:,.1f} GiB available; rows with fewer admissible candidates are padded with -1, so "
+            f"ask for at most as many as there are candidates"
+        )
 
 
 def problem(
@@ -415,6 +563,7 @@ def problem(
     block: Any = None,
     threads: Any = None,
     check_finite: bool = True,
+    exclude_name: str = "exclude",
 ) -> Problem:
     """Validates everything the engine functions share."""
     q = embeddings(queries, "queries")
@@ -425,9 +574,14 @@ def problem(
         )
     metric_name = metric(metric_name)
     cosine = metric_name == "cosine"
-    query_scales = scan_rows(q, check_finite=bool(check_finite), want_norms=cosine)
-    candidate_scales = scan_rows(c, check_finite=bool(check_finite), want_norms=cosine)
-    csr = exclusion(exclude, q.rows, c.rows)
+    query_scan = scan(q, check_finite=bool(check_finite), want_norms=cosine)
+    candidate_scan = scan(c, check_finite=bool(check_finite), want_norms=cosine)
+    if cosine:
+        q, c = rescaled(q, query_scan), rescaled(c, candidate_scan)
+    elif check_finite:
+        check_dot_range(query_scan.peak, candidate_scan.peak, q.dim, "queries", "candidates")
+    query_scales, candidate_scales = query_scan.inverse_norms, candidate_scan.inverse_norms
+    csr = exclusion(exclude, q.rows, c.rows, exclude_name)
     grouped = groups(query_groups, candidate_groups, q.rows, c.rows)
     return Problem(
         queries=q,

@@ -101,9 +101,25 @@ def _like_input(template: Any, *arrays: np.ndarray) -> tuple:
 
 
 def _scan(backend: str, problem: v.Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The backend's fused top-k over every candidate shard, merged into one exact top-k:
-    (indices, scores, per-filter tallies), as for an unsharded matrix."""
+    """The backend's fused top-k over every query and candidate shard, merged into one exact
+    top-k: (indices, scores, per-filter tallies), as for unsharded matrices. Only
+    min(k, candidates) columns are computed: past the candidate count there is only padding."""
     engine = backends.get(backend)
+    width = max(1, min(k, problem.candidates.rows))
+    results = [_scan_candidates(engine, part, width) for part in _query_shards(problem)]
+    if len(results) == 1:
+        return results[0]
+    return tuple(np.concatenate(columns) for columns in zip(*results))
+
+
+def _query_shards(problem: v.Problem) -> list[v.Problem]:
+    """The problem split by query shard (each a problem of its own rows), or itself."""
+    if not isinstance(problem.queries.array, v.RowShards):
+        return [problem]
+    return [v.restrict_queries(problem, start, start + shard.rows, shard) for start, shard in problem.queries.shards()]
+
+
+def _scan_candidates(engine, problem: v.Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not isinstance(problem.candidates.array, v.RowShards):
         return engine.topk(problem, k)
     indices, scores, tallies = None, None, 0
@@ -118,6 +134,17 @@ def _scan(backend: str, problem: v.Problem, k: int) -> tuple[np.ndarray, np.ndar
                                              np.concatenate([scores, found_scores], axis=1), k,
                                              problem.candidate_keys)
     return indices, scores, tallies
+
+
+def _padded(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) results from narrower ones: -1 / -inf in the missing columns."""
+    if indices.shape[1] >= k:
+        return indices[:, :k], scores[:, :k]
+    out_indices = np.full((indices.shape[0], k), -1, dtype=np.int64)
+    out_scores = np.full((indices.shape[0], k), -np.inf, dtype=np.float32)
+    out_indices[:, : indices.shape[1]] = indices
+    out_scores[:, : indices.shape[1]] = scores
+    return out_indices, out_scores
 
 
 def _merge_windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.ndarray | None):
@@ -177,7 +204,9 @@ def topk(
         is that of their row-wise concatenation, which is never built.
     k : int
         Results per query (>= 1). Rows with fewer than ``k`` admissible candidates
-        are padded with index -1 and score -inf.
+        are padded with index -1 and score -inf; ``k`` may exceed the candidate count
+        (only the candidates are scanned), but a padded (Q, k) result that would not
+        fit in memory is refused, naming its size.
     metric : {"dot", "cosine"}
         Cosine divides by the row norms on the fly (no normalised copy).
     exclude : array_like, optional
@@ -192,7 +221,9 @@ def topk(
     num_threads : int, optional
         Worker threads (default: all cores).
     check_finite : bool
-        Reject NaN/inf rows (default). With False, such candidates score NaN and are never returned.
+        Scan the inputs first (default): NaN/inf rows are refused, naming the first, and so are
+        dot products that could overflow float32. With False the scan is skipped (trusted data):
+        a candidate scoring NaN is never returned, one scoring +inf or -inf ranks like any other.
 
     Returns
     -------
@@ -213,8 +244,9 @@ def topk(
         queries, candidates, metric_name=metric, exclude=exclude, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
+    v.check_result_size(problem.queries.rows, k, "k")
     indices, scores, _ = _scan(backend, problem, k)
-    return TopK(*_like_input(queries, indices, scores))
+    return TopK(*_like_input(queries, *_padded(indices, scores, k)))
 
 
 def similarity(
@@ -250,7 +282,9 @@ def similarity(
             f"({size} scores > {SIMILARITY_MAX_ELEMENTS}); use hardmine.topk or hardmine.violations, "
             f"which stream over blocks"
         )
-    return _like_input(queries, backends.get(backend).similarity(_unsharded(problem, "similarity")))[0]
+    engine = backends.get(backend)
+    parts = [engine.similarity(part) for part in _query_shards(_unsharded(problem, "similarity"))]
+    return _like_input(queries, parts[0] if len(parts) == 1 else np.concatenate(parts))[0]
 
 
 def _group_members(query_groups: np.ndarray, candidate_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -359,6 +393,7 @@ def violations(
     problem = v.problem(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
+        exclude_name="positives",
     )
     _unsharded(problem, "violations")
     num_queries = problem.queries.rows
@@ -372,6 +407,10 @@ def violations(
         if not np.isfinite(scores).all():
             row = int(np.argmin(np.isfinite(scores)))
             raise ValueError(f"positive_scores row {row} is NaN or inf")
+        if (np.abs(scores) > v.SCORE_LIMIT).any():
+            row = int(np.argmax(np.abs(scores) > v.SCORE_LIMIT))
+            raise ValueError(f"positive_scores row {row} is {scores[row]:.3g}, beyond the {v.SCORE_LIMIT:.3g} the "
+                             f"engine accepts for scores")
     else:
         members = _positive_members(problem)
         if members is None:
@@ -384,7 +423,11 @@ def violations(
                 f"(or pass positive_scores)"
             )
         scores = _positive_scores(problem, *members)[0]
-    count, hinge_sum, max_hinge, argmax = backends.get(backend).violations(problem, scores, margin)
+    engine = backends.get(backend)
+    found = [engine.violations(part, scores[first : first + part.queries.rows], margin)
+             for first, part in zip(np.cumsum([0] + [p.queries.rows for p in _query_shards(problem)]),
+                                    _query_shards(problem))]
+    count, hinge_sum, max_hinge, argmax = (np.concatenate(columns) for columns in zip(*found))
     return Violations(*_like_input(queries, count, hinge_sum, max_hinge, argmax, scores))
 
 
@@ -538,7 +581,9 @@ def mine(
     problem = v.problem(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
+        exclude_name="positives",
     )
+    v.check_result_size(problem.queries.rows, count, "num_negatives")
     num_queries = problem.queries.rows
     members = _positive_members(problem)
     if strategy == "cluster":

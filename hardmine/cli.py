@@ -135,7 +135,7 @@ def _mine(args: argparse.Namespace) -> int:
 
 def _select(args: argparse.Namespace) -> int:
     from . import active
-    from .io.dumps import DumpError, load_ids
+    from .io.dumps import DumpError, load_ids, read_npy
     from .io.outputs import atomic_write
 
     out = Path(args.out)
@@ -145,9 +145,9 @@ def _select(args: argparse.Namespace) -> int:
     for name in ("unpaired", "images", "texts"):
         path = getattr(args, name)
         try:
-            arrays[name] = np.load(path, mmap_mode="r")
-        except (ValueError, OSError, EOFError) as error:
-            raise ValueError(f"--{name} {path}: not a readable .npy file ({error})") from None
+            arrays[name] = read_npy(path, f"--{name} {path}")
+        except DumpError as error:
+            raise ValueError(str(error)) from None
     try:
         pairs = load_ids(args.pairs, "pairs") if args.pairs else None
     except DumpError as error:
@@ -170,10 +170,14 @@ def _select(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from . import eval as evaluation
+    from .io.dumps import DumpError, read_npy
 
-    images = np.load(args.images, mmap_mode="r")
-    texts = np.load(args.texts, mmap_mode="r")
-    owner = np.load(args.text_to_image)
+    try:
+        images = read_npy(args.images, f"--images {args.images}")
+        texts = read_npy(args.texts, f"--texts {args.texts}")
+        owner = read_npy(args.text_to_image, f"--text-to-image {args.text_to_image}", mmap_mode=None)
+    except DumpError as error:
+        raise ValueError(str(error)) from None
     ks = tuple(int(k) for k in args.ks.split(","))
     result = evaluation.recall_at_k(images, texts, owner, ks=ks, metric=args.metric, backend=args.backend)
     print(f"{'':<6}" + "".join(f"{'R@' + str(k):>9}" for k in ks))

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .. import _validation
 from .._validation import RowShards
 from .outputs import atomic_write
 
@@ -29,11 +30,21 @@ class DumpError(ValueError):
     """A dump that cannot be used; the message names the file."""
 
 
-def _open_npy(path: Path) -> np.memmap:
+def read_npy(path: str | os.PathLike, label: str | None = None, mmap_mode: str | None = "r") -> np.ndarray:
+    """np.load of one ``.npy`` (memory-mapped by default) or ``.npz``, with every failure of a
+    damaged or foreign file (bad header, truncated data or zip, pickles) as a DumpError that
+    starts with ``label`` (default: the path)."""
+    label = label or str(path)
     try:
-        array = np.load(path, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as error:
-        raise DumpError(f"{path}: not a readable .npy file ({error})") from None
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except MemoryError:
+        raise DumpError(f"{label}: the header announces more data than fits in memory (a damaged .npy?)") from None
+    except Exception as error:  # NumPy raises a dozen types for damaged headers (ValueError, SyntaxError, ...)
+        raise DumpError(f"{label}: not a readable .npy file ({type(error).__name__}: {error})") from None
+
+
+def _open_npy(path: Path) -> np.memmap:
+    array = read_npy(path)
     if not isinstance(array, np.ndarray):
         raise DumpError(f"{path}: expected a .npy array")
     if array.ndim != 2:
@@ -88,32 +99,36 @@ class Dump:
         """Rows [start, stop): a view when inside one shard, else a copy of just those rows."""
         return self.array[start:stop]
 
-    def check_finite(self, chunk_rows: int = 1 << 16) -> None:
-        """Streams over the rows once; names the file and row of the first NaN/inf."""
+    def check_finite(self, memory_limit: int | None = None) -> float:
+        """Streams over the rows once, in chunks of a few MiB (a small share of ``memory_limit``);
+        names the file and row of the first NaN/inf. Returns the largest magnitude seen."""
+        chunk_bytes = _validation.SCAN_BYTES if memory_limit is None else max(1 << 16, min(
+            _validation.SCAN_BYTES, memory_limit // 64))
+        peak = 0.0
         for number, shard in enumerate(self.shards):
-            for start in range(0, shard.shape[0], chunk_rows):
-                block = np.asarray(shard[start : start + chunk_rows])
-                finite = np.isfinite(block).all(axis=1)
-                if not finite.all():
-                    row = start + int(np.argmin(finite))
-                    if self.label is not None:  # converted: one shard, rows as in the user's file
-                        raise DumpError(f"{self.label}: row {row} contains NaN or inf")
-                    raise DumpError(f"{self.files[number]}: row {row} contains NaN or inf")
+            rows, largest = _validation.first_nonfinite_row(shard, chunk_bytes)
+            if rows is not None:
+                if self.label is not None:  # converted: one shard, rows as in the user's file
+                    raise DumpError(f"{self.label}: row {rows} contains NaN or inf")
+                raise DumpError(f"{self.files[number]}: row {rows} contains NaN or inf")
+            peak = max(peak, largest)
+        return peak
 
     def fingerprint(self) -> list[dict]:
         return [fingerprint(f) for f in self.source]
 
 
-def fingerprint(path: Path, samples: int = 16, sample_bytes: int = 1 << 16) -> dict:
-    """Size plus a SHA-256 of evenly spaced byte samples: cheap on huge files,
-    and changes when the file is replaced or rewritten."""
-    size = path.stat().st_size
+def fingerprint(path: Path, chunk_bytes: int = 4 << 20) -> dict:
+    """Size and a SHA-256 of every byte, streamed in chunks: any rewrite of the file,
+    however small, changes it (a resume must not mix blocks mined from other data).
+    One read of the inputs, cheap next to mining them."""
     digest = hashlib.sha256()
+    size = 0
     with open(path, "rb") as source:
-        for i in range(samples):
-            source.seek(max(0, (size - sample_bytes) * i // max(samples - 1, 1)))
-            digest.update(source.read(sample_bytes))
-    return {"file": os.path.abspath(path), "size": size, "sha256_sampled": digest.hexdigest()}
+        while chunk := source.read(chunk_bytes):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"file": os.path.abspath(path), "size": size, "sha256": digest.hexdigest()}
 
 
 def _dataset(files: list[Path]):
@@ -208,11 +223,8 @@ def convert_columnar(path: str | os.PathLike, column: str, id_column: str | None
 def load_row_ids(path: str | os.PathLike, rows: int, name: str) -> np.ndarray:
     """An id file: a (rows,) .npy of integers or strings, memory-mapped."""
     path = Path(path)
-    try:
-        ids = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DumpError(f"{path}: cannot read {name} ({error})") from None
-    if ids.dtype.kind not in "iuU" or ids.shape != (rows,):
+    ids = read_npy(path, f"{path}: {name}")
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iuU" or ids.shape != (rows,):
         raise DumpError(f"{path}: {name} must be a ({rows},) array of integers or strings (one id per row); "
                         f"got shape {ids.shape} and dtype {ids.dtype}")
     return ids
@@ -221,17 +233,18 @@ def load_row_ids(path: str | os.PathLike, rows: int, name: str) -> np.ndarray:
 def load_ids(path: str | os.PathLike, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Positives or group labels: ``.npy`` int array, or ``.npz`` with ``indptr`` and ``indices`` (CSR)."""
     path = Path(path)
-    try:
-        if path.suffix == ".npz":
-            with np.load(path) as archive:
+    if path.suffix == ".npz":
+        archive = read_npy(path, f"{path}: {name}", mmap_mode=None)
+        try:
+            with archive:
                 if not {"indptr", "indices"} <= set(archive.files):
                     raise DumpError(f"{path}: a CSR .npz needs arrays 'indptr' and 'indices'; has {archive.files}")
                 return archive["indptr"], archive["indices"]
-        array = np.load(path)
-    except DumpError:
-        raise
-    except (ValueError, OSError, EOFError) as error:
-        raise DumpError(f"{path}: cannot read {name} ({error})") from None
-    if array.dtype.kind not in "iu":
-        raise DumpError(f"{path}: {name} must hold integers; got {array.dtype}")
+        except DumpError:
+            raise
+        except Exception as error:  # a truncated or damaged member (BadZipFile, CRC, header errors)
+            raise DumpError(f"{path}: {name}: damaged .npz ({type(error).__name__}: {error})") from None
+    array = read_npy(path, f"{path}: {name}", mmap_mode=None)
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "iu":
+        raise DumpError(f"{path}: {name} must hold integers; got {getattr(array, 'dtype', type(array).__name__)}")
     return array

@@ -8,13 +8,18 @@ merged from the parts atomically, so an interrupted job never leaves a partial O
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import time
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +39,7 @@ from .dumps import (
     load_ids,
     load_row_ids,
 )
-from .outputs import write_json, write_negatives, write_npz
+from .outputs import remove_stale_temps, write_json, write_negatives, write_npz
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
@@ -87,17 +92,25 @@ BASELINE_BYTES = 128 << 20
 
 
 def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int, num_queries: int,
-                   threads: int) -> int:
+                   threads: int, width: int = 0) -> int:
     """Query rows per block so that working memory stays under ``limit``.
 
     Counted: the interpreter and libraries (BASELINE_BYTES), per-candidate arrays
     (norms, groups, keys: 20 bytes each), the engine's per-thread tiles (~16 MiB
-    each), and per query row its float32 copy, the score window and the outputs.
+    each), and per query row its float32 copy, the score window and the outputs
+    (``width`` negatives, padded, held twice while a part is written).
+    Without a limit, blocks are cut at 16384 rows, fewer if that would not fit in the
+    memory available now; a row that alone would not fit is refused, naming its size.
     """
+    per_row = 4 * dim + 48 * window + 24 * width + 256
     if limit is None:
-        return min(num_queries, 16384) or 1
+        available = _validation.available_memory()
+        if per_row > available // 2:
+            raise JobError(f"one query row needs about {per_row / 2**30:.1f} GiB ({width:,} negatives, a rank "
+                           f"window of {window:,}); only {available / 2**30:.1f} GiB is available: ask for fewer "
+                           f"negatives or a narrower --rank-range")
+        return max(1, min(num_queries, 16384, available // 4 // per_row))
     fixed = BASELINE_BYTES + 20 * num_candidates + threads * (16 << 20) + (32 << 20)
-    per_row = 4 * dim + 48 * window + 256
     budget = limit - fixed
     if budget < per_row * MIN_BLOCK_ROWS:
         raise JobError(
@@ -250,11 +263,18 @@ def _manifest(job: Job, inputs: dict, block_rows: int) -> dict:
     }
 
 
+def _stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:
+    """The block size a resumed run must keep, refused unless it is a positive integer."""
+    rows = old.get("block_rows")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise JobError(f"--resume refused: {manifest_path} has block_rows {rows!r}; it must be an integer >= 1 "
+                       f"(the manifest was edited or damaged); pass --overwrite to start over")
+    return rows
+
+
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in sorted(set(old) | set(new)):
-        if key == "block_rows":
-            continue  # fixed by the first run; a resume keeps it
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{key}.")
@@ -267,8 +287,16 @@ def _check_parameters(job: Job) -> None:
     """Runs the mining options on a 2 x 2 problem so that a bad option fails before any heavy work."""
     if job.block_rows is not None and job.block_rows < 1:
         raise JobError(f"--block-rows must be >= 1; got {job.block_rows}")
+    if job.threads is not None and job.threads < 1:
+        raise JobError(f"--threads must be >= 1; got {job.threads}")
+    if job.mining["strategy"] == "cluster" and min(job.clusters) < 1:
+        raise JobError(f"--clusters takes two cluster counts >= 1 (queries, candidates); got "
+                       f"{job.clusters[0]},{job.clusters[1]}")
     if job.memory_limit:
         parse_size(job.memory_limit)
+    count = job.mining["num_negatives"]
+    if isinstance(count, int) and count > 2:  # the probe needs no more than its 2 candidates
+        job = Job(**{**job.__dict__, "mining": dict(job.mining, num_negatives=2)})
     probe = np.eye(2, dtype=np.float32) + 0.5
     with_positives = bool(job.positives or job.query_groups)
     extra = {}
@@ -281,7 +309,8 @@ def _check_parameters(job: Job) -> None:
             extra["clusters"] = cluster.reliability(
                 probe, probe, np.array([0, 1]), n_query_clusters=1, n_candidate_clusters=1,
                 query_threshold=job.cluster_thresholds[0], candidate_threshold=job.cluster_thresholds[1])
-        api.mine(probe, probe, positives=np.array([0, 1]) if with_positives else None, **job.mining, **extra)
+        api.mine(probe, probe, positives=np.array([0, 1]) if with_positives else None, num_threads=job.threads,
+                 **job.mining, **extra)
     except (ValueError, TypeError, RuntimeError) as error:
         raise JobError(str(error)) from None
 
@@ -294,18 +323,119 @@ def run(job: Job) -> int:
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        return _run(job)
+        out = _checked_output(job)
+        with output_lock(out):
+            return _run(job, out)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(job: Job) -> int:
+def _checked_output(job: Job) -> Path:
+    """The output path, refused before any work when it cannot be written."""
     out = Path(job.out)
     if out.suffix.lower() not in (".parquet", ".npz", ".jsonl"):
         raise JobError(f"--out must end in .parquet, .npz or .jsonl; got {out}")
+    if out.is_dir():
+        raise JobError(f"--out {out} is a directory; give a file name ending in {out.suffix}")
+    folder = out.parent
+    if not folder.is_dir():
+        raise JobError(f"--out {out}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise JobError(f"--out {out}: folder {folder} is not writable")
+    return out
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``OUT`` for the whole run (mining and merge): a second
+    run on the same output refuses at once, naming the holder. The kernel drops the lock
+    when its holder dies, so a lock file left by a killed run is simply taken over."""
+    path = lock_path(out)
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(handle)
+            raise JobError(f"{out} is being written by another hardmine mine ({holder}); wait for it to finish "
+                           f"or stop it; --overwrite does not take over a running job") from None
+        # A run that just finished may have removed the file between our open and flock:
+        # then this lock guards nothing, so take a fresh file.
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(handle)
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(handle)
+
+
+def _plan(num_queries: int, block_rows: int) -> list[tuple[int, int]]:
+    return [(start, min(num_queries, start + block_rows)) for start in range(0, num_queries, block_rows)]
+
+
+def _part_path(parts: Path, block: int) -> Path:
+    return parts / f"part-{block:06d}.npz"
+
+
+#: every part holds these arrays, with these dtypes and per-row widths (None: one value per row)
+_PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32, True),
+                "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
+
+
+def _verify_parts(parts: Path, plan: list[tuple[int, int]], width: int) -> None:
+    """Refuses, naming the part, any saved block that is unreadable, of the wrong rows or
+    columns, or not in the plan: a resume trusts nothing it did not check."""
+    expected = {_part_path(parts, block).name for block in range(len(plan))}
+    for stray in sorted(parts.glob("part-*.npz")):
+        if stray.name not in expected:
+            raise JobError(f"--resume refused: {stray} is not a block of this run's plan ({len(plan)} blocks); "
+                           f"remove it or pass --overwrite to start over")
+    for block, (start, stop) in enumerate(plan):
+        path = _part_path(parts, block)
+        if not path.exists():
+            continue
+        problem = None
+        try:
+            with np.load(path, allow_pickle=False) as part:
+                for name, (dtype, wide) in _PART_ARRAYS.items():
+                    if name not in part.files:
+                        problem = f"has no array {name!r}"
+                        break
+                    array = part[name]
+                    shape = (stop - start, width) if wide else (stop - start,)
+                    if array.shape != shape or array.dtype != dtype:
+                        problem = (f"holds {name} of shape {array.shape} and dtype {array.dtype}; block {block} "
+                                   f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
+                        break
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            problem = f"is unreadable ({type(error).__name__}: {error})"
+        if problem is not None:
+            raise JobError(f"--resume refused: {path} {problem}; delete that file to have the block mined again, "
+                           f"or pass --overwrite to start over")
+
+
+def _run(job: Job, out: Path) -> int:
     if out.exists() and not job.overwrite:
         raise JobError(f"{out} exists; pass --overwrite to replace it")
     parts = out.with_name(out.name + ".parts")
+    remove_stale_temps(out.parent, out.name)  # left by a run killed while merging; the lock says none is live
+    if parts.is_dir():
+        remove_stale_temps(parts, "part-")
     _check_parameters(job)
     try:
         inputs = _load_inputs(job)
@@ -313,7 +443,8 @@ def _run(job: Job) -> int:
         raise JobError(str(error)) from None
 
     num_queries = inputs["num_queries"]
-    window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + job.mining["num_negatives"]))
+    width = job.mining["num_negatives"]
+    window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + width))
     threads = job.threads or os.cpu_count() or 1
     manifest_path = parts / "manifest.json"
     if parts.exists() and not job.resume:
@@ -326,39 +457,54 @@ def _run(job: Job) -> int:
     if not fresh:
         try:
             old = json.loads(manifest_path.read_text())
-            block_rows = int(old["block_rows"])
-        except (ValueError, KeyError, TypeError) as error:
+            if not isinstance(old, dict):
+                raise TypeError("not a JSON object")
+        except (ValueError, TypeError, OSError) as error:
             raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
                            f"over") from None
+        block_rows = _stored_block_rows(old, manifest_path, num_queries)
         new = json.loads(json.dumps(_manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
         differences = _differences(old, new)
         if differences:
             raise JobError(f"--resume refused: {manifest_path} does not match this run: " + "; ".join(differences))
+        _verify_parts(parts, _plan(num_queries, block_rows), width)
     else:
         block_rows = job.block_rows or block_rows_for(
-            parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"], window,
-            inputs["num_candidates"], num_queries, threads,
+            parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"],
+            min(window, inputs["num_candidates"]), inputs["num_candidates"], num_queries, threads, width,
         )
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
             shutil.rmtree(parts)
         parts.mkdir(parents=True)
         write_json(manifest_path, _manifest(job, inputs, block_rows))
     try:
+        return _mine_blocks(job, out, parts, inputs, block_rows, width)
+    except BaseException:
+        # A fresh run that fails before saving any block leaves nothing behind, so the
+        # next attempt needs no --resume or --overwrite (converted inputs are not worth keeping).
+        if fresh and parts.exists() and not any(parts.glob("part-*.npz")):
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
+
+
+def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int, width: int) -> int:
+    num_queries = inputs["num_queries"]
+    try:
         _open_dumps(job, inputs, parts, job.quiet)
         if not job.quiet:
             print(f"hardmine mine: checking {job.queries} and {job.candidates} for NaN/inf", file=sys.stderr)
-        inputs["queries"].check_finite()
-        inputs["candidates"].check_finite()
-    except DumpError as error:
-        if fresh:  # a bad input leaves nothing behind
-            shutil.rmtree(parts, ignore_errors=True)
+        limit = parse_size(job.memory_limit) if job.memory_limit else None
+        peaks = [inputs[role].check_finite(memory_limit=limit) for role in ("queries", "candidates")]
+        if job.mining.get("metric", "dot") == "dot":
+            _validation.check_dot_range(peaks[0], peaks[1], inputs["dim"], "queries", "candidates")
+    except (DumpError, ValueError) as error:
         raise JobError(str(error)) from None
     except KeyboardInterrupt:
         print(f"\nhardmine mine: interrupted while reading the inputs; rerun with --resume to continue "
               f"(converted inputs are kept in {parts})", file=sys.stderr)
         return 130
 
-    num_blocks = (num_queries + block_rows - 1) // block_rows
+    plan = _plan(num_queries, block_rows)
     candidates = inputs["candidates"].shards
     reliability = None
     if job.mining["strategy"] == "cluster":  # clusters of the whole query and candidate sets, built once
@@ -372,18 +518,13 @@ def _run(job: Job) -> int:
             n_candidate_clusters=job.clusters[1], query_threshold=job.cluster_thresholds[0],
             candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
     progress = Progress(num_queries, job.mining.get("backend", "auto"), job.quiet)
-
-    def part_path(block: int) -> Path:
-        return parts / f"part-{block:06d}.npz"
-
-    finished = sum(min(block_rows, num_queries - b * block_rows) for b in range(num_blocks) if part_path(b).exists())
+    finished = sum(stop - start for block, (start, stop) in enumerate(plan) if _part_path(parts, block).exists())
     progress.update(finished)
 
     try:
-        for block in range(num_blocks):
-            if part_path(block).exists():
+        for block, (start, end) in enumerate(plan):
+            if _part_path(parts, block).exists():
                 continue
-            start, end = block * block_rows, min(num_queries, (block + 1) * block_rows)
             kwargs = dict(job.mining)
             if "positives" in inputs:
                 kwargs["positives"] = _slice_csr(inputs["positives"], start, end)
@@ -396,7 +537,7 @@ def _run(job: Job) -> int:
                 kwargs["clusters"] = reliability
             result = api.mine(inputs["queries"].rows(start, end), candidates, num_threads=job.threads,
                               check_finite=False, query_offset=start, **kwargs)
-            write_npz(part_path(block), {
+            write_npz(_part_path(parts, block), {
                 "negative_ids": result.indices, "negative_scores": result.scores,
                 "positive_score": result.positive_scores, "num_valid": result.num_valid,
             })
@@ -405,7 +546,7 @@ def _run(job: Job) -> int:
     except KeyboardInterrupt:
         progress.close()
         done = len(list(parts.glob("part-*.npz")))
-        print(f"\nhardmine mine: interrupted; {done}/{num_blocks} blocks are saved in {parts}; "
+        print(f"\nhardmine mine: interrupted; {done}/{len(plan)} blocks are saved in {parts}; "
               f"rerun the same command with --resume to continue", file=sys.stderr)
         return 130
     finally:
@@ -415,10 +556,10 @@ def _run(job: Job) -> int:
 
     def blocks():
         """The saved parts in order, one at a time, with row numbers mapped to ids."""
-        for block in range(num_blocks):
-            with np.load(part_path(block)) as part:
+        for block, (start, stop) in enumerate(plan):
+            with np.load(_part_path(parts, block)) as part:
                 columns = {name: part[name] for name in part.files}
-            rows = np.arange(block * block_rows, block * block_rows + columns["num_valid"].shape[0], dtype=np.int64)
+            rows = np.arange(start, stop, dtype=np.int64)
             columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
             if candidate_ids is not None:
                 found = columns["negative_ids"]
@@ -426,6 +567,7 @@ def _run(job: Job) -> int:
                 columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
             yield columns
 
+    _verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
     write_negatives(out, blocks)
     shutil.rmtree(parts)
     if not job.quiet:

@@ -17,12 +17,35 @@ import numpy as np
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str) -> None:
+    """Deletes the temp files :func:`atomic_write` leaves for ``folder/name*`` when its
+    process is killed mid-write (the caller makes sure no live writer uses them)."""
+    for temp in Path(folder).glob(f".{name}*.tmp"):
+        temp.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Writes through a temp file in the same folder, fsyncs and renames it into place:
-    readers see the old file or the complete new one, never a half-written one."""
+    readers see the old file or the complete new one, never a half-written one. The file
+    gets the permissions of a plain ``open()`` under the process umask."""
     path = Path(path)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600 files
         with os.fdopen(handle, "wb") as out:
             write(out)
             out.flush()
