@@ -339,8 +339,8 @@ def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bo
             finite, peaks = _row_peaks(emb.array[start:stop], emb.dtype_code)
             if not finite.all():
                 row = start + int(np.argmin(finite))
-                advice = ("clean the data or pass check_finite=False (the rows are then not scanned: a NaN score "
-                          "is never returned, an infinite one ranks like any other)") if skippable else "clean the data"
+                advice = ("clean the data or pass check_finite=False (the rows are then not scanned: a NaN or -inf "
+                          "score is never returned, +inf ranks first)") if skippable else "clean the data"
                 raise ValueError(f"{emb.name} row {row} contains NaN or inf; {advice}")
             if peaks.size:
                 peak = max(peak, float(peaks.max()))

@@ -223,7 +223,8 @@ def topk(
     check_finite : bool
         Scan the inputs first (default): NaN/inf rows are refused, naming the first, and so are
         dot products that could overflow float32. With False the scan is skipped (trusted data):
-        a candidate scoring NaN is never returned, one scoring +inf or -inf ranks like any other.
+        a candidate scoring NaN or -inf is never returned (-inf is the padding score), one
+        scoring +inf ranks first.
 
     Returns
     -------

@@ -58,3 +58,364 @@ def test_workers_started_after_the_thread_pool_neither_hang_nor_die(tmp_path, en
         pytest.fail(f"{method} workers hung on the {engine} backend")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "children agree" in done.stdout
+
+
+# --- 3. scipy.sparse in every format --------------------------------------------------------
+
+@pytest.mark.parametrize("form", ["csr", "csc", "coo", "lil", "dok", "bsr"])
+def test_positives_as_scipy_sparse_in_any_format_are_read_as_query_rows(backend, form):
+    sparse = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(5)
+    candidates = rng.standard_normal((40, 8)).astype(np.float32)
+    own = rng.permutation(40)[:12]
+    queries = candidates[own] + 0.01 * rng.standard_normal((12, 8)).astype(np.float32)
+    matrix = sparse.csr_matrix((np.ones(12), own, np.arange(13)), shape=(12, 40)).asformat(form)
+    result = hardmine.mine(queries, candidates, positives=matrix, num_negatives=3, backend=backend)
+    expected = hardmine.mine(queries, candidates, positives=own, num_negatives=3, backend=backend)
+    np.testing.assert_array_equal(result.indices, expected.indices)
+    assert not (result.indices == own[:, None]).any(), "a query's own positive came back as its hardest negative"
+
+
+def test_sparse_of_the_wrong_shape_says_so():
+    sparse = pytest.importorskip("scipy.sparse")
+    q, c = np.ones((3, 2), np.float32), np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"positives as a scipy.sparse matrix must have shape \(Q, C\) = \(3, 5\)"):
+        hardmine.mine(q, c, positives=sparse.csc_matrix((5, 3)))
+
+
+def test_explicit_zeros_of_a_sparse_matrix_are_not_ids():
+    sparse = pytest.importorskip("scipy.sparse")
+    q, c = np.eye(2, dtype=np.float32), np.eye(2, dtype=np.float32)
+    matrix = sparse.csr_matrix((np.array([1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])), shape=(2, 2))
+    assert hardmine.topk(q, c, 2, exclude=matrix).indices[0].tolist() == [1, -1]
+
+
+# --- 7. extreme scales ------------------------------------------------------------------------
+
+def _cosine64(q: np.ndarray, c: np.ndarray) -> np.ndarray:
+    q, c = q.astype(np.float64), c.astype(np.float64)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    c = c / np.linalg.norm(c, axis=1, keepdims=True)
+    return q @ c.T
+
+
+@pytest.mark.parametrize("scale", [1e-38, 1e-30, 1e-20, 1.0, 1e20, 1e30, 1e38])
+def test_cosine_holds_at_every_finite_scale(backend, scale):
+    rng = np.random.default_rng(7)
+    queries = rng.standard_normal((5, 6))
+    candidates = rng.standard_normal((9, 6))
+    q32 = (queries * scale).astype(np.float32)
+    c32 = (candidates * np.where(np.arange(9) % 2, scale, 1.0)[:, None]).astype(np.float32)  # mixed scales
+    result = hardmine.topk(q32, c32, 3, metric="cosine", backend=backend)
+    exact = _cosine64(q32, c32)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(result.indices, order)
+    np.testing.assert_allclose(result.scores, np.take_along_axis(exact, order, 1), atol=1e-5)
+
+
+def test_rows_below_the_smallest_normal_float_still_have_a_cosine(backend):
+    rows = np.array([[3e-39, 4e-39], [1e-45, 0.0], [-2e-40, 1e-40]], dtype=np.float32)  # subnormal values
+    result = hardmine.topk(rows, rows, 3, metric="cosine", backend=backend)
+    exact = _cosine64(rows, rows)
+    np.testing.assert_allclose(result.scores, -np.sort(-exact, axis=1), atol=1e-5)
+
+
+def test_dot_products_that_could_overflow_float32_are_refused(backend):
+    q = np.full((2, 4), 1e19, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"dot products may overflow float32.*use metric='cosine'"):
+        hardmine.topk(q, q, 1, backend=backend)
+    with pytest.raises(ValueError, match="dot products may overflow"):
+        hardmine.violations(q, q, positives=np.array([0, 1]), backend=backend)
+
+
+@pytest.mark.parametrize("name", ["margin", "max_score", "min_score", "relative_margin"])
+def test_absurd_margins_and_bounds_are_refused(name):
+    q = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match=f"{name} must be at most"):
+        hardmine.mine(q, q, positives=np.array([0, 1]), **{name: 1e40})
+    with pytest.raises(ValueError, match="margin must be at most"):
+        hardmine.violations(q, q, positives=np.array([0, 1]), margin=1e40)
+
+
+# --- 9. / 8. results sized by the candidates, huge sizes refused up front ---------------------
+
+def test_a_window_past_the_candidates_costs_no_memory(backend):
+    import resource
+
+    rng = np.random.default_rng(0)
+    q, c = rng.standard_normal((1000, 8)).astype(np.float32), rng.standard_normal((100, 8)).astype(np.float32)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = hardmine.mine(q, c, num_negatives=5, rank_range=(10**5, None), backend=backend)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert (result.indices == -1).all() and (result.num_valid == 0).all()
+    assert grown_mib < 100, f"{grown_mib:.0f} MiB for a padding-only result"  # a (Q, 10**5) window is 1.2 GB
+
+
+def test_k_beyond_the_candidates_is_padded_and_a_result_too_big_for_memory_is_refused(backend):
+    q = np.eye(3, dtype=np.float32)
+    result = hardmine.topk(q, q, 7, backend=backend)
+    assert result.indices.shape == (3, 7) and (result.indices[:, 3:] == -1).all()
+    assert np.isneginf(result.scores[:, 3:]).all()
+    with pytest.raises(ValueError, match=r"k=1,000,000,000,000 asks for a \(3, 1,000,000,000,000\) result"):
+        hardmine.topk(q, q, 10**12, backend=backend)
+    with pytest.raises(ValueError, match="num_negatives=.* asks for a"):
+        hardmine.mine(q, q, num_negatives=10**12, backend=backend)
+
+
+# --- 10. check_finite=False does what its docstring says --------------------------------------
+
+def test_without_the_finite_check_nan_and_minus_inf_scores_are_never_returned(backend):
+    q = np.array([[1.0, 0.0]], dtype=np.float32)
+    c = np.array([[np.nan, 0.0], [0.5, 0.0], [np.inf, 0.0], [-np.inf, 0.0]], dtype=np.float32)
+    result = hardmine.topk(q, c, 4, check_finite=False, backend=backend)
+    assert result.indices[0].tolist() == [2, 1, -1, -1]  # +inf first; NaN and -inf (like padding) never
+    with pytest.raises(ValueError, match="candidates row 0 contains NaN or inf"):
+        hardmine.topk(q, c, 4, backend=backend)
+
+
+# --- 11. clearer errors -----------------------------------------------------------------------
+
+def test_bad_positives_are_reported_as_positives():
+    q = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
+        hardmine.mine(q, q, positives=np.array([0, 1, 9]))
+    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
+        hardmine.violations(q, q, positives=np.array([0, 1, 9]))
+
+
+def test_sharded_queries_work_on_every_backend(backend):
+    rng = np.random.default_rng(2)
+    q, c = rng.standard_normal((20, 5)).astype(np.float32), rng.standard_normal((30, 5)).astype(np.float32)
+    shards = [q[:7], q[7:7], q[7:]]
+    positives = rng.integers(0, 30, 20)
+    whole = hardmine.topk(q, c, 4, exclude=positives, backend=backend)
+    sharded = hardmine.topk(shards, c, 4, exclude=positives, backend=backend)
+    np.testing.assert_array_equal(sharded.indices, whole.indices)
+    mined = hardmine.mine(shards, [c[:11], c[11:]], positives=positives, strategy="random", rank_range=(0, 9),
+                          num_negatives=3, margin=0.1, backend=backend)
+    np.testing.assert_array_equal(mined.indices, hardmine.mine(q, c, positives=positives, strategy="random",
+                                                               rank_range=(0, 9), num_negatives=3, margin=0.1,
+                                                               backend=backend).indices)
+    violated = hardmine.violations(shards, c, positives=positives, backend=backend)
+    np.testing.assert_array_equal(violated.count, hardmine.violations(q, c, positives=positives,
+                                                                      backend=backend).count)
+    np.testing.assert_allclose(hardmine.similarity(shards, c, backend=backend), q @ c.T, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_negated_and_conjugated_views_are_read():
+    torch = pytest.importorskip("torch")
+    base = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    negated = torch._neg_view(base)
+    assert negated.is_neg()
+    result = hardmine.topk(negated, base, 1)
+    assert result.scores.tolist() == [[0.0], [0.0]]
+
+
+# --- the offline job: one writer, verified resume, clean failures ----------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+from hardmine import cli  # noqa: E402
+from hardmine.io import job as offline  # noqa: E402
+
+
+def hardmine_mine(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def dump(tmp_path):
+    rng = np.random.default_rng(0)
+    candidates = rng.standard_normal((4000, 16), dtype=np.float32)
+    positives = rng.integers(0, 4000, 2000)
+    queries = candidates[positives] + 0.5 * rng.standard_normal((2000, 16), dtype=np.float32)
+    np.save(tmp_path / "candidates.npy", candidates)
+    np.save(tmp_path / "queries.npy", queries)
+    np.save(tmp_path / "positives.npy", positives)
+    return tmp_path
+
+
+INPUTS = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "positives.npy")
+
+
+def interrupted_run(folder, monkeypatch, *args, blocks: int) -> None:
+    """Runs `hardmine mine` in this process and stops it (as Ctrl-C does) after `blocks` blocks."""
+    real_mine, calls = offline.api.mine, [0]
+
+    def mine(*a, **kw):
+        calls[0] += 1
+        if calls[0] > blocks + 1:  # the first call is the option probe
+            raise KeyboardInterrupt
+        return real_mine(*a, **kw)
+
+    monkeypatch.chdir(folder)
+    monkeypatch.setattr(offline.api, "mine", mine)
+    assert cli.main(["mine", *map(str, args), "--quiet"]) == 130
+    monkeypatch.setattr(offline.api, "mine", real_mine)
+
+
+def test_a_second_run_on_the_same_output_refuses_and_the_first_one_finishes_intact(dump):
+    args = (*INPUTS, "--block-rows", "100", "--num-negatives", "5", "--quiet")
+    first = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", *args, "--out", "x.npz"], cwd=dump,
+                             stderr=subprocess.PIPE, text=True)
+    lock = offline.lock_path(dump / "x.npz")
+    while first.poll() is None and not (lock.exists() and lock.read_text().startswith("pid")):
+        time.sleep(0.001)
+    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-run, for as long as the test needs
+    try:
+        second = hardmine_mine(dump, *INPUTS, "--num-negatives", "3", "--out", "x.npz", "--overwrite")
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode == 2
+    assert f"x.npz is being written by another hardmine mine (pid {first.pid}" in second.stderr
+    _, errors = first.communicate(timeout=600)
+    assert first.returncode == 0, errors
+    alone = hardmine_mine(dump, *args, "--out", "alone.npz")
+    assert alone.returncode == 0, alone.stderr
+    assert (dump / "x.npz").read_bytes() == (dump / "alone.npz").read_bytes()
+    assert not lock.exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(dump):
+    offline.lock_path(dump / "x.npz").write_text("pid 999999 on elsewhere, started long ago\n")
+    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert not offline.lock_path(dump / "x.npz").exists()
+
+
+def test_resume_refuses_inputs_changed_anywhere(dump, monkeypatch):
+    args = (*INPUTS, "--block-rows", "500", "--out", "x.npz")
+    interrupted_run(dump, monkeypatch, *args, blocks=2)
+    candidates = np.load(dump / "candidates.npy")
+    candidates[1234:1434] *= -1  # same size, far from any sampled region
+    np.save(dump / "candidates.npy", candidates)
+    done = hardmine_mine(dump, *args, "--resume")
+    assert done.returncode == 2
+    assert "--resume refused" in done.stderr and "sha256" in done.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda manifest: manifest.update(block_rows=700), r"part-000000.npz holds negative_ids of shape \(500, 5\)"),
+    (lambda manifest: manifest.update(block_rows=10**9), r"part-000001.npz is not a block of this run's plan"),
+    (lambda manifest: manifest.update(block_rows=-1), "has block_rows -1; it must be an integer >= 1"),
+    (lambda manifest: manifest.update(block_rows=0), "has block_rows 0; it must be an integer >= 1"),
+    (lambda manifest: manifest.update(block_rows="250"), "has block_rows '250'"),
+    (lambda manifest: manifest.update(num_queries=1999), "num_queries: was 1999, now 2000"),
+])
+def test_resume_refuses_an_edited_manifest(dump, monkeypatch, edit, message):
+    args = (*INPUTS, "--block-rows", "500", "--out", "x.parquet")
+    interrupted_run(dump, monkeypatch, *args, blocks=2)
+    path = dump / "x.parquet.parts" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    done = hardmine_mine(dump, *args, "--resume")
+    assert done.returncode == 2, done.stderr
+    assert __import__("re").search(message, done.stderr), done.stderr
+    assert not (dump / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("foreign", r"part-000002.npz holds negative_ids of shape \(7, 5\)"),
+    ("truncated", r"part-000001.npz is unreadable"),
+    ("stray", r"part-000009.npz is not a block of this run's plan \(4 blocks\)"),
+])
+def test_resume_refuses_damaged_or_foreign_parts(dump, monkeypatch, damage, message):
+    args = (*INPUTS, "--block-rows", "500", "--out", "x.npz")
+    interrupted_run(dump, monkeypatch, *args, blocks=2)
+    parts = dump / "x.npz.parts"
+    if damage == "foreign":
+        with np.load(parts / "part-000000.npz") as part:
+            offline.write_npz(parts / "part-000002.npz", {name: part[name][:7] for name in part.files})
+    elif damage == "truncated":
+        data = (parts / "part-000001.npz").read_bytes()
+        (parts / "part-000001.npz").write_bytes(data[: len(data) // 2])
+    else:
+        (parts / "part-000009.npz").write_bytes((parts / "part-000000.npz").read_bytes())
+    done = hardmine_mine(dump, *args, "--resume")
+    assert done.returncode == 2, done.stderr
+    assert __import__("re").search(message, done.stderr), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_input_scan_reads_chunks_sized_by_the_memory_limit(dump, monkeypatch):
+    from hardmine import _validation
+    from hardmine.io.dumps import Dump
+
+    big = np.zeros((20000, 2048), dtype=np.float32)  # 160 MiB
+    np.save(dump / "wide.npy", big)
+    seen = []
+    real = _validation._row_peaks
+    monkeypatch.setattr(_validation, "_row_peaks", lambda chunk, code: seen.append(chunk.nbytes) or real(chunk, code))
+    Dump(dump / "wide.npy").check_finite(memory_limit=100 << 20)
+    assert max(seen) <= (100 << 20) // 64, f"a {max(seen) / 2**20:.0f} MiB chunk under a 100 MiB limit"
+
+
+def test_header_corruptions_are_clear_errors_never_tracebacks(dump):
+    original = (dump / "candidates.npy").read_bytes()
+    header = original.index(b"\n") + 1
+    rng = np.random.default_rng(8)
+    for trial in range(12):
+        damaged = bytearray(original)
+        for position in rng.integers(0, header, size=rng.integers(1, 4)):
+            damaged[position] = int(rng.integers(0, 256))
+        (dump / "candidates.npy").write_bytes(bytes(damaged))
+        done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet", "--overwrite")
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode in (0, 2), done.stderr
+        assert not (dump / "x.npz.parts").exists()
+    (dump / "candidates.npy").write_bytes(original[: len(original) // 3])  # truncated data
+    done = hardmine_mine(dump, *INPUTS, "--out", "y.npz")
+    assert done.returncode == 2 and "not a readable .npy file" in done.stderr, done.stderr
+
+
+def test_a_truncated_positives_npz_is_a_clear_error(dump):
+    offline.write_npz(dump / "p.npz", {"indptr": np.arange(2001), "indices": np.arange(2000)})
+    data = (dump / "p.npz").read_bytes()
+    (dump / "p.npz").write_bytes(data[: len(data) - 100])
+    done = hardmine_mine(dump, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "p.npz",
+                         "--out", "x.npz")
+    assert done.returncode == 2, done.stderr
+    assert "p.npz" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--num-negatives", "100000000"), r"--num-negatives 100000000 exceeds the 4000 candidates"),
+    (("--threads", "0"), "--threads must be >= 1; got 0"),
+    (("--strategy", "cluster", "--clusters", "0,0", "--cluster-thresholds", "0.5,0.5"),
+     "--clusters takes two cluster counts >= 1"),
+])
+def test_bad_options_fail_at_once_and_leave_nothing(dump, args, message):
+    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr or __import__("re").search(message, done.stderr), done.stderr
+    assert not (dump / "x.npz.parts").exists() and not (dump / "x.npz").exists()
+    assert hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet").returncode == 0  # no --resume needed
+
+
+def test_a_window_past_the_candidates_is_mined_quickly_as_padding(dump):
+    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--rank-range", "100000000:", "--quiet")
+    assert done.returncode == 0, done.stderr
+    with np.load(dump / "x.npz") as result:
+        assert (result["num_valid"] == 0).all()
+
+
+def test_an_output_that_is_a_directory_is_refused_before_any_work(dump):
+    (dump / "x.npz").mkdir()
+    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--overwrite")
+    assert done.returncode == 2 and "--out x.npz is a directory" in done.stderr, done.stderr
+    assert not (dump / "x.npz.parts").exists()
+
+
+def test_temp_files_of_a_killed_merge_are_cleaned_and_outputs_follow_the_umask(dump):
+    stale = dump / ".x.parquet.k1lled.tmp"
+    stale.write_bytes(b"\0" * 1000)
+    done = subprocess.run(["sh", "-c", f"umask 027 && exec {sys.executable} -m hardmine mine "
+                           + " ".join(INPUTS) + " --out x.parquet --quiet"], cwd=dump, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists()
+    assert (os.stat(dump / "x.parquet").st_mode & 0o777) == 0o640

@@ -444,6 +444,9 @@ def _run(job: Job, out: Path) -> int:
 
     num_queries = inputs["num_queries"]
     width = job.mining["num_negatives"]
+    if width > max(inputs["num_candidates"], 1):  # parts hold (rows, width) padded arrays: refuse the waste
+        raise JobError(f"--num-negatives {width} exceeds the {inputs['num_candidates']} candidates: no query can "
+                       f"have more negatives than that; ask for at most {inputs['num_candidates']}")
     window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + width))
     threads = job.threads or os.cpu_count() or 1
     manifest_path = parts / "manifest.json"
