@@ -419,3 +419,20 @@ def test_temp_files_of_a_killed_merge_are_cleaned_and_outputs_follow_the_umask(d
     assert done.returncode == 0, done.stderr
     assert not stale.exists()
     assert (os.stat(dump / "x.parquet").st_mode & 0o777) == 0o640
+
+
+# --- 13. threads capped by the work -------------------------------------------------------------
+
+def test_many_threads_for_one_query_allocate_no_idle_tiles():
+    import resource
+
+    if hardmine.backends.status()["cpu"] is not None:
+        pytest.skip("compiled core absent")
+    rng = np.random.default_rng(0)
+    candidates = rng.standard_normal((50_000, 64)).astype(np.float32)
+    hardmine.topk(candidates[:1], candidates, 10, backend="cpu")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = hardmine.topk(candidates[:1], candidates, 10, backend="cpu", num_threads=256)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert result.indices[0, 0] == 0
+    assert grown_mib < 64, f"{grown_mib:.0f} MiB for one query on 256 threads"  # was 3.2 GB of idle tiles
