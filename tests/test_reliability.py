@@ -436,3 +436,32 @@ def test_many_threads_for_one_query_allocate_no_idle_tiles():
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert result.indices[0, 0] == 0
     assert grown_mib < 64, f"{grown_mib:.0f} MiB for one query on 256 threads"  # was 3.2 GB of idle tiles
+
+
+def test_the_numba_half_conversion_is_exact_for_every_half():
+    from hardmine.backends import numba as numba_backend
+
+    bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = bits.view(np.float16).astype(np.float32)
+    got = np.empty((256, 256), dtype=np.float32)
+    numba_backend._halves_to_float32(bits, got)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
+    assert np.isnan(got[nan]).all()
+
+
+@pytest.mark.parametrize("engine", available_engine_backends())
+def test_few_queries_against_many_candidates_split_the_candidates_exactly(engine):
+    rng = np.random.default_rng(4)
+    candidates = rng.standard_normal((20_000, 12)).astype(np.float16)
+    candidates[7000:7010] = candidates[3]  # exact ties across the ranges the workers get
+    queries = np.asarray(candidates[[3, 9]], dtype=np.float32)
+    keys = rng.integers(0, 500, 20_000)
+    for options in (dict(), dict(num_threads=2, block_size=(4, 1000))):
+        result = hardmine.mine(queries, candidates, num_negatives=15, exclude_keys=keys, backend=engine, **options)
+        reference = hardmine.mine(queries, candidates, num_negatives=15, exclude_keys=keys, backend="reference")
+        np.testing.assert_array_equal(result.indices, reference.indices)
+        violated = hardmine.violations(queries, candidates, positive_scores=np.zeros(2), backend=engine, **options)
+        expected = hardmine.violations(queries, candidates, positive_scores=np.zeros(2), backend="reference")
+        np.testing.assert_array_equal(violated.count, expected.count)
+        np.testing.assert_array_equal(violated.argmax, expected.argmax)

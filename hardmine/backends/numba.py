@@ -1,23 +1,25 @@
 """The ``numba`` backend: the fallback when the compiled core is absent.
 
-Score tiles come from NumPy's matmul (its own multi-threaded BLAS); the
-selection and violation scans over each tile run in parallel Numba kernels
-with the same rules as the C++ core (reservoir with a running threshold, ties
-by the smaller index, NaN never admitted), so both give the same answers.
+Score tiles come from NumPy's matmul (single-threaded BLAS) and the selection and
+violation scans over each tile from Numba kernels, with the same rules as the C++
+core (reservoir with a running threshold, ties by the smaller index, NaN never
+admitted), so both give the same answers. Python threads share the work as the
+C++ core's workers do: by query block, or by candidate range when queries are few
+(kernels and matmul release the GIL).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import concurrent.futures
+import dataclasses
+import threading
 from collections.abc import Iterator
 
 import numba
 import numpy as np
-from numba import prange
 from threadpoolctl import threadpool_limits
 
-from .._validation import Problem
+from .._validation import F16, Problem
 
 # Larger tiles than the C++ core: here each tile costs a Python round trip.
 _QUERY_ROWS = 1024
@@ -189,25 +191,13 @@ def _violations_row(
     best_ids[row] = best_id
 
 
-# Each row kernel has a parallel driver and a serial one: Numba's GNU OpenMP layer
-# aborts a forked child that enters a parallel region, so such a child takes the
-# serial drivers (numba caches by function, so the two must be distinct functions).
-@numba.njit(f"void({_TOPK_CONSUME_ARGS})", parallel=True, cache=True, nogil=True)
-def _topk_consume_parallel(
-    scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr, query_groups,
-    candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys, upper,
-    has_upper, lower, has_lower, exclusive,
-):
-    for row in prange(scores.shape[0]):
-        _topk_consume_row(
-            row, scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr,
-            query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
-            has_key_exclusion, has_keys, upper, has_upper, lower, has_lower, exclusive,
-        )
-
-
+# The tile kernels walk every row of a tile on the calling thread: the backend's
+# parallelism comes from Python threads over (query block, candidate range) work
+# items with single-threaded BLAS, as in the C++ core. Numba's own thread pool is
+# left alone: its spinning workers fought BLAS's for the cores (3-7x slower on 2
+# cores), and its GNU OpenMP layer aborts a process forked after using it.
 @numba.njit(f"void({_TOPK_CONSUME_ARGS})", cache=True, nogil=True)
-def _topk_consume_serial(
+def _topk_consume(
     scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr, query_groups,
     candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys, upper,
     has_upper, lower, has_lower, exclusive,
@@ -215,84 +205,69 @@ def _topk_consume_serial(
     for row in range(scores.shape[0]):
         _topk_consume_row(
             row, scores, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, indptr, indices, has_csr,
-            query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
-            has_key_exclusion, has_keys, upper, has_upper, lower, has_lower, exclusive,
-        )
-
-
-@numba.njit(f"void({_TOPK_FINISH_ARGS})", parallel=True, cache=True, nogil=True)
-def _topk_finish_parallel(
-    kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
-):
-    for row in prange(kept_scores.shape[0]):
-        _topk_finish_row(
-            row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
+            query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion,
+            has_keys, upper, has_upper, lower, has_lower, exclusive,
         )
 
 
 @numba.njit(f"void({_TOPK_FINISH_ARGS})", cache=True, nogil=True)
-def _topk_finish_serial(
-    kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
-):
+def _topk_finish(kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys):
     for row in range(kept_scores.shape[0]):
-        _topk_finish_row(
-            row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys,
-        )
-
-
-@numba.njit(f"void({_VIOLATIONS_ARGS})", parallel=True, cache=True, nogil=True)
-def _violations_parallel(
-    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr, indices,
-    has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
-    has_key_exclusion,
-):
-    for row in prange(scores.shape[0]):
-        _violations_row(
-            row, scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr,
-            indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr,
-            key_indices, has_key_exclusion,
-        )
+        _topk_finish_row(row, kept_scores, kept_ids, counts, kept, out_scores, out_ids, candidate_keys, has_keys)
 
 
 @numba.njit(f"void({_VIOLATIONS_ARGS})", cache=True, nogil=True)
-def _violations_serial(
-    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr, indices,
-    has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
-    has_key_exclusion,
+def _violations_consume(
+    scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr, indices, has_csr,
+    query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices, has_key_exclusion,
 ):
     for row in range(scores.shape[0]):
         _violations_row(
             row, scores, q0, c0, positive_scores, margin, counts, hinge_sums, best_scores, best_ids, indptr,
-            indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr,
-            key_indices, has_key_exclusion,
+            indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+            has_key_exclusion,
         )
 
 
-def _parallel_layer_was_started() -> bool:
-    try:
-        numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process yet
-        return False
-    return True
+_HALF_ROWS = numba.types.Array(numba.uint16, 2, "C", readonly=True)
+_FLOAT_ROWS = numba.types.Array(numba.float32, 2, "C")
 
 
-#: set in a child forked after Numba started its thread pool (see the serial drivers)
-_forked_after_parallel = False
+@numba.njit([numba.void(_HALF_ROWS, _FLOAT_ROWS), numba.void(_HALF_ROWS.copy(readonly=False), _FLOAT_ROWS)],
+            cache=True, nogil=True)
+def _halves_to_float32(bits, out):
+    """IEEE half bit patterns to float32, exactly (every one of the 65536 patterns is tested).
+
+    The magnitude bits shifted into float32 position read as a float 2**112 too small, for
+    normal and subnormal halves alike, so one exact multiply fixes them; inf/NaN get the
+    float32 all-ones exponent; the sign is copied. Plain loops that vectorise: about 7x
+    faster than NumPy's cast, which was most of a few-query scan over an fp16 dump.
+    """
+    raw = out.view(np.uint32)
+    for i in range(bits.shape[0]):
+        for j in range(bits.shape[1]):
+            raw[i, j] = (np.uint32(bits[i, j]) & np.uint32(0x7FFF)) << np.uint32(13)
+        for j in range(bits.shape[1]):
+            out[i, j] *= np.float32(2.0**112)
+        for j in range(bits.shape[1]):
+            half = np.uint32(bits[i, j])
+            value = raw[i, j]
+            if (half & np.uint32(0x7C00)) == np.uint32(0x7C00):
+                value |= np.uint32(0x7F800000)
+            raw[i, j] = value | ((half & np.uint32(0x8000)) << np.uint32(16))
 
 
-def _after_fork_in_child() -> None:
-    global _forked_after_parallel
-    _forked_after_parallel = _forked_after_parallel or _parallel_layer_was_started()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _kernels() -> tuple:
-    """(consume, finish, violations) drivers for this process."""
-    if _forked_after_parallel:
-        return _topk_consume_serial, _topk_finish_serial, _violations_serial
-    return _topk_consume_parallel, _topk_finish_parallel, _violations_parallel
+def _candidate_rows(problem: Problem, c0: int, c1: int, buffer: list) -> np.ndarray:
+    """Candidate rows [c0, c1) as float32 for reading: fp16 rows converted by
+    :func:`_halves_to_float32` into the worker's reusable ``buffer``, others as the core reads them."""
+    rows = problem.candidates.array[c0:c1] if problem.candidates.dtype_code == F16 else None
+    if rows is None or not isinstance(rows, np.ndarray) or not rows.flags.c_contiguous:
+        return problem.candidates.rows_f32(c0, c1, copy=False)
+    if not buffer or buffer[0].shape[0] < rows.shape[0]:
+        buffer[:] = [np.empty(rows.shape, dtype=np.float32)]
+    out = buffer[0][: rows.shape[0]]
+    _halves_to_float32(rows.view(np.uint16), out)
+    return out
 
 
 def _exclusion_args(problem: Problem) -> tuple:
@@ -326,41 +301,74 @@ def _bounds_args(problem: Problem) -> tuple:
     )
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Limits Numba's and NumPy's BLAS threads for one call, restoring both after."""
-    if count <= 0:
-        yield
-        return
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=count, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+
+@dataclasses.dataclass(frozen=True)
+class _WorkItem:
+    """Query rows [q0, q1) against candidate rows [c0, c1)."""
+
+    q0: int
+    q1: int
+    c0: int
+    c1: int
 
 
-def _tiles(problem: Problem) -> Iterator[tuple[int, int, Iterator[tuple[int, np.ndarray]]]]:
-    """Yields (q0, rows, tiles) per query block; tiles yields (c0, score tile)."""
+def _plan(problem: Problem) -> tuple[list[_WorkItem], int]:
+    """Work items and worker count: whole query blocks when there are enough to share, else
+    each block's candidates cut into contiguous ranges (whole tiles), so that a few queries
+    against many candidates still use every worker."""
     query_rows = problem.block_size[0] or _QUERY_ROWS
-    candidate_rows = problem.block_size[1] or _CANDIDATE_ROWS
-    cosine = problem.metric == "cosine"
+    tile_rows = problem.block_size[1] or _CANDIDATE_ROWS
+    num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
+    blocks = [(q0, min(q0 + query_rows, num_queries)) for q0 in range(0, num_queries, query_rows)]
+    wanted = problem.num_threads or numba.config.NUMBA_NUM_THREADS
+    tiles = max(1, -(-num_candidates // tile_rows))
+    ranges = max(1, min(tiles, -(-wanted // max(len(blocks), 1))))
+    per_range = -(-tiles // ranges) * tile_rows
+    cuts = [(c0, min(c0 + per_range, num_candidates)) for c0 in range(0, max(num_candidates, 1), per_range)]
+    items = [_WorkItem(q0, q1, c0, c1) for q0, q1 in blocks for c0, c1 in cuts]
+    return items, max(1, min(wanted, len(items)))
 
-    def candidate_tiles(queries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        for c0 in range(0, problem.candidates.rows, candidate_rows):
-            c1 = min(c0 + candidate_rows, problem.candidates.rows)
-            tile = queries @ problem.candidates.rows_f32(c0, c1, copy=False).T
-            if cosine:
-                tile *= problem.candidate_scales[None, c0:c1]
-            yield c0, tile
 
-    for q0 in range(0, problem.queries.rows, query_rows):
-        q1 = min(q0 + query_rows, problem.queries.rows)
-        queries = problem.queries.rows_f32(q0, q1)
-        if cosine:
-            queries *= problem.query_scales[q0:q1, None]
-        yield q0, q1 - q0, candidate_tiles(queries)
+def _run(work, items: list[_WorkItem], workers: int) -> list:
+    """work(item) for every item on ``workers`` threads, BLAS single-threaded meanwhile;
+    results in item order. The first error (Ctrl-C included) stops the items not yet started."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            return [work(item) for item in items]
+        stop = threading.Event()
+
+        def guarded(item):
+            return None if stop.is_set() else work(item)
+
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="hardmine-numba") as pool:
+            futures = [pool.submit(guarded, item) for item in items]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
+
+
+def _tiles(problem: Problem, item: _WorkItem, queries: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(c0, score tile) over the item's candidate range; ``queries`` are its rows as float32,
+    already scaled under cosine."""
+    tile_rows = problem.block_size[1] or _CANDIDATE_ROWS
+    buffer: list = []
+    for c0 in range(item.c0, item.c1, tile_rows):
+        c1 = min(c0 + tile_rows, item.c1)
+        tile = queries @ _candidate_rows(problem, c0, c1, buffer).T
+        if problem.metric == "cosine":
+            tile *= problem.candidate_scales[None, c0:c1]
+        yield c0, tile
+
+
+def _query_rows(problem: Problem, item: _WorkItem) -> np.ndarray:
+    queries = problem.queries.rows_f32(item.q0, item.q1)
+    if problem.metric == "cosine":
+        queries *= problem.query_scales[item.q0 : item.q1, None]
+    return queries
 
 
 def _tally(tile: np.ndarray, problem: Problem, q0: int, tallies: np.ndarray) -> None:
@@ -369,7 +377,7 @@ def _tally(tile: np.ndarray, problem: Problem, q0: int, tallies: np.ndarray) -> 
     for f, (bound, below) in enumerate(zip(problem.count_bounds, problem.count_below)):
         edge = bound[rows, None]
         beyond = (tile < edge) & (tile > -np.inf) if below else tile > edge
-        tallies[rows, f] += beyond.sum(axis=1)
+        tallies[:, f] += beyond.sum(axis=1)
 
 
 class NumbaBackend:
@@ -377,56 +385,93 @@ class NumbaBackend:
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
-        tallies = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
         kept = min(k, num_candidates)
         capacity = max(1, min(num_candidates, max(2 * kept, kept + 16)))
-        indices = np.empty((num_queries, k), dtype=np.int64)
-        scores = np.empty((num_queries, k), dtype=np.float32)
         exclusion = _exclusion_args(problem)
         bounds = _bounds_args(problem)
         has_keys = problem.candidate_keys is not None
         keys = exclusion[6]
-        consume, finish, _ = _kernels()
-        with _threads(problem.num_threads):
-            for q0, rows, tiles in _tiles(problem):
-                kept_scores = np.empty((rows, capacity), dtype=np.float32)
-                kept_ids = np.empty((rows, capacity), dtype=np.int64)
-                counts = np.zeros(rows, dtype=np.int64)
-                thresholds = np.full(rows, -np.inf, dtype=np.float32)
-                for c0, tile in tiles:
-                    consume(
-                        tile, q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion, has_keys, *bounds
-                    )
-                    _tally(tile, problem, q0, tallies)
-                finish(
-                    kept_scores, kept_ids, counts, kept, scores[q0 : q0 + rows], indices[q0 : q0 + rows], keys, has_keys
-                )
+
+        def work(item: _WorkItem):
+            rows = item.q1 - item.q0
+            kept_scores = np.empty((rows, capacity), dtype=np.float32)
+            kept_ids = np.empty((rows, capacity), dtype=np.int64)
+            counts = np.zeros(rows, dtype=np.int64)
+            thresholds = np.full(rows, -np.inf, dtype=np.float32)
+            tallies = np.zeros((rows, len(problem.count_bounds)), dtype=np.int64)
+            for c0, tile in _tiles(problem, item, _query_rows(problem, item)):
+                _topk_consume(tile, item.q0, c0, kept_scores, kept_ids, counts, thresholds, kept, *exclusion,
+                              has_keys, *bounds)
+                _tally(tile, problem, item.q0, tallies)
+            scores = np.empty((rows, k), dtype=np.float32)
+            indices = np.empty((rows, k), dtype=np.int64)
+            _topk_finish(kept_scores, kept_ids, counts, kept, scores, indices, keys, has_keys)
+            return indices, scores, tallies
+
+        items, workers = _plan(problem)
+        indices = np.empty((num_queries, k), dtype=np.int64)
+        scores = np.empty((num_queries, k), dtype=np.float32)
+        tallies = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        results = _run(work, items, workers)
+        for q0 in sorted({item.q0 for item in items}):
+            parts = [result for item, result in zip(items, results) if item.q0 == q0]
+            rows = parts[0][0].shape[0]
+            block = slice(q0, q0 + rows)
+            tallies[block] = sum(part[2] for part in parts)
+            if len(parts) == 1:
+                indices[block], scores[block] = parts[0][0], parts[0][1]
+                continue
+            # Each range kept its own best (and its best per key): the block's best are among them.
+            merged_ids = np.concatenate([part[0] for part in parts], axis=1)
+            merged_scores = np.concatenate([part[1] for part in parts], axis=1)
+            valid = merged_ids >= 0
+            order = np.argsort(~valid, axis=1, kind="stable")  # valid entries first, for the counts
+            merged_ids = np.ascontiguousarray(np.take_along_axis(merged_ids, order, 1))
+            merged_scores = np.ascontiguousarray(np.take_along_axis(merged_scores, order, 1))
+            _topk_finish(merged_scores, merged_ids, valid.sum(axis=1).astype(np.int64), kept, scores[block],
+                         indices[block], keys, has_keys)
         return indices, scores, tallies
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows
+        exclusion = _exclusion_args(problem)
+
+        def work(item: _WorkItem):
+            rows = item.q1 - item.q0
+            count = np.zeros(rows, dtype=np.int64)
+            hinge_sum = np.zeros(rows, dtype=np.float64)
+            best_scores = np.full(rows, -np.inf, dtype=np.float32)
+            best_ids = np.full(rows, -1, dtype=np.int64)
+            for c0, tile in _tiles(problem, item, _query_rows(problem, item)):
+                _violations_consume(tile, item.q0, c0, positive_scores, np.float32(margin), count, hinge_sum,
+                                    best_scores, best_ids, *exclusion)
+            return count, hinge_sum, best_scores, best_ids
+
+        items, workers = _plan(problem)
         count = np.zeros(num_queries, dtype=np.int64)
         hinge_sum = np.zeros(num_queries, dtype=np.float64)
         best_scores = np.full(num_queries, -np.inf, dtype=np.float32)
         argmax = np.full(num_queries, -1, dtype=np.int64)
-        exclusion = _exclusion_args(problem)
-        scan = _kernels()[2]
-        with _threads(problem.num_threads):
-            for q0, rows, tiles in _tiles(problem):
-                block = slice(q0, q0 + rows)
-                for c0, tile in tiles:
-                    scan(
-                        tile, q0, c0, positive_scores, np.float32(margin), count[block], hinge_sum[block],
-                        best_scores[block], argmax[block], *exclusion,
-                    )
+        # Items come in candidate order within a block, so a strictly better score wins and
+        # an equal one keeps the smaller index, as in one pass.
+        for item, (part_count, part_hinge, part_best, part_ids) in zip(items, _run(work, items, workers)):
+            block = slice(item.q0, item.q1)
+            count[block] += part_count
+            hinge_sum[block] += part_hinge
+            better = part_best > best_scores[block]
+            best_scores[block] = np.where(better, part_best, best_scores[block])
+            argmax[block] = np.where(better, part_ids, argmax[block])
         hinge = np.float32(margin) + best_scores - positive_scores
         max_hinge = np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)).astype(np.float32)
         return count, hinge_sum, max_hinge, argmax
 
     def similarity(self, problem: Problem) -> np.ndarray:
         out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)
-        with _threads(problem.num_threads):
-            for q0, rows, tiles in _tiles(problem):
-                for c0, tile in tiles:
-                    out[q0 : q0 + rows, c0 : c0 + tile.shape[1]] = tile
+
+        def work(item: _WorkItem):
+            for c0, tile in _tiles(problem, item, _query_rows(problem, item)):
+                out[item.q0 : item.q1, c0 : c0 + tile.shape[1]] = tile
+
+        items, workers = _plan(problem)
+        _run(work, items, workers)
         return out
