@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _merge as merge
 from . import _strategies
 from . import _validation as v
 from . import backends
@@ -130,9 +131,9 @@ def _scan_candidates(engine, problem: v.Problem, k: int) -> tuple[np.ndarray, np
         if indices is None:
             indices, scores = found, found_scores
         else:  # a running merge keeps memory at two windows however many shards there are
-            indices, scores = _merge_windows(np.concatenate([indices, found], axis=1),
-                                             np.concatenate([scores, found_scores], axis=1), k,
-                                             problem.candidate_keys)
+            indices, scores = merge.windows(np.concatenate([indices, found], axis=1),
+                                            np.concatenate([scores, found_scores], axis=1), k,
+                                            problem.candidate_keys)
     return indices, scores, tallies
 
 
@@ -145,30 +146,6 @@ def _padded(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray
     out_indices[:, : indices.shape[1]] = indices
     out_scores[:, : indices.shape[1]] = scores
     return out_indices, out_scores
-
-
-def _merge_windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.ndarray | None):
-    """Per row, the k best of several shards' windows: by score, ties by the smaller id,
-    one candidate per key when ``keys`` is given (each shard already kept its key's best)."""
-    rows = np.arange(indices.shape[0])[:, None]
-    order = np.lexsort((np.where(indices >= 0, indices, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)
-    indices, scores = indices[rows, order], scores[rows, order]
-    if keys is not None:
-        valid = indices >= 0
-        key = np.where(valid, keys[np.maximum(indices, 0)], 0)
-        flat_row = np.broadcast_to(rows, indices.shape).ravel()
-        rank = np.broadcast_to(np.arange(indices.shape[1]), indices.shape).ravel()
-        by_key = np.lexsort((rank, key.ravel(), flat_row))
-        sorted_rows, sorted_keys = flat_row[by_key], key.ravel()[by_key]
-        first = np.ones(by_key.size, dtype=bool)
-        first[1:] = (sorted_rows[1:] != sorted_rows[:-1]) | (sorted_keys[1:] != sorted_keys[:-1])
-        keep = np.zeros(by_key.size, dtype=bool)
-        keep[by_key] = first
-        keep = keep.reshape(indices.shape) & valid
-        order = np.argsort(~keep, axis=1, kind="stable")
-        indices = np.where(np.take_along_axis(keep, order, 1), indices[rows, order], -1)
-        scores = np.where(indices >= 0, scores[rows, order], -np.inf).astype(np.float32)
-    return np.ascontiguousarray(indices[:, :k]), np.ascontiguousarray(scores[:, :k])
 
 
 def _unsharded(problem: v.Problem, function: str) -> v.Problem:

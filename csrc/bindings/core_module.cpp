@@ -10,6 +10,7 @@
 
 #include "hardmine/build_info.hpp"
 #include "hardmine/engine.hpp"
+#include "hardmine/tiling.hpp"
 
 namespace py = pybind11;
 using hardmine::DType;
@@ -252,7 +253,7 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
          std::optional<py::array> candidate_groups, py::array out_count, py::array out_hinge_sum,
          py::array out_max, py::array out_argmax, int64_t query_rows, int64_t candidate_rows,
-         int num_threads) {
+         int num_threads, std::optional<py::array> out_best_scores) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_dims(q, c);
@@ -266,10 +267,12 @@ PYBIND11_MODULE(_core, m) {
         double* hinge_sum = output<double>(out_hinge_sum, {q.rows}, "out_hinge_sum");
         float* max_hinge = output<float>(out_max, {q.rows}, "out_max");
         int64_t* argmax = output<int64_t>(out_argmax, {q.rows}, "out_argmax");
+        float* best_scores =
+            out_best_scores ? output<float>(*out_best_scores, {q.rows}, "out_best_scores") : nullptr;
         const auto options = run_options(query_rows, candidate_rows, num_threads);
         run_released([&] {
           hardmine::violations(q, c, positives, margin, scales, exclusion, options, count, hinge_sum,
-                               max_hinge, argmax);
+                               max_hinge, argmax, best_scores);
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
@@ -277,7 +280,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("candidate_scales"), py::arg("exclude_indptr"), py::arg("exclude_indices"),
       py::arg("query_groups"), py::arg("candidate_groups"), py::arg("out_count"),
       py::arg("out_hinge_sum"), py::arg("out_max"), py::arg("out_argmax"), py::arg("query_rows") = 0,
-      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0,
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0, py::arg("out_best_scores") = py::none(),
       "Blocked margin violations into preallocated outputs. Use hardmine.violations instead.");
 
   m.def(
@@ -308,6 +311,11 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("queries"), py::arg("candidates"), py::arg("dim"), py::arg("num_threads") = 0,
       "The (query_rows, candidate_rows) the core picks for a problem shape.");
+
+  m.def(
+      "worker_threads", [](int requested) { return hardmine::resolve_threads(requested); },
+      py::arg("requested") = 0,
+      "Threads a call would use: the request (0: every core), 1 in a child forked after a parallel region.");
 
   m.def(
       "_fail_in_block",

@@ -13,14 +13,16 @@ namespace {
 class ViolationsHandler {
  public:
   ViolationsHandler(const float* positive_scores, float margin, const Exclusion& exclusion,
-                    int64_t* count, double* hinge_sum, float* max_hinge, int64_t* argmax)
+                    int64_t* count, double* hinge_sum, float* max_hinge, int64_t* argmax,
+                    float* best_scores)
       : positive_scores_(positive_scores),
         margin_(margin),
         exclusion_(exclusion),
         count_(count),
         hinge_sum_(hinge_sum),
         max_hinge_(max_hinge),
-        argmax_(argmax) {}
+        argmax_(argmax),
+        best_scores_(best_scores) {}
 
   struct State {
     std::vector<int64_t> count;
@@ -88,6 +90,7 @@ class ViolationsHandler {
       argmax_[query] = state.best_index[i];
       const float hinge = margin_ + state.best_score[i] - positive_scores_[query];
       max_hinge_[query] = state.best_index[i] >= 0 ? std::max(0.0f, hinge) : 0.0f;
+      if (best_scores_ != nullptr) best_scores_[query] = state.best_score[i];
     }
   }
 
@@ -99,6 +102,7 @@ class ViolationsHandler {
   double* hinge_sum_;
   float* max_hinge_;
   int64_t* argmax_;
+  float* best_scores_;
 };
 
 }  // namespace
@@ -106,8 +110,9 @@ class ViolationsHandler {
 void violations(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
                 float margin, const RowScales& scales, const Exclusion& exclusion,
                 const RunOptions& options, int64_t* count, double* hinge_sum, float* max_hinge,
-                int64_t* argmax) {
-  ViolationsHandler handler(positive_scores, margin, exclusion, count, hinge_sum, max_hinge, argmax);
+                int64_t* argmax, float* best_scores) {
+  ViolationsHandler handler(positive_scores, margin, exclusion, count, hinge_sum, max_hinge, argmax,
+                            best_scores);
   for_each_score_tile(queries, candidates, scales, options, handler);
 }
 

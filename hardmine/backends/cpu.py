@@ -3,12 +3,16 @@ tiles, fused selection)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from .._validation import F32, Embeddings, Problem
+from .. import _merge as merge
+from .._validation import F32, Embeddings, Problem, restrict_candidates
 
 
 def _load_openblas() -> None:
@@ -59,11 +63,62 @@ def _exclusion(problem: Problem) -> dict:
     )
 
 
+def _candidate_ranges(problem: Problem) -> tuple[list[tuple[int, int]], int]:
+    """Contiguous candidate ranges (whole tiles) and threads per range. The core's workers
+    share query blocks; when there are fewer blocks than threads (a few queries against
+    many candidates), the candidates are cut so that every thread gets work."""
+    num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
+    threads = _core.worker_threads(problem.num_threads)
+    query_rows, tile_rows = _core.block_sizes(num_queries, num_candidates, problem.queries.dim, threads)
+    query_rows = problem.block_size[0] or query_rows
+    tile_rows = problem.block_size[1] or tile_rows
+    blocks = -(-num_queries // max(query_rows, 1))
+    tiles = -(-num_candidates // max(tile_rows, 1))
+    ranges = min(-(-threads // max(blocks, 1)), tiles) if blocks < threads else 1
+    if ranges <= 1:
+        return [(0, num_candidates)], threads
+    per_range = -(-tiles // ranges) * tile_rows
+    cuts = [(c0, min(c0 + per_range, num_candidates)) for c0 in range(0, num_candidates, per_range)]
+    return cuts, max(1, threads // len(cuts))
+
+
+def _split(problem: Problem, run: Callable[[Problem], tuple]) -> list[tuple]:
+    """run(part) for each candidate range of :func:`_candidate_ranges`, concurrently (the core
+    releases the GIL), ids made global; one call on the whole problem when there is one range."""
+    cuts, threads = _candidate_ranges(problem)
+    if len(cuts) == 1:
+        return [run(problem)]
+    parts = []
+    for c0, c1 in cuts:
+        shard = Embeddings(problem.candidates.array[c0:c1], problem.candidates.dtype_code, problem.candidates.name)
+        parts.append((c0, replace(restrict_candidates(problem, c0, shard), num_threads=threads)))
+    with concurrent.futures.ThreadPoolExecutor(len(parts), thread_name_prefix="hardmine-cpu") as pool:
+        return list(pool.map(lambda item: _global_ids(run(item[1]), item[0]), parts))
+
+
+def _global_ids(result: tuple, offset: int) -> tuple:
+    """Shifts the id array of a part's result: the first of (indices, scores, tallies), the
+    last of (count, hinge_sum, best_scores, argmax)."""
+    ids_at = 0 if result[0].dtype == np.int64 and result[0].ndim == 2 else len(result) - 1
+    ids = result[ids_at]
+    shifted = np.where(ids >= 0, ids + offset, -1)
+    return tuple(shifted if i == ids_at else value for i, value in enumerate(result))
+
+
 class CpuBackend:
     name = "cpu"
     build_info = dict(_core.BUILD_INFO)
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return merge.topk(_split(problem, lambda part: self._topk(part, k)), k, problem.candidate_keys)
+
+    def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+        parts = _split(problem, lambda part: self._violations(part, positive_scores, margin))
+        count, hinge_sum, best_scores, argmax = merge.violations(parts)
+        hinge = np.float32(margin) + best_scores - positive_scores  # as the core computes it
+        return count, hinge_sum, np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)), argmax
+
+    def _topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
@@ -86,12 +141,13 @@ class CpuBackend:
         )
         return indices, scores, counts
 
-    def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+    def _violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows
         count = np.empty(num_queries, dtype=np.int64)
         hinge_sum = np.empty(num_queries, dtype=np.float64)
         max_hinge = np.empty(num_queries, dtype=np.float32)
         argmax = np.empty(num_queries, dtype=np.int64)
+        best_scores = np.empty(num_queries, dtype=np.float32)
         _core.violations(
             positive_scores=positive_scores,
             margin=margin,
@@ -99,10 +155,11 @@ class CpuBackend:
             out_hinge_sum=hinge_sum,
             out_max=max_hinge,
             out_argmax=argmax,
+            out_best_scores=best_scores,
             **_common(problem),
             **_exclusion(problem),
         )
-        return count, hinge_sum, max_hinge, argmax
+        return count, hinge_sum, best_scores, argmax
 
     def similarity(self, problem: Problem) -> np.ndarray:
         out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)

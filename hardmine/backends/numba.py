@@ -19,6 +19,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .. import _merge as merge
 from .._validation import F16, Problem
 
 # Larger tiles than the C++ core: here each tile costs a Python round trip.
@@ -415,21 +416,8 @@ class NumbaBackend:
         results = _run(work, items, workers)
         for q0 in sorted({item.q0 for item in items}):
             parts = [result for item, result in zip(items, results) if item.q0 == q0]
-            rows = parts[0][0].shape[0]
-            block = slice(q0, q0 + rows)
-            tallies[block] = sum(part[2] for part in parts)
-            if len(parts) == 1:
-                indices[block], scores[block] = parts[0][0], parts[0][1]
-                continue
-            # Each range kept its own best (and its best per key): the block's best are among them.
-            merged_ids = np.concatenate([part[0] for part in parts], axis=1)
-            merged_scores = np.concatenate([part[1] for part in parts], axis=1)
-            valid = merged_ids >= 0
-            order = np.argsort(~valid, axis=1, kind="stable")  # valid entries first, for the counts
-            merged_ids = np.ascontiguousarray(np.take_along_axis(merged_ids, order, 1))
-            merged_scores = np.ascontiguousarray(np.take_along_axis(merged_scores, order, 1))
-            _topk_finish(merged_scores, merged_ids, valid.sum(axis=1).astype(np.int64), kept, scores[block],
-                         indices[block], keys, has_keys)
+            block = slice(q0, q0 + parts[0][0].shape[0])
+            indices[block], scores[block], tallies[block] = merge.topk(parts, k, problem.candidate_keys)
         return indices, scores, tallies
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
@@ -448,19 +436,15 @@ class NumbaBackend:
             return count, hinge_sum, best_scores, best_ids
 
         items, workers = _plan(problem)
-        count = np.zeros(num_queries, dtype=np.int64)
-        hinge_sum = np.zeros(num_queries, dtype=np.float64)
-        best_scores = np.full(num_queries, -np.inf, dtype=np.float32)
-        argmax = np.full(num_queries, -1, dtype=np.int64)
-        # Items come in candidate order within a block, so a strictly better score wins and
-        # an equal one keeps the smaller index, as in one pass.
-        for item, (part_count, part_hinge, part_best, part_ids) in zip(items, _run(work, items, workers)):
-            block = slice(item.q0, item.q1)
-            count[block] += part_count
-            hinge_sum[block] += part_hinge
-            better = part_best > best_scores[block]
-            best_scores[block] = np.where(better, part_best, best_scores[block])
-            argmax[block] = np.where(better, part_ids, argmax[block])
+        results = _run(work, items, workers)
+        count = np.empty(num_queries, dtype=np.int64)
+        hinge_sum = np.empty(num_queries, dtype=np.float64)
+        best_scores = np.empty(num_queries, dtype=np.float32)
+        argmax = np.empty(num_queries, dtype=np.int64)
+        for q0 in sorted({item.q0 for item in items}):
+            parts = [result for item, result in zip(items, results) if item.q0 == q0]  # in candidate order
+            block = slice(q0, q0 + parts[0][0].shape[0])
+            count[block], hinge_sum[block], best_scores[block], argmax[block] = merge.violations(parts)
         hinge = np.float32(margin) + best_scores - positive_scores
         max_hinge = np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)).astype(np.float32)
         return count, hinge_sum, max_hinge, argmax

@@ -45,10 +45,11 @@ void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, co
 /// max_hinge/argmax = the hinge and index of the highest-scoring candidate.
 /// @param[in] positive_scores (Q,) s_p per query
 /// @param[out] count, hinge_sum, max_hinge, argmax  (Q,) each; argmax -1 when no candidate is admissible
+/// @param[out] best_scores  optional (Q,) score of argmax, -inf when none (to merge candidate ranges)
 void violations(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
                 float margin, const RowScales& scales, const Exclusion& exclusion,
                 const RunOptions& options, int64_t* count, double* hinge_sum, float* max_hinge,
-                int64_t* argmax);
+                int64_t* argmax, float* best_scores = nullptr);
 
 /// The dense (Q, C) score matrix, row-major into out.
 void similarity(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales,
