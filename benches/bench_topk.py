@@ -107,3 +107,34 @@ def check_against_hardmine(queries, candidates, k, ids, scores):
     rows = slice(0, 64)
     ours = hardmine.topk(queries[rows], candidates, k)
     np.testing.assert_allclose(np.asarray(scores)[rows], ours.scores, rtol=1e-4, atol=1e-3)
+
+
+#: a training-loop or single-lookup shape: a handful of queries against many fp16 candidates,
+#: where the work must be shared by candidate ranges rather than query blocks
+FEW_QUERIES = 4
+
+
+@pytest.fixture(scope="module")
+def few_queries_data(size):
+    rng = np.random.default_rng(1)
+    candidates = np.empty((size["candidates"] * 8, size["dim"]), dtype=np.float16)
+    for start in range(0, candidates.shape[0], 65536):
+        stop = min(start + 65536, candidates.shape[0])
+        candidates[start:stop] = rng.standard_normal((stop - start, size["dim"]), dtype=np.float32)
+    return candidates[:FEW_QUERIES].astype(np.float32), candidates
+
+
+def test_numpy_few_queries(benchmark, few_queries_data, record):
+    queries, candidates = few_queries_data
+    run(benchmark, lambda: numpy_topk(queries, candidates, 10))
+    record(f"fp16 {FEW_QUERIES} queries k=10", "numpy matmul+argpartition", benchmark, flops(queries, candidates))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_hardmine_few_queries(benchmark, few_queries_data, record, backend):
+    if not available(backend):
+        pytest.skip(f"{backend} backend not available: {backends.status()[backend]}")
+    queries, candidates = few_queries_data
+    result = run(benchmark, lambda: hardmine.topk(queries, candidates, 10, backend=backend))
+    record(f"fp16 {FEW_QUERIES} queries k=10", f"hardmine {backend}", benchmark, flops(queries, candidates))
+    np.testing.assert_array_equal(result.indices[:, 0], np.arange(FEW_QUERIES))

@@ -68,15 +68,15 @@ def pytest_terminal_summary(terminalreporter):
     cpu = platform.processor() or platform.machine()
     write("")
     write(f"hardmine benches, size {SIZE_NAME} (shapes in each file's docstring), {os.cpu_count()} cores ({cpu})")
-    baseline = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "numpy sgemm (same shape)"}
-    sgemm = next(iter(baseline.values()), None)
+    sgemm_row = next((r for r in _ROWS if r["name"] == "numpy sgemm (same shape)"), None)
     faiss = {r["group"]: r["seconds"] for r in _ROWS if r["name"] == "faiss.knn"}
     alone = {r["group"]: r["seconds"] for r in _ROWS if "(alone)" in r["name"]}
     write(f"{'group':<14} {'implementation':<30} {'median s':>9} {'GFLOP/s':>8} {'x sgemm':>8} {'x faiss':>8} "
           f"{'x topk':>7}")
     for row in _ROWS:
         gflops = row["flops"] / row["seconds"] / 1e9
-        vs_sgemm = f"{sgemm / row['seconds']:.2f}" if sgemm else "-"
+        same_shape = sgemm_row is not None and row["flops"] == sgemm_row["flops"]
+        vs_sgemm = f"{sgemm_row['seconds'] / row['seconds']:.2f}" if same_shape else "-"
         peer = faiss.get(row["group"])
         vs_faiss = f"{peer / row['seconds']:.2f}" if peer else "-"
         base = alone.get(row["group"])
