@@ -465,3 +465,13 @@ def test_few_queries_against_many_candidates_split_the_candidates_exactly(engine
         expected = hardmine.violations(queries, candidates, positive_scores=np.zeros(2), backend="reference")
         np.testing.assert_array_equal(violated.count, expected.count)
         np.testing.assert_array_equal(violated.argmax, expected.argmax)
+
+
+def test_strides_that_are_not_a_multiple_of_the_item_size_are_copied_not_refused(backend):
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((6, 3)).astype(np.float32)
+    raw = np.zeros((6, 13), dtype=np.uint8)  # 13-byte rows: float32 rows that are not 4-aligned
+    odd = np.ndarray(shape=(6, 3), dtype=np.float32, buffer=raw, strides=(13, 4))
+    odd[...] = values
+    result = hardmine.topk(odd, odd, 2, backend=backend)
+    np.testing.assert_array_equal(result.indices, hardmine.topk(values, values, 2, backend=backend).indices)
