@@ -1,141 +1,22 @@
 """The one place where user inputs are checked and converted.
 
 Every public function calls into this module before any backend runs, so every
-backend sees the same, already validated :class:`Problem`.
+backend sees the same, already validated :class:`~hardmine._problem.Problem`.
 """
 
 from __future__ import annotations
 
 import numbers
 import os
-from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-try:  # bfloat16 is optional (the ``bf16`` extra)
-    import ml_dtypes
-
-    _BFLOAT16: np.dtype | None = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - exercised only without ml_dtypes
-    _BFLOAT16 = None
-
-#: dtype codes shared with the compiled core (``hardmine::DType``)
-F32, F16, BF16 = 0, 1, 2
-
-#: bytes per chunk when scanning inputs for NaN/inf and norms (bounded memory)
-SCAN_BYTES = 8 << 20
-
-#: largest |score| and |margin| the engine accepts: float32 arithmetic on such values
-#: (s - margin, margin + s - s_p) stays far from overflow (FLT_MAX is about 2**128)
-SCORE_LIMIT = 2.0**100
-
-#: under cosine, rows whose norm lies outside [1/COSINE_SAFE_NORM, COSINE_SAFE_NORM] are
-#: rescaled by a power of two first, so that float32 dot products neither overflow nor
-#: lose their digits to underflow, and the inverse norms stay finite
-COSINE_SAFE_NORM = 2.0**40
+from ._interop import BFLOAT16, as_numpy
+from ._problem import BF16, F16, F32, Embeddings, Problem, RowShards
+from ._rows import SCORE_LIMIT, check_dot_range, rescaled, scan
 
 METRICS = ("dot", "cosine")
-
-
-class RowShards:
-    """Several (n_i, d) arrays of one dtype read as their row-wise concatenation
-    (e.g. the memory maps of a directory of ``.npy`` shards), never copied whole."""
-
-    ndim = 2
-
-    def __init__(self, parts: list[np.ndarray]):
-        self.parts = parts
-        self.offsets = np.concatenate([[0], np.cumsum([p.shape[0] for p in parts])]).astype(np.int64)
-        self.shape = (int(self.offsets[-1]), int(parts[0].shape[1]))
-        self.dtype = parts[0].dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        """Rows by slice (a view inside one shard, else a copy of just those rows) or by integer ids."""
-        if isinstance(key, slice):
-            start, stop, step = key.indices(self.shape[0])
-            if step != 1:
-                raise IndexError("RowShards slices must have step 1")
-            stop = max(start, stop)
-            first = int(np.searchsorted(self.offsets, start, side="right") - 1)
-            last = int(np.searchsorted(self.offsets, stop, side="left"))
-            if last - first <= 1:
-                base = int(self.offsets[min(first, len(self.parts) - 1)])
-                return self.parts[min(first, len(self.parts) - 1)][start - base : stop - base]
-            return np.concatenate([
-                self.parts[s][max(start, self.offsets[s]) - self.offsets[s] : min(stop, self.offsets[s + 1])
-                              - self.offsets[s]]
-                for s in range(first, last)
-            ])
-        ids = np.asarray(key, dtype=np.int64)
-        out = np.empty((ids.shape[0], self.shape[1]), dtype=self.dtype)
-        shard = np.searchsorted(self.offsets, ids, side="right") - 1
-        for s in np.unique(shard):
-            here = shard == s
-            out[here] = self.parts[s][ids[here] - self.offsets[s]]
-        return out
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """A validated (n, d) embedding matrix, in the caller's storage (never copied for fp32/fp16/bf16)."""
-
-    array: np.ndarray
-    dtype_code: int
-    name: str
-
-    @property
-    def rows(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.array.shape[1])
-
-    def shards(self) -> list[tuple[int, Embeddings]]:
-        """(first row, the shard) for each non-empty shard; the matrix itself when not sharded."""
-        if not isinstance(self.array, RowShards):
-            return [(0, self)]
-        shards = [(int(offset), Embeddings(part, self.dtype_code, self.name))
-                  for offset, part in zip(self.array.offsets, self.array.parts) if part.shape[0]]
-        return shards or [(0, Embeddings(self.array.parts[0], self.dtype_code, self.name))]
-
-    def rows_f32(self, start: int, stop: int, *, copy: bool = True) -> np.ndarray:
-        """Rows [start, stop) as C-contiguous float32: a copy the caller may modify, or with
-        ``copy=False`` possibly the caller's own memory, for reading only."""
-        if copy:
-            return np.array(self.array[start:stop], dtype=np.float32, order="C", copy=True)
-        return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Everything a backend needs for one call; built by :func:`problem`."""
-
-    queries: Embeddings
-    candidates: Embeddings
-    metric: str
-    query_scales: np.ndarray | None  # (Q,) float32 inverse norms under cosine
-    candidate_scales: np.ndarray | None  # (C,) float32
-    exclude_indptr: np.ndarray | None  # (Q+1,) int64
-    exclude_indices: np.ndarray | None  # (nnz,) int64, sorted within each query
-    query_groups: np.ndarray | None  # (Q,) int64
-    candidate_groups: np.ndarray | None  # (C,) int64
-    block_size: tuple[int, int]  # (query_rows, candidate_rows); 0 = backend's choice
-    num_threads: int  # 0 = all cores
-    # Mining only (hardmine.mine sets them with dataclasses.replace):
-    candidate_keys: np.ndarray | None = None  # (C,) int64; at most one result per key
-    excluded_key_indptr: np.ndarray | None = None  # (Q+1,) keys a query may not get
-    excluded_key_indices: np.ndarray | None = None  # sorted within each query
-    upper_bounds: np.ndarray | None = None  # (Q,) float32: s <= upper (< when exclusive)
-    lower_bounds: np.ndarray | None = None  # (Q,) float32: s >= lower (> when exclusive)
-    exclusive_bounds: bool = False
-    # Statistics: per filter a (Q,) float32 bound and whether to count s < bound (else s > bound)
-    count_bounds: tuple[np.ndarray, ...] = ()
-    count_below: tuple[bool, ...] = ()
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -153,14 +34,14 @@ def embeddings(x: Any, name: str) -> Embeddings:
         x = x.parts
     if isinstance(x, (list, tuple)) and x and all(getattr(part, "ndim", 0) >= 2 for part in x):
         return _sharded(x, name)
-    array = _as_numpy(x, name)
+    array = as_numpy(x, name)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
     if array.dtype == np.float32:
         code = F32
     elif array.dtype == np.float16:
         code = F16
-    elif _BFLOAT16 is not None and array.dtype == _BFLOAT16:
+    elif BFLOAT16 is not None and array.dtype == BFLOAT16:
         code = BF16
     else:
         raise TypeError(
@@ -190,199 +71,6 @@ def _sharded(parts: list | tuple, name: str) -> Embeddings:
     return Embeddings(RowShards([shard.array for shard in shards]), first.dtype_code, name)
 
 
-def restrict_candidates(problem: Problem, offset: int, shard: Embeddings) -> Problem:
-    """The problem over candidate rows [offset, offset + shard.rows), with ids relative to the shard."""
-    stop = offset + shard.rows
-    fields: dict[str, Any] = {"candidates": shard}
-    for name in ("candidate_scales", "candidate_groups", "candidate_keys"):
-        value = getattr(problem, name)
-        if value is not None:
-            fields[name] = value[offset:stop]
-    if problem.exclude_indptr is not None:
-        indices = problem.exclude_indices
-        inside = (indices >= offset) & (indices < stop)
-        before = np.concatenate([[0], np.cumsum(inside, dtype=np.int64)])
-        fields["exclude_indptr"] = np.ascontiguousarray(before[problem.exclude_indptr])
-        fields["exclude_indices"] = np.ascontiguousarray(indices[inside] - offset)
-    return replace(problem, **fields)
-
-
-def restrict_queries(problem: Problem, start: int, stop: int, shard: Embeddings) -> Problem:
-    """The problem over query rows [start, stop) (``shard`` holds them); candidate ids unchanged."""
-    fields: dict[str, Any] = {"queries": shard}
-    for name in ("query_scales", "query_groups", "upper_bounds", "lower_bounds"):
-        value = getattr(problem, name)
-        if value is not None:
-            fields[name] = value[start:stop]
-    for indptr_name, indices_name in (("exclude_indptr", "exclude_indices"),
-                                      ("excluded_key_indptr", "excluded_key_indices")):
-        indptr = getattr(problem, indptr_name)
-        if indptr is not None:
-            fields[indptr_name] = np.ascontiguousarray(indptr[start : stop + 1] - indptr[start])
-            fields[indices_name] = getattr(problem, indices_name)[indptr[start] : indptr[stop]]
-    fields["count_bounds"] = tuple(np.ascontiguousarray(bound[start:stop]) for bound in problem.count_bounds)
-    return replace(problem, **fields)
-
-
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    module = type(x).__module__.split(".")[0]
-    if module == "torch":
-        if x.device.type != "cpu":
-            raise TypeError(
-                f"{name} is a torch tensor on {x.device}; this build has no GPU backend. "
-                f"Move it with {name}.cpu() or install a CUDA-enabled hardmine"
-            )
-        # negated and conjugated views are lazy in torch and refuse .numpy(): materialise them
-        tensor = x.detach().resolve_conj().resolve_neg()
-        if str(tensor.dtype) == "torch.bfloat16":
-            if _BFLOAT16 is None:
-                raise TypeError(f"{name} is bfloat16; install ml_dtypes (pip install hardmine[bf16])")
-            import torch
-
-            return tensor.view(torch.int16).numpy().view(_BFLOAT16)
-        return tensor.numpy()
-    if module == "cupy":
-        raise TypeError(f"{name} is a CuPy array; this build has no GPU backend. Use cupy.asnumpy({name})")
-    if isinstance(x, (str, bytes)) or x is None:
-        raise TypeError(f"{name} must be a 2-D array of embeddings; got {type(x).__name__}")
-    try:
-        array = np.asarray(x)
-    except Exception as error:  # e.g. ragged nested lists
-        raise TypeError(f"{name} must be a 2-D array of embeddings; got {type(x).__name__}") from error
-    return array
-
-
-#: per storage type: the signed and unsigned integer views, the mask dropping the sign
-#: bit, and the bit pattern of +inf. Magnitudes sort like their bit patterns, so two
-#: reductions without temporaries find a row's largest |value|: the signed maximum is the
-#: largest positive value (or, in an all-negative row, the largest-magnitude negative), the
-#: unsigned maximum the largest-magnitude negative (or the largest positive without
-#: negatives). A masked pattern at or above +inf's is inf or NaN.
-_MAGNITUDE_BITS = {F32: (np.int32, np.uint32, 0x7FFFFFFF, 0x7F800000), F16: (np.int16, np.uint16, 0x7FFF, 0x7C00),
-                   BF16: (np.int16, np.uint16, 0x7FFF, 0x7F80)}
-
-
-def _code_of(dtype: np.dtype) -> int:
-    return F32 if dtype == np.float32 else F16 if dtype == np.float16 else BF16
-
-
-def _row_peaks(chunk: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """(finite, peak): per row, whether every value is finite and the largest |value| (float64)."""
-    signed, unsigned, mask, infinity = _MAGNITUDE_BITS[code]
-    if chunk.shape[0] == 0:
-        return np.ones(0, dtype=bool), np.zeros(0)
-    positive_side = chunk.view(signed).max(axis=1).view(unsigned) & unsigned(mask)
-    negative_side = chunk.view(unsigned).max(axis=1) & unsigned(mask)
-    patterns = np.maximum(positive_side, negative_side)
-    finite = patterns < infinity
-    if code == BF16:
-        values = (patterns.astype(np.uint32) << np.uint32(16)).view(np.float32)
-    else:
-        values = patterns.view(np.float32 if code == F32 else np.float16)
-    return finite, np.where(finite, values.astype(np.float64), np.inf)
-
-
-def first_nonfinite_row(array: np.ndarray, chunk_bytes: int = SCAN_BYTES) -> tuple[int | None, float]:
-    """(first row holding NaN/inf or None, largest |value|) of an fp32/fp16/bf16 matrix,
-    read in chunks of about ``chunk_bytes`` (no conversion of halves)."""
-    code = _code_of(array.dtype)
-    chunk = max(1, chunk_bytes // (array.itemsize * max(array.shape[1], 1)))
-    peak = 0.0
-    for start in range(0, array.shape[0], chunk):
-        finite, peaks = _row_peaks(array[start : start + chunk], code)
-        if not finite.all():
-            return start + int(np.argmin(finite)), np.inf
-        if peaks.size:
-            peak = max(peak, float(peaks.max()))
-    return None, peak
-
-
-def check_dot_range(query_peak: float, candidate_peak: float, dim: int, queries: str, candidates: str) -> None:
-    """Refuses inputs whose float32 dot products could overflow: with every |value| at most
-    the peaks, every partial sum is at most ``dim * query_peak * candidate_peak``."""
-    bound = dim * query_peak * candidate_peak
-    if bound > SCORE_LIMIT:
-        raise ValueError(
-            f"dot products may overflow float32: {queries} values reach {query_peak:.3g} and {candidates} values "
-            f"{candidate_peak:.3g}, so over d={dim} a score can reach {bound:.3g} (the engine accepts up to "
-            f"{SCORE_LIMIT:.3g}); rescale the embeddings or use metric='cosine'"
-        )
-
-
-@dataclass(frozen=True)
-class RowScan:
-    """What one pass over a matrix found: inverse norms (cosine), the largest |value|
-    (inf when not scanned) and the rows whose norms need a power-of-two rescale."""
-
-    inverse_norms: np.ndarray | None
-    peak: float
-    extreme_rows: np.ndarray | None = None
-    extreme_shifts: np.ndarray | None = None  # int exponents e: the row is multiplied by 2**-e
-
-
-def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> RowScan:
-    """Streams over the rows once: rejects NaN/inf (first bad row named), finds the largest
-    magnitude and, under cosine, the float32 inverse L2 norms (zero rows rejected).
-    ``skippable``: the caller offers ``check_finite=False``, so the message suggests it."""
-    if not (check_finite or want_norms):
-        return RowScan(None, np.inf)
-    inverse = np.empty(emb.rows, dtype=np.float32) if want_norms else None
-    chunk = max(1, SCAN_BYTES // (4 * emb.dim))
-    peak = 0.0 if check_finite else np.inf
-    extreme: list[np.ndarray] = []
-    shifts: list[np.ndarray] = []
-    for start in range(0, emb.rows, chunk):
-        stop = min(start + chunk, emb.rows)
-        if check_finite:
-            finite, peaks = _row_peaks(emb.array[start:stop], emb.dtype_code)
-            if not finite.all():
-                row = start + int(np.argmin(finite))
-                advice = ("clean the data or pass check_finite=False (the rows are then not scanned: a NaN or -inf "
-                          "score is never returned, +inf ranks first)") if skippable else "clean the data"
-                raise ValueError(f"{emb.name} row {row} contains NaN or inf; {advice}")
-            if peaks.size:
-                peak = max(peak, float(peaks.max()))
-        if inverse is not None:
-            block = emb.rows_f32(start, stop, copy=False)
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-            zero = norms == 0
-            if zero.any():
-                row = start + int(np.argmax(zero))
-                raise ValueError(
-                    f"{emb.name} row {row} has zero norm, so its cosine similarity is undefined; "
-                    f"drop the row or use metric='dot'"
-                )
-            outside = ((norms > COSINE_SAFE_NORM) | (norms < 1.0 / COSINE_SAFE_NORM)) & np.isfinite(norms)
-            if outside.any():  # exact power-of-two shifts bring these norms near 1 (see rescaled)
-                exponents = np.round(np.log2(norms[outside])).astype(np.int64)
-                extreme.append(start + np.flatnonzero(outside))
-                shifts.append(exponents)
-                norms[outside] = norms[outside] * np.exp2(-exponents.astype(np.float64))
-            with np.errstate(divide="ignore"):  # check_finite=False: an inf row gets scale 0
-                inverse[start:stop] = (1.0 / norms).astype(np.float32)
-    if not extreme:
-        return RowScan(inverse, peak)
-    return RowScan(inverse, peak, np.concatenate(extreme), np.concatenate(shifts))
-
-
-def rescaled(emb: Embeddings, found: RowScan) -> Embeddings:
-    """``emb`` with its extreme-norm rows multiplied by 2**-e (exact in binary floating point),
-    as a float32 copy; the inverse norms in ``found`` already belong to the rescaled rows."""
-    if found.extreme_rows is None:
-        return emb
-    rows = emb.rows_f32(0, emb.rows)
-    rows[found.extreme_rows] = np.ldexp(rows[found.extreme_rows], -found.extreme_shifts[:, None].astype(np.int32))
-    return Embeddings(rows, F32, emb.name)
-
-
-def scan_rows(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bool = True) -> np.ndarray | None:
-    """The float32 inverse norms of :func:`scan` (None unless ``want_norms``), for callers that
-    only check rows or normalise them themselves."""
-    return scan(emb, check_finite=check_finite, want_norms=want_norms, skippable=skippable).inverse_norms
-
-
 def unit_rows(x: Any, name: str) -> np.ndarray:
     """A float32 copy of the rows scaled to unit L2 norm (NaN/inf and zero rows rejected by
     :func:`scan_rows`, naming the first)."""
@@ -393,7 +81,7 @@ def unit_rows(x: Any, name: str) -> np.ndarray:
     return rows
 
 
-def _int_array(x: Any, name: str) -> np.ndarray:
+def int_array(x: Any, name: str) -> np.ndarray:
     array = np.asarray(x)
     if array.size == 0 and array.dtype.kind not in "iu":
         array = array.astype(np.int64)
@@ -436,8 +124,8 @@ def exclusion(
     if isinstance(value, tuple):
         if len(value) != 2:
             raise ValueError(f"{name} as a tuple must be (indptr, indices); got {len(value)} items")
-        indptr = _int_array(value[0], f"{name} indptr").astype(np.int64).ravel()
-        indices = _int_array(value[1], f"{name} indices").astype(np.int64).ravel()
+        indptr = int_array(value[0], f"{name} indptr").astype(np.int64).ravel()
+        indices = int_array(value[1], f"{name} indices").astype(np.int64).ravel()
         if indptr.shape != (num_queries + 1,):
             raise ValueError(f"{name} indptr must have length Q+1 = {num_queries + 1}; got {indptr.shape[0]}")
         if indptr[0] != 0 or indptr[-1] != indices.shape[0] or np.any(np.diff(indptr) < 0):
@@ -445,12 +133,12 @@ def exclusion(
     elif isinstance(value, list) and any(np.ndim(v) == 1 for v in value):
         if len(value) != num_queries:
             raise ValueError(f"{name} must have one entry per query ({num_queries}); got {len(value)}")
-        rows = [_int_array(v, name).astype(np.int64).ravel() for v in value]
+        rows = [int_array(v, name).astype(np.int64).ravel() for v in value]
         indptr = np.zeros(num_queries + 1, dtype=np.int64)
         np.cumsum([r.size for r in rows], out=indptr[1:])
         indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     else:
-        array = _int_array(value, name)
+        array = int_array(value, name)
         if array.ndim not in (1, 2) or array.shape[0] != num_queries:
             raise ValueError(
                 f"{name} must have shape (Q,) or (Q, m) with Q = {num_queries} queries; got shape {array.shape}"
@@ -478,7 +166,7 @@ def groups(
         (query_groups, "query_groups", num_queries),
         (candidate_groups, "candidate_groups", num_candidates),
     ):
-        array = _int_array(value, name)
+        array = int_array(value, name)
         if array.ndim != 1 or array.shape[0] != length:
             raise ValueError(f"{name} must have shape ({length},), one label per row; got shape {array.shape}")
         out.append(np.ascontiguousarray(array, dtype=np.int64))

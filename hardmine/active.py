@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validation as v
+from ._rows import scan_rows
 from . import api
 
 WEIGHTS = ("binary", "hinge")
@@ -38,7 +39,7 @@ def _rows(x: Any, name: str, metric: str) -> np.ndarray:
     if metric == "cosine":
         return v.unit_rows(x, name)
     emb = v.embeddings(x, name)
-    v.scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
+    scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
     return emb.rows_f32(0, emb.rows)
 
 
@@ -86,7 +87,7 @@ def score_unpaired(
     x, t = _rows(images, "images", metric), _rows(texts, "texts", metric)
     if not (u.shape[1] == x.shape[1] == t.shape[1]):
         raise ValueError(f"unpaired, images and texts must share d; got {u.shape[1]}, {x.shape[1]}, {t.shape[1]}")
-    owner = np.arange(t.shape[0]) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
+    owner = np.arange(t.shape[0]) if pairs is None else v.int_array(pairs, "pairs").ravel().astype(np.int64)
     if owner.shape != (t.shape[0],):
         raise ValueError(f"pairs must have shape ({t.shape[0]},), the image row of each text; got {owner.shape}")
     if owner.size and (owner.min() < 0 or owner.max() >= x.shape[0]):

@@ -7,8 +7,9 @@ from typing import Any, NamedTuple
 import numba
 import numpy as np
 
+from . import _positives, _rows, engine
 from . import _validation as v
-from . import api
+from ._draws import uniform
 
 #: rows assigned per engine call (bounds the one-column-wider copy the assignment needs)
 _ASSIGN_ROWS = 65536
@@ -57,7 +58,7 @@ def _assign(x: np.ndarray, centroids: np.ndarray, spherical: bool, backend: str,
             if spherical:
                 rows = v.unit_rows(rows, "x")
             query = np.concatenate([rows, np.ones((rows.shape[0], 1), np.float32)], axis=1)
-        best = api.topk(query, extended, 1, backend=backend, check_finite=False)
+        best = engine.topk(query, extended, 1, backend=backend, check_finite=False)
         labels[start : start + rows.shape[0]] = np.asarray(best.indices)[:, 0]
         score = np.asarray(best.scores, dtype=np.float64)[:, 0]
         if spherical:
@@ -121,7 +122,7 @@ def kmeans(
     rng = np.random.default_rng(seed)
     n_train = min(emb.rows, max_points_per_centroid * k)
     rows = np.sort(rng.choice(emb.rows, size=n_train, replace=False)) if n_train < emb.rows else None
-    v.scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
+    _rows.scan_rows(emb, check_finite=True, want_norms=False, skippable=False)
     train = np.asarray(emb.array[rows], dtype=np.float32) if rows is not None else emb.rows_f32(0, emb.rows)
     if spherical:
         train = v.unit_rows(train, "x")
@@ -193,7 +194,7 @@ def reliable_negatives(
     count = v.positive_int(num_negatives, "num_negatives")
     x = v.unit_rows(images, "images")
     t = v.embeddings(texts, "texts")
-    owner = np.arange(t.rows) if pairs is None else v._int_array(pairs, "pairs").ravel().astype(np.int64)
+    owner = np.arange(t.rows) if pairs is None else v.int_array(pairs, "pairs").ravel().astype(np.int64)
     if owner.shape != (t.rows,) or (owner.size and (owner.min() < 0 or owner.max() >= x.shape[0])):
         raise ValueError(f"pairs must hold, for each of the {t.rows} texts, an image row in [0, {x.shape[0]})")
     image_labels, image_similar = _clusters(x, n_image_clusters, image_threshold, seed, iters, backend)
@@ -271,7 +272,7 @@ def reliability(
     candidate_threshold = _cosine_threshold(candidate_threshold, "candidate_threshold")
     problem = v.problem(queries, candidates, metric_name="dot", exclude=positives, query_groups=query_groups,
                         candidate_groups=candidate_groups, check_finite=False)
-    members = api._positive_members(problem)
+    members = _positives.positive_members(problem)
     if members is None:
         raise ValueError("reliability needs positives, or query_groups with candidate_groups")
     query_labels, query_similar = _clusters(queries, n_query_clusters, query_threshold, seed, iters, backend)
@@ -290,7 +291,6 @@ def draw_reliable(
 ) -> np.ndarray:
     """(len(query_rows), count) reliable candidate ids per query, -1 padded, drawn uniformly
     without replacement from hash-seeded proposals: they depend only on (seed, query row)."""
-    from ._strategies import uniform
 
     indptr, ids = members
     num_candidates = reliability.candidate_labels.size

@@ -11,8 +11,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _positives, engine
 from . import _validation as v
-from . import api
 
 
 class Recall(NamedTuple):
@@ -66,8 +66,8 @@ def recall_at_k(
         raise ValueError(f"text_to_image: text {bad} points at image {int(owner[bad])}, outside [0, {num_images})")
     depth = max(ks)
     common = dict(metric=metric, backend=backend, num_threads=num_threads)
-    i2t = np.asarray(api.topk(images, texts, depth, **common).indices)
-    t2i = np.asarray(api.topk(texts, images, depth, **common).indices)
+    i2t = np.asarray(engine.topk(images, texts, depth, **common).indices)
+    t2i = np.asarray(engine.topk(texts, images, depth, **common).indices)
     hits_i2t = (np.where(i2t >= 0, owner[np.maximum(i2t, 0)], -1) == np.arange(num_images)[:, None])
     hits_t2i = t2i == owner[:, None]
     image_recall = {k: 100.0 * float(hits_i2t[:, :k].any(axis=1).mean()) for k in ks}
@@ -105,7 +105,7 @@ def mean_average_precision(
     """
     problem = v.problem(queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
                         candidate_groups=candidate_groups)
-    members = api._positive_members(problem)
+    members = _positives.positive_members(problem)
     if members is None:
         raise ValueError("mean_average_precision needs positives or query_groups + candidate_groups")
     indptr, ids = members
@@ -115,10 +115,10 @@ def mean_average_precision(
         raise ValueError("mean_average_precision: no query has a positive")
     # One pass per (query, positive): how many non-positives score above that positive.
     pair_queries = problem.queries.array[rows]
-    pair_scores = api._pair_scores(problem, rows, ids).astype(np.float32)
+    pair_scores = _positives.pair_scores(problem, rows, ids).astype(np.float32)
     excluded_indptr = np.concatenate([[0], np.cumsum(counts[rows])])
     excluded_ids = np.concatenate([ids[indptr[q] : indptr[q + 1]] for q in rows]) if rows.size else ids
-    above = api.violations(
+    above = engine.violations(
         pair_queries, problem.candidates.array, pair_scores, positives=(excluded_indptr, excluded_ids), margin=0.0,
         metric=metric, backend=backend, num_threads=num_threads, check_finite=False,
     ).count

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _validation, api
+from . import _interop, api
 
 STRATEGIES = ("hardest", "semihard", "top", "random")
 
@@ -230,8 +230,8 @@ def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: boo
     a batch against their own labels). Rows are sorted by label once; each label's pairs are then
     one small product of two contiguous blocks, so only O(pairs) scores are computed and no row
     is gathered twice."""
-    a = _validation._as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
-    r = _validation._as_numpy(reference, "emb_b")
+    a = _interop.as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
+    r = _interop.as_numpy(reference, "emb_b")
     a_order = np.argsort(anchor_labels, kind="stable")
     r_order = np.argsort(reference_labels, kind="stable")
     shared = reference is emb_a

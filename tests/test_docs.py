@@ -7,12 +7,12 @@ import importlib
 
 import pytest
 
-from hardmine import _strategies as strategies
-from hardmine import api, pairs, synthetic
+from hardmine import _draws, engine, pairs, synthetic
+from hardmine.mining import pipeline
 from hardmine import eval as hm_eval
 
 
-@pytest.mark.parametrize("module", [api, synthetic, hm_eval, strategies, pairs, "hardmine.torch"])
+@pytest.mark.parametrize("module", [engine, pipeline, synthetic, hm_eval, _draws, pairs, "hardmine.torch"])
 def test_docstring_examples(module):
     if isinstance(module, str):  # modules of the optional peers
         pytest.importorskip("torch")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hardmine
-from hardmine import api, backends
+from hardmine import backends, engine
 
 Q = np.ones((4, 3), dtype=np.float32)
 C = np.ones((6, 3), dtype=np.float32)
@@ -134,7 +134,7 @@ def test_bad_num_threads():
 
 
 def test_similarity_refuses_huge_outputs(monkeypatch):
-    monkeypatch.setattr(api, "SIMILARITY_MAX_ELEMENTS", 10)
+    monkeypatch.setattr(engine, "SIMILARITY_MAX_ELEMENTS", 10)
     raises(ValueError, r"use hardmine.topk or hardmine.violations", Q, C, fn=hardmine.similarity)
 
 

@@ -239,3 +239,27 @@ def test_concurrent_calls_from_python_threads_give_the_sequential_answers(backen
     assert not errors, errors
     for i, indices in enumerate(expected):
         np.testing.assert_array_equal(results[i], indices)
+
+
+@pytest.mark.parametrize("backend", available_engine_backends())
+def test_concurrent_calls_leave_the_blas_thread_count_as_they_found_it(backend):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads():
+        return sorted((info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()
+                      if info["user_api"] == "blas")
+
+    before = blas_threads()
+    rng = np.random.default_rng(2)
+    candidates = rng.standard_normal((3000, 16), dtype=np.float32)
+
+    def work() -> None:
+        for _ in range(20):
+            hardmine.topk(candidates[:40], candidates, 5, backend=backend)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert blas_threads() == before

@@ -220,6 +220,7 @@ import time  # noqa: E402
 
 from hardmine import cli  # noqa: E402
 from hardmine.io import job as offline  # noqa: E402
+from hardmine.io import state  # noqa: E402
 
 
 def hardmine_mine(cwd, *args):
@@ -262,7 +263,7 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_one_finishes_inta
     args = (*INPUTS, "--block-rows", "100", "--num-negatives", "5", "--quiet")
     first = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", *args, "--out", "x.npz"], cwd=dump,
                              stderr=subprocess.PIPE, text=True)
-    lock = offline.lock_path(dump / "x.npz")
+    lock = state.lock_path(dump / "x.npz")
     while first.poll() is None and not (lock.exists() and lock.read_text().startswith("pid")):
         time.sleep(0.001)
     first.send_signal(signal.SIGSTOP)  # holds the lock, mid-run, for as long as the test needs
@@ -281,10 +282,10 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_one_finishes_inta
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(dump):
-    offline.lock_path(dump / "x.npz").write_text("pid 999999 on elsewhere, started long ago\n")
+    state.lock_path(dump / "x.npz").write_text("pid 999999 on elsewhere, started long ago\n")
     done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert not offline.lock_path(dump / "x.npz").exists()
+    assert not state.lock_path(dump / "x.npz").exists()
 
 
 def test_resume_refuses_inputs_changed_anywhere(dump, monkeypatch):
@@ -343,14 +344,14 @@ def test_resume_refuses_damaged_or_foreign_parts(dump, monkeypatch, damage, mess
 
 
 def test_the_input_scan_reads_chunks_sized_by_the_memory_limit(dump, monkeypatch):
-    from hardmine import _validation
+    from hardmine import _rows
     from hardmine.io.dumps import Dump
 
     big = np.zeros((20000, 2048), dtype=np.float32)  # 160 MiB
     np.save(dump / "wide.npy", big)
     seen = []
-    real = _validation._row_peaks
-    monkeypatch.setattr(_validation, "_row_peaks", lambda chunk, code: seen.append(chunk.nbytes) or real(chunk, code))
+    real = _rows.row_peaks
+    monkeypatch.setattr(_rows, "row_peaks", lambda chunk, code: seen.append(chunk.nbytes) or real(chunk, code))
     Dump(dump / "wide.npy").check_finite(memory_limit=100 << 20)
     assert max(seen) <= (100 << 20) // 64, f"a {max(seen) / 2**20:.0f} MiB chunk under a 100 MiB limit"
 
@@ -439,12 +440,12 @@ def test_many_threads_for_one_query_allocate_no_idle_tiles():
 
 
 def test_the_numba_half_conversion_is_exact_for_every_half():
-    from hardmine.backends import numba as numba_backend
+    from hardmine.backends import numba_kernels
 
     bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
     expected = bits.view(np.float16).astype(np.float32)
     got = np.empty((256, 256), dtype=np.float32)
-    numba_backend._halves_to_float32(bits, got)
+    numba_kernels.halves_to_float32(bits, got)
     nan = np.isnan(expected)
     np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
     assert np.isnan(got[nan]).all()

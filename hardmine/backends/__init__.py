@@ -1,23 +1,31 @@
-"""Backend registry: lazy factories, a priority list for ``"auto"`` and the
-reason each backend could not load (shown by :func:`hardmine.info`).
+"""Backend registry: lazy factories, a priority list per input location for ``"auto"``,
+and the reason each backend could not load (shown by :func:`hardmine.info`).
 
-A backend named explicitly never falls back silently: it raises with the
-recorded reason. ``HARDMINE_BACKEND`` overrides the default ``"auto"``.
+A backend declares where the arrays it reads live (``devices``) and which scoring
+precisions it runs (``precisions``); ``"auto"`` picks by the input's location first, then
+by priority. A backend named explicitly never falls back silently: it raises with the
+recorded reason, or says that it cannot read such inputs. ``HARDMINE_BACKEND`` overrides
+the default ``"auto"``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from .._validation import Problem
+from .._problem import HOST, Problem
 
 
 class Backend(Protocol):
+    """What every backend implements. Each call gets a validated :class:`Problem` whose
+    ``device`` is in ``devices`` and ``precision`` in ``precisions``."""
+
     name: str
+    devices: frozenset[str]  # e.g. {HOST}: NumPy arrays and memory maps
+    precisions: frozenset[str]  # e.g. {"fp32"}
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, scores, counts): counts is (Q, len(problem.count_bounds)) int64."""
@@ -36,8 +44,9 @@ _FACTORIES = {
     "numba": "hardmine.backends.numba:NumbaBackend",
     "reference": "hardmine.backends.reference:ReferenceBackend",
 }
-#: the order ``"auto"`` tries; the float64 reference is for tests and benches only
-AUTO_ORDER = ("cpu", "numba")
+#: the order ``"auto"`` tries, per input location; the float64 reference is for tests and
+#: benches only
+AUTO_ORDER = {HOST: ("cpu", "numba")}
 
 _loaded: dict[str, Backend] = {}
 _failures: dict[str, str] = {}
@@ -62,25 +71,50 @@ def _load(name: str) -> Backend | None:
     return backend
 
 
-def get(name: str | None = "auto") -> Backend:
-    """Returns the backend called ``name`` (``"auto"``: the first that loads)."""
+def _accepts(backend: Backend, device: str, precision: str) -> bool:
+    return device in backend.devices and precision in backend.precisions
+
+
+def get(name: str | None = "auto", *, device: str = HOST, precision: str = "fp32") -> Backend:
+    """Returns the backend called ``name`` for inputs on ``device`` scored in ``precision``
+    (``"auto"``: the first backend for that device that loads and runs that precision)."""
     if name is None or name == "auto":
         name = os.environ.get("HARDMINE_BACKEND", "auto") or "auto"
     if name == "auto":
-        for candidate in AUTO_ORDER:
+        order = AUTO_ORDER.get(device, ())
+        for candidate in order:
             backend = _load(candidate)
-            if backend is not None:
+            if backend is not None and _accepts(backend, device, precision):
                 return backend
-        reasons = "; ".join(f"{n}: {_failures.get(n)}" for n in AUTO_ORDER)
-        raise RuntimeError(f"no hardmine backend could be loaded ({reasons})")
+        reasons = "; ".join(f"{n}: {_failures.get(n) or 'does not run ' + precision}" for n in order)
+        raise RuntimeError(f"no hardmine backend for {device} inputs could be loaded ({reasons or 'none known'})")
     if not isinstance(name, str) or name not in _FACTORIES:
         raise ValueError(f"backend must be 'auto' or one of {names()}; got {name!r}")
     backend = _load(name)
     if backend is None:
         raise RuntimeError(f"backend {name!r} is not available: {_failures[name]}")
+    if not _accepts(backend, device, precision):
+        raise ValueError(f"backend {name!r} reads {sorted(backend.devices)} inputs in {sorted(backend.precisions)}; "
+                         f"these are {device} inputs in {precision}")
     return backend
 
 
 def status() -> dict[str, str | None]:
     """name -> None when the backend loads, else the reason it does not."""
     return {name: (None if _load(name) is not None else _failures[name]) for name in _FACTORIES}
+
+
+def cuda_status() -> dict[str, Any]:
+    """The `_cuda` extension: built or not, its architectures, runtime and visible devices (or why none)."""
+    try:
+        from .. import _cuda
+    except ImportError as error:
+        return {"built": False, "reason": f"_cuda module absent ({error})"}
+    count, reason = _cuda.device_count()
+    return {
+        "built": True,
+        "architectures": _cuda.CUDA_ARCHITECTURES,
+        "runtime_version": _cuda.runtime_version(),
+        "devices": count,
+        "reason": reason or None,
+    }

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import _merge as merge
-from .._validation import F32, Embeddings, Problem, restrict_candidates
+from .._problem import F32, HOST, Embeddings, Problem, restrict_candidates
 
 
 def _load_openblas() -> None:
@@ -107,6 +107,8 @@ def _global_ids(result: tuple, offset: int) -> tuple:
 
 class CpuBackend:
     name = "cpu"
+    devices = frozenset({HOST})
+    precisions = frozenset({"fp32"})
     build_info = dict(_core.BUILD_INFO)
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import Problem
+from .._problem import HOST, Problem
 
 _QUERY_BLOCK = 256
 
@@ -64,6 +64,8 @@ def outside_bounds(problem: Problem, start: int, stop: int, block: np.ndarray) -
 
 class ReferenceBackend:
     name = "reference"
+    devices = frozenset({HOST})
+    precisions = frozenset({"fp32"})
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         num_queries = problem.queries.rows

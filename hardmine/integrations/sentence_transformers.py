@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import api
+from .. import _positives, api
 
 FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
 
@@ -231,7 +231,7 @@ def mine_hard_negatives(
     else:
         mined = api.mine(query_vectors, corpus_vectors, positives=(indptr, positive_ids), metric="cosine",
                          margin=absolute_margin, relative_margin=relative_margin, backend=backend, **options)
-    positive_scores = api._positive_scores(_problem(query_vectors, corpus_vectors), indptr, positive_ids)[1]
+    positive_scores = _positives.positive_scores(_problem(query_vectors, corpus_vectors), indptr, positive_ids)[1]
     positive_scores = positive_scores.astype(np.float32)
     negatives = np.asarray(mined.indices)
     negative_scores = np.asarray(mined.scores)

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .. import _validation
-from .._validation import RowShards
+from .. import _rows
+from .._problem import RowShards
 from .outputs import atomic_write
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
@@ -102,11 +102,11 @@ class Dump:
     def check_finite(self, memory_limit: int | None = None) -> float:
         """Streams over the rows once, in chunks of a few MiB (a small share of ``memory_limit``);
         names the file and row of the first NaN/inf. Returns the largest magnitude seen."""
-        chunk_bytes = _validation.SCAN_BYTES if memory_limit is None else max(1 << 16, min(
-            _validation.SCAN_BYTES, memory_limit // 64))
+        chunk_bytes = _rows.SCAN_BYTES if memory_limit is None else max(1 << 16, min(
+            _rows.SCAN_BYTES, memory_limit // 64))
         peak = 0.0
         for number, shard in enumerate(self.shards):
-            rows, largest = _validation.first_nonfinite_row(shard, chunk_bytes)
+            rows, largest = _rows.first_nonfinite_row(shard, chunk_bytes)
             if rows is not None:
                 if self.label is not None:  # converted: one shard, rows as in the user's file
                     raise DumpError(f"{self.label}: row {rows} contains NaN or inf")

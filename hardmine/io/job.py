@@ -8,26 +8,19 @@ merged from the parts atomically, so an interrupted job never leaves a partial O
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import sys
-import time
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import _validation, api, cluster
+from .. import _rows, _validation, api, cluster
 from .dumps import (
     Dump,
     DumpError,
@@ -39,7 +32,10 @@ from .dumps import (
     load_ids,
     load_row_ids,
 )
+from . import state
 from .outputs import remove_stale_temps, write_json, write_negatives, write_npz
+from .progress import Progress
+from .state import JobError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
@@ -48,10 +44,6 @@ _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6,
 MIN_BLOCK_ROWS = 256
 #: most query rows per block (the engine parallelises inside a block)
 MAX_BLOCK_ROWS = 65536
-
-
-class JobError(Exception):
-    """A job that cannot start or continue; the CLI prints it and exits with status 2."""
 
 
 def parse_size(text: str) -> int:
@@ -118,53 +110,6 @@ def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int
             f"the first block and {per_row * MIN_BLOCK_ROWS / 2**20:.0f} MiB per {MIN_BLOCK_ROWS}-row block"
         )
     return int(max(MIN_BLOCK_ROWS, min(budget // per_row, MAX_BLOCK_ROWS, max(num_queries, 1))))
-
-
-class Progress:
-    """A tqdm bar on a terminal (rows/s, ETA, backend), a log line every few seconds otherwise,
-    nothing when quiet."""
-
-    def __init__(self, total: int, backend: str, quiet: bool):
-        self.total, self.backend, self.quiet = total, backend, quiet
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.done_at_start: int | None = None
-        self.bar = None
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="rows", unit_scale=True, desc="hardmine mine", file=sys.stderr,
-                            dynamic_ncols=True, postfix={"backend": backend})
-
-    def update(self, done: int, final: bool = False) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            if self.done_at_start is None:  # blocks saved by an earlier run: not part of the rate
-                self.done_at_start = done
-                self.bar.n = self.bar.last_print_n = done
-                self.bar.refresh()
-            else:
-                self.bar.update(done - self.bar.n)
-            if final:
-                self.bar.close()
-            return
-        now = time.monotonic()
-        if self.done_at_start is None:
-            self.done_at_start = done
-        if not final and now - self.last < 5.0:
-            return
-        self.last = now
-        rate = (done - self.done_at_start) / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_text = f"{eta:,.0f}s" if np.isfinite(eta) else "?"
-        sys.stderr.write(f"hardmine mine: {done:,}/{self.total:,} queries ({100 * done / max(self.total, 1):.1f}%), "
-                         f"{rate:,.0f} rows/s, ETA {eta_text}, backend {self.backend}\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _slice_csr(positives, start: int, stop: int):
@@ -247,42 +192,6 @@ def _open_dumps(job: Job, inputs: dict, parts: Path, quiet: bool) -> None:
             inputs[ids_name] = load_row_ids(ids_cache, inputs[role].shape[0], f"{path} --id-column")
 
 
-def _manifest(job: Job, inputs: dict, block_rows: int) -> dict:
-    try:
-        version = metadata.version("hardmine")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return {
-        "hardmine_version": version,
-        "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
-                           **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
-                              if job.mining["strategy"] == "cluster" else {})),
-        "inputs": inputs["fingerprints"],
-        "num_queries": inputs["num_queries"],
-        "block_rows": block_rows,
-    }
-
-
-def _stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:
-    """The block size a resumed run must keep, refused unless it is a positive integer."""
-    rows = old.get("block_rows")
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise JobError(f"--resume refused: {manifest_path} has block_rows {rows!r}; it must be an integer >= 1 "
-                       f"(the manifest was edited or damaged); pass --overwrite to start over")
-    return rows
-
-
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: was {a!r}, now {b!r}")
-    return out
-
-
 def _check_parameters(job: Job) -> None:
     """Runs the mining options on a 2 x 2 problem so that a bad option fails before any heavy work."""
     if job.block_rows is not None and job.block_rows < 1:
@@ -324,7 +233,7 @@ def run(job: Job) -> int:
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         out = _checked_output(job)
-        with output_lock(out):
+        with state.output_lock(out):
             return _run(job, out)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -343,90 +252,6 @@ def _checked_output(job: Job) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise JobError(f"--out {out}: folder {folder} is not writable")
     return out
-
-
-def lock_path(out: Path) -> Path:
-    return out.with_name(f".{out.name}.lock")
-
-
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``OUT`` for the whole run (mining and merge): a second
-    run on the same output refuses at once, naming the holder. The kernel drops the lock
-    when its holder dies, so a lock file left by a killed run is simply taken over."""
-    path = lock_path(out)
-    while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(handle, 4096, 0).decode(errors="replace").strip() or "another process"
-            os.close(handle)
-            raise JobError(f"{out} is being written by another hardmine mine ({holder}); wait for it to finish "
-                           f"or stop it; --overwrite does not take over a running job") from None
-        # A run that just finished may have removed the file between our open and flock:
-        # then this lock guards nothing, so take a fresh file.
-        try:
-            same = os.stat(path).st_ino == os.fstat(handle).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(handle)
-    try:
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}, started "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(handle)
-
-
-def _plan(num_queries: int, block_rows: int) -> list[tuple[int, int]]:
-    return [(start, min(num_queries, start + block_rows)) for start in range(0, num_queries, block_rows)]
-
-
-def _part_path(parts: Path, block: int) -> Path:
-    return parts / f"part-{block:06d}.npz"
-
-
-#: every part holds these arrays, with these dtypes and per-row widths (None: one value per row)
-_PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32, True),
-                "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
-
-
-def _verify_parts(parts: Path, plan: list[tuple[int, int]], width: int) -> None:
-    """Refuses, naming the part, any saved block that is unreadable, of the wrong rows or
-    columns, or not in the plan: a resume trusts nothing it did not check."""
-    expected = {_part_path(parts, block).name for block in range(len(plan))}
-    for stray in sorted(parts.glob("part-*.npz")):
-        if stray.name not in expected:
-            raise JobError(f"--resume refused: {stray} is not a block of this run's plan ({len(plan)} blocks); "
-                           f"remove it or pass --overwrite to start over")
-    for block, (start, stop) in enumerate(plan):
-        path = _part_path(parts, block)
-        if not path.exists():
-            continue
-        problem = None
-        try:
-            with np.load(path, allow_pickle=False) as part:
-                for name, (dtype, wide) in _PART_ARRAYS.items():
-                    if name not in part.files:
-                        problem = f"has no array {name!r}"
-                        break
-                    array = part[name]
-                    shape = (stop - start, width) if wide else (stop - start,)
-                    if array.shape != shape or array.dtype != dtype:
-                        problem = (f"holds {name} of shape {array.shape} and dtype {array.dtype}; block {block} "
-                                   f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
-                        break
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            problem = f"is unreadable ({type(error).__name__}: {error})"
-        if problem is not None:
-            raise JobError(f"--resume refused: {path} {problem}; delete that file to have the block mined again, "
-                           f"or pass --overwrite to start over")
 
 
 def _run(job: Job, out: Path) -> int:
@@ -465,12 +290,12 @@ def _run(job: Job, out: Path) -> int:
         except (ValueError, TypeError, OSError) as error:
             raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
                            f"over") from None
-        block_rows = _stored_block_rows(old, manifest_path, num_queries)
-        new = json.loads(json.dumps(_manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
-        differences = _differences(old, new)
+        block_rows = state.stored_block_rows(old, manifest_path, num_queries)
+        new = json.loads(json.dumps(state.manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
+        differences = state.differences(old, new)
         if differences:
             raise JobError(f"--resume refused: {manifest_path} does not match this run: " + "; ".join(differences))
-        _verify_parts(parts, _plan(num_queries, block_rows), width)
+        state.verify_parts(parts, state.plan(num_queries, block_rows), width)
     else:
         block_rows = job.block_rows or block_rows_for(
             parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"],
@@ -479,7 +304,7 @@ def _run(job: Job, out: Path) -> int:
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
             shutil.rmtree(parts)
         parts.mkdir(parents=True)
-        write_json(manifest_path, _manifest(job, inputs, block_rows))
+        write_json(manifest_path, state.manifest(job, inputs, block_rows))
     try:
         return _mine_blocks(job, out, parts, inputs, block_rows, width)
     except BaseException:
@@ -499,7 +324,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
         limit = parse_size(job.memory_limit) if job.memory_limit else None
         peaks = [inputs[role].check_finite(memory_limit=limit) for role in ("queries", "candidates")]
         if job.mining.get("metric", "dot") == "dot":
-            _validation.check_dot_range(peaks[0], peaks[1], inputs["dim"], "queries", "candidates")
+            _rows.check_dot_range(peaks[0], peaks[1], inputs["dim"], "queries", "candidates")
     except (DumpError, ValueError) as error:
         raise JobError(str(error)) from None
     except KeyboardInterrupt:
@@ -507,7 +332,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
               f"(converted inputs are kept in {parts})", file=sys.stderr)
         return 130
 
-    plan = _plan(num_queries, block_rows)
+    plan = state.plan(num_queries, block_rows)
     candidates = inputs["candidates"].shards
     reliability = None
     if job.mining["strategy"] == "cluster":  # clusters of the whole query and candidate sets, built once
@@ -521,12 +346,12 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
             n_candidate_clusters=job.clusters[1], query_threshold=job.cluster_thresholds[0],
             candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
     progress = Progress(num_queries, job.mining.get("backend", "auto"), job.quiet)
-    finished = sum(stop - start for block, (start, stop) in enumerate(plan) if _part_path(parts, block).exists())
+    finished = sum(stop - start for block, (start, stop) in enumerate(plan) if state.part_path(parts, block).exists())
     progress.update(finished)
 
     try:
         for block, (start, end) in enumerate(plan):
-            if _part_path(parts, block).exists():
+            if state.part_path(parts, block).exists():
                 continue
             kwargs = dict(job.mining)
             if "positives" in inputs:
@@ -540,7 +365,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
                 kwargs["clusters"] = reliability
             result = api.mine(inputs["queries"].rows(start, end), candidates, num_threads=job.threads,
                               check_finite=False, query_offset=start, **kwargs)
-            write_npz(_part_path(parts, block), {
+            write_npz(state.part_path(parts, block), {
                 "negative_ids": result.indices, "negative_scores": result.scores,
                 "positive_score": result.positive_scores, "num_valid": result.num_valid,
             })
@@ -560,7 +385,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
     def blocks():
         """The saved parts in order, one at a time, with row numbers mapped to ids."""
         for block, (start, stop) in enumerate(plan):
-            with np.load(_part_path(parts, block)) as part:
+            with np.load(state.part_path(parts, block)) as part:
                 columns = {name: part[name] for name in part.files}
             rows = np.arange(start, stop, dtype=np.int64)
             columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
@@ -570,7 +395,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
                 columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
             yield columns
 
-    _verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
+    state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
     write_negatives(out, blocks)
     shutil.rmtree(parts)
     if not job.quiet:

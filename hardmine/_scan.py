@@ -1,0 +1,64 @@
+"""Exact top-k over every query and candidate shard: one backend call per shard pair, the
+candidate shards' windows merged as for the concatenated matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _merge as merge
+from . import backends
+from ._problem import Problem, RowShards, restrict_candidates, restrict_queries
+
+
+def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backend's fused top-k over every query and candidate shard, merged into one exact
+    top-k: (indices, scores, per-filter tallies), as for unsharded matrices. Only
+    min(k, candidates) columns are computed: past the candidate count there is only padding."""
+    engine = backends.get(backend, device=problem.device, precision=problem.precision)
+    width = max(1, min(k, problem.candidates.rows))
+    results = [scan_candidates(engine, part, width) for part in query_shards(problem)]
+    if len(results) == 1:
+        return results[0]
+    return tuple(np.concatenate(columns) for columns in zip(*results))
+
+
+def query_shards(problem: Problem) -> list[Problem]:
+    """The problem split by query shard (each a problem of its own rows), or itself."""
+    if not isinstance(problem.queries.array, RowShards):
+        return [problem]
+    return [restrict_queries(problem, start, start + shard.rows, shard) for start, shard in problem.queries.shards()]
+
+
+def scan_candidates(engine, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not isinstance(problem.candidates.array, RowShards):
+        return engine.topk(problem, k)
+    indices, scores, tallies = None, None, 0
+    for offset, shard in problem.candidates.shards():
+        found, found_scores, counts = engine.topk(restrict_candidates(problem, offset, shard), k)
+        found = np.where(found >= 0, found + offset, -1)
+        tallies = tallies + counts
+        if indices is None:
+            indices, scores = found, found_scores
+        else:  # a running merge keeps memory at two windows however many shards there are
+            indices, scores = merge.windows(np.concatenate([indices, found], axis=1),
+                                            np.concatenate([scores, found_scores], axis=1), k,
+                                            problem.candidate_keys)
+    return indices, scores, tallies
+
+
+def padded(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, k) results from narrower ones: -1 / -inf in the missing columns."""
+    if indices.shape[1] >= k:
+        return indices[:, :k], scores[:, :k]
+    out_indices = np.full((indices.shape[0], k), -1, dtype=np.int64)
+    out_scores = np.full((indices.shape[0], k), -np.inf, dtype=np.float32)
+    out_indices[:, : indices.shape[1]] = indices
+    out_scores[:, : indices.shape[1]] = scores
+    return out_indices, out_scores
+
+
+def unsharded(problem: Problem, function: str) -> Problem:
+    if isinstance(problem.candidates.array, RowShards):
+        raise TypeError(f"{function} takes candidates as one array; a list of shards is read by topk and mine "
+                        f"(concatenate the shards for {function})")
+    return problem

@@ -1,0 +1,57 @@
+"""What this install can do: version, backends (and why a missing one failed), build facts."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from . import backends
+
+
+def info(print_result: bool = True) -> dict[str, Any]:
+    """Version, backends (with the reason each missing one failed) and build facts.
+
+    Printed as a short report unless ``print_result=False``; always returned as a dict.
+    """
+    try:
+        version = metadata.version("hardmine")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    status = backends.status()
+    build = None
+    if status.get("cpu") is None:
+        build = dict(backends.get("cpu").build_info)
+    facts = {
+        "version": version,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "backends": status,
+        "cpu_build": build,
+        "cuda": backends.cuda_status(),
+    }
+    if print_result:
+        print(format_info(facts))
+    return facts
+
+
+def format_info(facts: dict[str, Any]) -> str:
+    lines = [f"hardmine {facts['version']} (Python {facts['python']}, NumPy {facts['numpy']})", "backends:"]
+    for name, reason in facts["backends"].items():
+        lines.append(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
+    cuda = facts["cuda"]
+    if not cuda["built"]:
+        lines.append(f"  {'cuda':<10} unavailable: {cuda['reason']}")
+    elif cuda["devices"] == 0:
+        lines.append(f"  {'cuda':<10} module built ({cuda['architectures']}), no usable device: {cuda['reason']}")
+    else:
+        lines.append(f"  {'cuda':<10} module built ({cuda['architectures']}), {cuda['devices']} device(s); "
+                     "GPU top-k kernels not in this version")
+    build = facts["cpu_build"]
+    if build:
+        lines.append("cpu build:")
+        for key in ("blas", "openmp", "max_threads", "simd", "compiler", "cuda_reason"):
+            lines.append(f"  {key:<12} {build[key]}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""A run's state on disk, trusted only once checked: the output lock (one writer per
+``OUT``), the manifest (parameters, input fingerprints, block plan) and the saved parts."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+
+class JobError(Exception):
+    """A job that cannot start or continue; the CLI prints it and exits with status 2."""
+
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``OUT`` for the whole run (mining and merge): a second
+    run on the same output refuses at once, naming the holder. The kernel drops the lock
+    when its holder dies, so a lock file left by a killed run is simply taken over."""
+    path = lock_path(out)
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(handle)
+            raise JobError(f"{out} is being written by another hardmine mine ({holder}); wait for it to finish "
+                           f"or stop it; --overwrite does not take over a running job") from None
+        # A run that just finished may have removed the file between our open and flock:
+        # then this lock guards nothing, so take a fresh file.
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(handle)
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(handle)
+
+
+def plan(num_queries: int, block_rows: int) -> list[tuple[int, int]]:
+    return [(start, min(num_queries, start + block_rows)) for start in range(0, num_queries, block_rows)]
+
+
+def part_path(parts: Path, block: int) -> Path:
+    return parts / f"part-{block:06d}.npz"
+
+
+#: every part holds these arrays, with these dtypes and per-row widths (None: one value per row)
+_PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32, True),
+                "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
+
+
+def verify_parts(parts: Path, plan: list[tuple[int, int]], width: int) -> None:
+    """Refuses, naming the part, any saved block that is unreadable, of the wrong rows or
+    columns, or not in the plan: a resume trusts nothing it did not check."""
+    expected = {part_path(parts, block).name for block in range(len(plan))}
+    for stray in sorted(parts.glob("part-*.npz")):
+        if stray.name not in expected:
+            raise JobError(f"--resume refused: {stray} is not a block of this run's plan ({len(plan)} blocks); "
+                           f"remove it or pass --overwrite to start over")
+    for block, (start, stop) in enumerate(plan):
+        path = part_path(parts, block)
+        if not path.exists():
+            continue
+        problem = None
+        try:
+            with np.load(path, allow_pickle=False) as part:
+                for name, (dtype, wide) in _PART_ARRAYS.items():
+                    if name not in part.files:
+                        problem = f"has no array {name!r}"
+                        break
+                    array = part[name]
+                    shape = (stop - start, width) if wide else (stop - start,)
+                    if array.shape != shape or array.dtype != dtype:
+                        problem = (f"holds {name} of shape {array.shape} and dtype {array.dtype}; block {block} "
+                                   f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
+                        break
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            problem = f"is unreadable ({type(error).__name__}: {error})"
+        if problem is not None:
+            raise JobError(f"--resume refused: {path} {problem}; delete that file to have the block mined again, "
+                           f"or pass --overwrite to start over")
+
+
+def manifest(job, inputs: dict, block_rows: int) -> dict:
+    try:
+        version = metadata.version("hardmine")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "hardmine_version": version,
+        "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
+                           **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
+                              if job.mining["strategy"] == "cluster" else {})),
+        "inputs": inputs["fingerprints"],
+        "num_queries": inputs["num_queries"],
+        "block_rows": block_rows,
+    }
+
+
+def stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:
+    """The block size a resumed run must keep, refused unless it is a positive integer."""
+    rows = old.get("block_rows")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise JobError(f"--resume refused: {manifest_path} has block_rows {rows!r}; it must be an integer >= 1 "
+                       f"(the manifest was edited or damaged); pass --overwrite to start over")
+    return rows
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: was {a!r}, now {b!r}")
+    return out

@@ -1,0 +1,9 @@
+"""Mining hard negatives (SPEC 5.2): :func:`mine` and what it returns. The pipeline's steps
+live in :mod:`~hardmine.mining.pipeline`, its options, filters, strategies and statistics in
+the modules beside it."""
+
+from .options import MAX_SAMPLING_WINDOW, MiningOptions, mining_options
+from .pipeline import Negatives, mine
+from .stats import MiningStats
+
+__all__ = ["MAX_SAMPLING_WINDOW", "MiningOptions", "MiningStats", "Negatives", "mine", "mining_options"]
