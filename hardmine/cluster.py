@@ -189,8 +189,8 @@ def reliable_negatives(
     """
     if weight not in ("linear", "uniform"):
         raise ValueError(f"weight must be 'linear' or 'uniform'; got {weight!r}")
-    image_threshold = _cosine_threshold(image_threshold, "image_threshold")
-    text_threshold = _cosine_threshold(text_threshold, "text_threshold")
+    image_threshold = cosine_threshold(image_threshold, "image_threshold")
+    text_threshold = cosine_threshold(text_threshold, "text_threshold")
     count = v.positive_int(num_negatives, "num_negatives")
     x = v.unit_rows(images, "images")
     t = v.embeddings(texts, "texts")
@@ -233,7 +233,8 @@ class Reliability(NamedTuple):
     owner_labels: np.ndarray
 
 
-def _cosine_threshold(value: float, name: str) -> float:
+def cosine_threshold(value: float, name: str) -> float:
+    """A centroid-cosine threshold, checked (a real number, at most 1)."""
     value = v.real(value, name)
     if value > 1:  # a cluster must count as similar to itself, which keeps positives out of the draws
         raise ValueError(f"{name} is a cosine between centroids and must be <= 1; got {value}")
@@ -268,8 +269,8 @@ def reliability(
     positives and, if b is some query q''s positive, q's and q''s clusters are
     dissimilar (below ``query_threshold``) — Tagami et al.'s condition on both sides.
     """
-    query_threshold = _cosine_threshold(query_threshold, "query_threshold")
-    candidate_threshold = _cosine_threshold(candidate_threshold, "candidate_threshold")
+    query_threshold = cosine_threshold(query_threshold, "query_threshold")
+    candidate_threshold = cosine_threshold(candidate_threshold, "candidate_threshold")
     problem = v.problem(queries, candidates, metric_name="dot", exclude=positives, query_groups=query_groups,
                         candidate_groups=candidate_groups, check_finite=False)
     members = _positives.positive_members(problem)

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import _rows, _validation, api, cluster
+from .. import _rows, _validation, api, backends, cluster
+from ..mining import mining_options
+from ..mining.pipeline import POSITIVES_NEEDED
 from .dumps import (
     Dump,
     DumpError,
@@ -193,7 +195,7 @@ def _open_dumps(job: Job, inputs: dict, parts: Path, quiet: bool) -> None:
 
 
 def _check_parameters(job: Job) -> None:
-    """Runs the mining options on a 2 x 2 problem so that a bad option fails before any heavy work."""
+    """Every option checked by the validators the API uses, before any input is read."""
     if job.block_rows is not None and job.block_rows < 1:
         raise JobError(f"--block-rows must be >= 1; got {job.block_rows}")
     if job.threads is not None and job.threads < 1:
@@ -203,23 +205,22 @@ def _check_parameters(job: Job) -> None:
                        f"{job.clusters[0]},{job.clusters[1]}")
     if job.memory_limit:
         parse_size(job.memory_limit)
-    count = job.mining["num_negatives"]
-    if isinstance(count, int) and count > 2:  # the probe needs no more than its 2 candidates
-        job = Job(**{**job.__dict__, "mining": dict(job.mining, num_negatives=2)})
-    probe = np.eye(2, dtype=np.float32) + 0.5
     with_positives = bool(job.positives or job.query_groups)
-    extra = {}
+    options = {name: value for name, value in job.mining.items() if name not in ("metric", "backend")}
     try:
-        if job.mining["strategy"] == "cluster":
+        checked = mining_options(**options, exclude_keys_given=bool(job.exclude_keys),
+                                 clusters_given=job.mining["strategy"] == "cluster")
+        _validation.metric(job.mining["metric"])
+        backends.get(job.mining["backend"])
+        if checked.strategy == "cluster":
             if job.cluster_thresholds is None:
                 raise JobError("--strategy cluster needs --cluster-thresholds QUERY,CANDIDATE (centroid cosines)")
             if not with_positives:
                 raise JobError("--strategy cluster needs --positives or --query-groups/--candidate-groups")
-            extra["clusters"] = cluster.reliability(
-                probe, probe, np.array([0, 1]), n_query_clusters=1, n_candidate_clusters=1,
-                query_threshold=job.cluster_thresholds[0], candidate_threshold=job.cluster_thresholds[1])
-        api.mine(probe, probe, positives=np.array([0, 1]) if with_positives else None, num_threads=job.threads,
-                 **job.mining, **extra)
+            for value, name in zip(job.cluster_thresholds, ("query_threshold", "candidate_threshold")):
+                cluster.cosine_threshold(value, name)
+        elif checked.positive_aware and not with_positives:
+            raise JobError(POSITIVES_NEEDED)
     except (ValueError, TypeError, RuntimeError) as error:
         raise JobError(str(error)) from None
 

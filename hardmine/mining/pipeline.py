@@ -17,6 +17,8 @@ from .options import MiningOptions, mining_options
 from .stats import MiningStats, cluster_stats, mining_stats
 from .strategies import select
 
+POSITIVES_NEEDED = "margin, relative_margin and strategy='semihard' need positives or query/candidate groups"
+
 
 class Negatives(NamedTuple):
     """Result of :func:`mine`: ``indices`` (Q, n) int64 and ``scores`` (Q, n) float32
@@ -139,7 +141,7 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
     """Steps 2-5 of the window strategies: positive scores -> filters -> the admissible rank
     window from the engine -> the strategy's pick -> statistics."""
     if members is None and options.positive_aware:
-        raise ValueError("margin, relative_margin and strategy='semihard' need positives or query/candidate groups")
+        raise ValueError(POSITIVES_NEEDED)
     num_queries = problem.queries.rows
     if members is not None:
         positive_scores, pair_scores = _positives.positive_scores(problem, *members)
