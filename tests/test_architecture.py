@@ -125,3 +125,17 @@ def test_product_files_stay_small():
     long = {str(path.relative_to(PACKAGE)): count for path in PACKAGE.rglob("*.py")
             if (count := len(path.read_text().splitlines())) > 420}
     assert not long, f"split these files (over 420 lines): {long}"
+
+
+def test_backends_declare_what_they_read_and_auto_picks_by_location():
+    from hardmine import backends
+
+    for name, reason in backends.status().items():
+        if reason is None:
+            backend = backends.get(name)
+            assert "host" in backend.devices and "fp32" in backend.precisions
+    with pytest.raises(ValueError, match="backend 'reference' reads \\['host'\\] inputs in \\['fp32'\\]; these are "
+                                         "cuda inputs in fp32"):
+        backends.get("reference", device="cuda")
+    with pytest.raises(RuntimeError, match="no hardmine backend for cuda inputs"):
+        backends.get("auto", device="cuda")

@@ -389,6 +389,8 @@ def test_a_truncated_positives_npz_is_a_clear_error(dump):
     (("--threads", "0"), "--threads must be >= 1; got 0"),
     (("--strategy", "cluster", "--clusters", "0,0", "--cluster-thresholds", "0.5,0.5"),
      "--clusters takes two cluster counts >= 1"),
+    (("--strategy", "cluster", "--cluster-thresholds", "0.5,0.5", "--exclude-keys", "keys.npy"),
+     "strategy='cluster' draws among the reliable negatives; exclude_keys does not apply to it"),
 ])
 def test_bad_options_fail_at_once_and_leave_nothing(dump, args, message):
     done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", *args)
