@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _validation as v
 from ._rows import scan_rows
-from . import api
+from . import engine
 
 WEIGHTS = ("binary", "hinge")
 VARIANTS = ("full", "minibatch", "topk")
@@ -109,7 +109,7 @@ def score_unpaired(
         if k is None:
             raise ValueError("variant='topk' needs k")
         k = v.positive_int(k, "k")
-        nearest = api.topk(u, anchors, k, metric="dot", backend=backend)
+        nearest = engine.topk(u, anchors, k, metric="dot", backend=backend)
         found = np.asarray(nearest.indices)
         difference = np.asarray(nearest.scores, dtype=np.float64) - own[np.maximum(found, 0)]
         valid = found >= 0
@@ -118,7 +118,7 @@ def score_unpaired(
         return np.where(valid, np.maximum(0.0, hinge_margin + difference), 0.0).sum(axis=1)
     shifted = np.concatenate([anchors, -own.astype(np.float32)[:, None]], axis=1)
     extended = np.concatenate([u, np.ones((u.shape[0], 1), np.float32)], axis=1)
-    result = api.violations(extended, shifted, np.zeros(u.shape[0], np.float32), margin=hinge_margin,
+    result = engine.violations(extended, shifted, np.zeros(u.shape[0], np.float32), margin=hinge_margin,
                             metric="dot", backend=backend)
     return np.asarray(result.count if weight == "binary" else result.hinge_sum, dtype=np.float64)
 
@@ -151,7 +151,7 @@ def coreset(unlabeled: Any, labeled: Any, budget: int, *, metric: str = "cosine"
     best = np.full(u.shape[0], -np.inf)
     if labeled is not None and np.shape(labeled)[0]:
         lab = _rows(labeled, "labeled", metric)
-        best = np.asarray(api.topk(u, lab, 1, metric="dot", backend=backend).scores[:, 0], dtype=np.float64)
+        best = np.asarray(engine.topk(u, lab, 1, metric="dot", backend=backend).scores[:, 0], dtype=np.float64)
     picks = []
     for _ in range(min(budget, u.shape[0])):
         chosen = int(np.argmin(best))  # the farthest row; ties by the smaller id

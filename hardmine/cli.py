@@ -222,10 +222,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hardmine", description="Exact, fast hard-negative mining.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("info", help="version, backends and build facts").set_defaults(run=_info)
+def _demo_command(commands) -> None:
+    """The ``hardmine demo`` subcommand and its options."""
     demo = commands.add_parser("demo", help="generate a small embedding dump and mine it")
     demo.add_argument("--images", type=int, default=30_000, help="number of images (default 30000)")
     demo.add_argument("--captions", type=int, default=5, help="captions per image (default 5)")
@@ -237,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--keep-dump", metavar="DIR", help="only write the dump to DIR (for hardmine mine) and exit")
     demo.set_defaults(run=_demo)
 
+
+def _eval_command(commands) -> None:
+    """The ``hardmine eval`` subcommand and its options."""
     evaluate = commands.add_parser("eval", help="Recall@K both ways for image and text embedding dumps")
     evaluate.add_argument("--images", required=True, help=".npy (N, d)")
     evaluate.add_argument("--texts", required=True, help=".npy (M, d)")
@@ -246,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluate.add_argument("--backend", default="auto")
     evaluate.set_defaults(run=_eval)
 
+
+def _bench_command(commands) -> None:
+    """The ``hardmine bench`` subcommand and its options."""
     bench = commands.add_parser("bench", help="quick top-k benchmark table on generated data")
     bench.add_argument("--queries", type=int, default=1024)
     bench.add_argument("--candidates", type=int, default=65536)
@@ -253,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--k", type=int, default=10)
     bench.set_defaults(run=_bench)
 
+
+def _select_command(commands) -> None:
+    """The ``hardmine select`` subcommand and its options."""
     select = commands.add_parser(
         "select", help="active learning: the unpaired samples worth annotating (Jo et al. 2024)",
         description="Scores unpaired images (or texts with --side text) by how many paired texts they would be "
@@ -276,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     select.add_argument("--backend", default="auto")
     select.set_defaults(run=_select)
 
+
+def _mine_command(commands) -> None:
+    """The ``hardmine mine`` subcommand and its options."""
     mine = commands.add_parser(
         "mine", help="mine negatives from embedding dumps (resumable, memory-bounded)",
         description="Output columns: query_id, negative_ids (list), negative_scores (list), positive_score "
@@ -315,6 +325,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     mine.add_argument("--overwrite", action="store_true", help="replace an existing --out or unfinished run")
     mine.add_argument("--quiet", action="store_true", help="no progress output")
     mine.set_defaults(run=_mine)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hardmine", description="Exact, fast hard-negative mining.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("info", help="version, backends and build facts").set_defaults(run=_info)
+    for add in (_demo_command, _eval_command, _bench_command, _select_command, _mine_command):
+        add(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

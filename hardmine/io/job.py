@@ -317,7 +317,36 @@ def _run(job: Job, out: Path) -> int:
 
 
 def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int, width: int) -> int:
-    num_queries = inputs["num_queries"]
+    """The run after its state is settled: check the inputs, mine the missing blocks, merge."""
+    try:
+        _check_inputs(job, inputs, parts)
+    except KeyboardInterrupt:
+        print(f"\nhardmine mine: interrupted while reading the inputs; rerun with --resume to continue "
+              f"(converted inputs are kept in {parts})", file=sys.stderr)
+        return 130
+    plan = state.plan(inputs["num_queries"], block_rows)
+    reliability = _reliability(job, inputs) if job.mining["strategy"] == "cluster" else None
+    progress = Progress(inputs["num_queries"], job.mining.get("backend", "auto"), job.quiet)
+    try:
+        _mine_missing(job, parts, inputs, plan, reliability, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        done = len(list(parts.glob("part-*.npz")))
+        print(f"\nhardmine mine: interrupted; {done}/{len(plan)} blocks are saved in {parts}; "
+              f"rerun the same command with --resume to continue", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
+    write_negatives(out, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"), inputs.get("candidate_ids")))
+    shutil.rmtree(parts)
+    if not job.quiet:
+        print(f"hardmine mine: wrote {out} ({inputs['num_queries']:,} queries)", file=sys.stderr)
+    return 0
+
+
+def _check_inputs(job: Job, inputs: dict, parts: Path) -> None:
+    """Memory-maps the dumps and scans them once: NaN/inf, and float32 overflow under dot."""
     try:
         _open_dumps(job, inputs, parts, job.quiet)
         if not job.quiet:
@@ -328,77 +357,58 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
             _rows.check_dot_range(peaks[0], peaks[1], inputs["dim"], "queries", "candidates")
     except (DumpError, ValueError) as error:
         raise JobError(str(error)) from None
-    except KeyboardInterrupt:
-        print(f"\nhardmine mine: interrupted while reading the inputs; rerun with --resume to continue "
-              f"(converted inputs are kept in {parts})", file=sys.stderr)
-        return 130
 
-    plan = state.plan(num_queries, block_rows)
-    candidates = inputs["candidates"].shards
-    reliability = None
-    if job.mining["strategy"] == "cluster":  # clusters of the whole query and candidate sets, built once
-        if not job.quiet:
-            print(f"hardmine mine: clustering queries and candidates ({job.clusters[0]} and {job.clusters[1]} "
-                  f"clusters)", file=sys.stderr)
-        grouped = {"query_groups": inputs["query_groups"], "candidate_groups": inputs["candidate_groups"]} if (
-            "query_groups" in inputs) else {"positives": inputs["positives"]}
-        reliability = cluster.reliability(
-            inputs["queries"].shards, candidates, **grouped, n_query_clusters=job.clusters[0],
-            n_candidate_clusters=job.clusters[1], query_threshold=job.cluster_thresholds[0],
-            candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
-    progress = Progress(num_queries, job.mining.get("backend", "auto"), job.quiet)
+
+def _reliability(job: Job, inputs: dict):
+    """The clusters of the whole query and candidate sets, built once for every block."""
+    if not job.quiet:
+        print(f"hardmine mine: clustering queries and candidates ({job.clusters[0]} and {job.clusters[1]} "
+              f"clusters)", file=sys.stderr)
+    grouped = {"query_groups": inputs["query_groups"], "candidate_groups": inputs["candidate_groups"]} if (
+        "query_groups" in inputs) else {"positives": inputs["positives"]}
+    return cluster.reliability(
+        inputs["queries"].shards, inputs["candidates"].shards, **grouped, n_query_clusters=job.clusters[0],
+        n_candidate_clusters=job.clusters[1], query_threshold=job.cluster_thresholds[0],
+        candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
+
+
+def _mine_missing(job: Job, parts: Path, inputs: dict, plan: list[tuple[int, int]], reliability,
+                  progress: Progress) -> None:
+    """Mines every block without a saved part, each written atomically as it finishes."""
     finished = sum(stop - start for block, (start, stop) in enumerate(plan) if state.part_path(parts, block).exists())
     progress.update(finished)
+    for block, (start, end) in enumerate(plan):
+        if state.part_path(parts, block).exists():
+            continue
+        kwargs = dict(job.mining)
+        if "positives" in inputs:
+            kwargs["positives"] = _slice_csr(inputs["positives"], start, end)
+        if "query_groups" in inputs:
+            kwargs["query_groups"] = inputs["query_groups"][start:end]
+            kwargs["candidate_groups"] = inputs["candidate_groups"]
+        if "exclude_keys" in inputs:
+            kwargs["exclude_keys"] = inputs["exclude_keys"]
+        if reliability is not None:
+            kwargs["clusters"] = reliability
+        result = api.mine(inputs["queries"].rows(start, end), inputs["candidates"].shards, num_threads=job.threads,
+                          check_finite=False, query_offset=start, **kwargs)
+        write_npz(state.part_path(parts, block), {
+            "negative_ids": result.indices, "negative_scores": result.scores,
+            "positive_score": result.positive_scores, "num_valid": result.num_valid,
+        })
+        finished += end - start
+        progress.update(finished, final=finished == inputs["num_queries"])
 
-    try:
-        for block, (start, end) in enumerate(plan):
-            if state.part_path(parts, block).exists():
-                continue
-            kwargs = dict(job.mining)
-            if "positives" in inputs:
-                kwargs["positives"] = _slice_csr(inputs["positives"], start, end)
-            if "query_groups" in inputs:
-                kwargs["query_groups"] = inputs["query_groups"][start:end]
-                kwargs["candidate_groups"] = inputs["candidate_groups"]
-            if "exclude_keys" in inputs:
-                kwargs["exclude_keys"] = inputs["exclude_keys"]
-            if reliability is not None:
-                kwargs["clusters"] = reliability
-            result = api.mine(inputs["queries"].rows(start, end), candidates, num_threads=job.threads,
-                              check_finite=False, query_offset=start, **kwargs)
-            write_npz(state.part_path(parts, block), {
-                "negative_ids": result.indices, "negative_scores": result.scores,
-                "positive_score": result.positive_scores, "num_valid": result.num_valid,
-            })
-            finished += end - start
-            progress.update(finished, final=finished == num_queries)
-    except KeyboardInterrupt:
-        progress.close()
-        done = len(list(parts.glob("part-*.npz")))
-        print(f"\nhardmine mine: interrupted; {done}/{len(plan)} blocks are saved in {parts}; "
-              f"rerun the same command with --resume to continue", file=sys.stderr)
-        return 130
-    finally:
-        progress.close()
 
-    query_ids, candidate_ids = inputs.get("query_ids"), inputs.get("candidate_ids")
-
-    def blocks():
-        """The saved parts in order, one at a time, with row numbers mapped to ids."""
-        for block, (start, stop) in enumerate(plan):
-            with np.load(state.part_path(parts, block)) as part:
-                columns = {name: part[name] for name in part.files}
-            rows = np.arange(start, stop, dtype=np.int64)
-            columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
-            if candidate_ids is not None:
-                found = columns["negative_ids"]
-                named = np.asarray(candidate_ids[np.maximum(found, 0).ravel()]).reshape(found.shape)
-                columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
-            yield columns
-
-    state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
-    write_negatives(out, blocks)
-    shutil.rmtree(parts)
-    if not job.quiet:
-        print(f"hardmine mine: wrote {out} ({num_queries:,} queries)", file=sys.stderr)
-    return 0
+def _saved_blocks(parts: Path, plan: list[tuple[int, int]], query_ids, candidate_ids):
+    """The saved parts in order, one at a time, with row numbers mapped to ids."""
+    for block, (start, stop) in enumerate(plan):
+        with np.load(state.part_path(parts, block)) as part:
+            columns = {name: part[name] for name in part.files}
+        rows = np.arange(start, stop, dtype=np.int64)
+        columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
+        if candidate_ids is not None:
+            found = columns["negative_ids"]
+            named = np.asarray(candidate_ids[np.maximum(found, 0).ravel()]).reshape(found.shape)
+            columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
+        yield columns
