@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import tempfile
 import time
 from collections.abc import Sequence
@@ -328,6 +330,10 @@ def _mine_command(commands) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C / SIGINT stops a command cleanly however it was started: a process launched
+        # with SIGINT ignored (nohup, some CI runners) would otherwise never see it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="hardmine", description="Exact, fast hard-negative mining.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, backends and build facts").set_defaults(run=_info)

@@ -254,7 +254,9 @@ def test_sigint_drops_the_block_and_says_how_to_resume(tmp_path):
     np.save(tmp_path / "queries.npy", rng.standard_normal((6000, 64), dtype=np.float32))
     process = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", "--queries", "queries.npy", "--candidates",
                                 "candidates.npy", "--out", "out.parquet", "--block-rows", "300", "--threads", "1"],
-                               cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                               # started as `nohup` or some CI runners start it: SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     parts = tmp_path / "out.parquet.parts"
     while process.poll() is None and not list(parts.glob("part-*.npz")):
         time.sleep(0.002)

@@ -46,7 +46,8 @@ def test_gil_is_released_during_native_work(native):
 
 SCRIPT = textwrap.dedent(
     """
-    import sys, time, numpy as np, hardmine
+    import signal, sys, time, numpy as np, hardmine
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (nohup)
     rng = np.random.default_rng(0)
     q = rng.standard_normal((8192, 256), dtype=np.float32)
     c = rng.standard_normal((524288, 256), dtype=np.float32)
@@ -66,7 +67,7 @@ def test_ctrl_c_interrupts_a_long_call(native, tmp_path):
     # cwd outside the source tree, so the child imports the installed package
     process = subprocess.Popen(
         [sys.executable, "-c", SCRIPT.format(backend="cpu")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=tmp_path,
+        text=True, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     assert process.stdout.readline().strip() == "ready"
     time.sleep(1.0)
