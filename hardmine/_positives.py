@@ -1,10 +1,12 @@
 """Every query's positives as sparse rows (ids and group members together), their exact
-scores (float64 sums of the values the engine sees) and the keys a query may not get."""
+scores (float64 sums of the values the engine sees), the keys a query may not get, and the
+same-label pairs of a training batch."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ._interop import as_numpy
 from ._problem import Problem
 
 #: rows of (query, positive) pairs gathered at a time to compute positive scores
@@ -80,3 +82,41 @@ def key_exclusions(keys: np.ndarray, members: tuple[np.ndarray, np.ndarray] | No
     key_indptr = np.zeros(num_queries + 1, dtype=np.int64)
     np.cumsum(np.bincount(pairs[:, 0], minlength=num_queries), out=key_indptr[1:])
     return key_indptr, np.ascontiguousarray(pairs[:, 1])
+
+
+def label_pairs(emb_a, reference, anchor_labels, reference_labels, same: bool, metric: str,
+                    dtype: type = np.float64):
+    """(anchor, member, score) of every same-label pair, the diagonal left out when ``same`` (rows of
+    a batch against their own labels). Rows are sorted by label once; each label's pairs are then
+    one small product of two contiguous blocks, so only O(pairs) scores are computed and no row
+    is gathered twice."""
+    a = as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
+    r = as_numpy(reference, "emb_b")
+    a_order = np.argsort(anchor_labels, kind="stable")
+    r_order = np.argsort(reference_labels, kind="stable")
+    shared = reference is emb_a
+    a_sorted = np.asarray(a[a_order], dtype=dtype)
+    r_sorted = a_sorted if shared else np.asarray(r[r_order], dtype=dtype)
+    if metric == "cosine":
+        a_sorted = a_sorted / np.linalg.norm(a_sorted, axis=1, keepdims=True)
+        r_sorted = a_sorted if shared else r_sorted / np.linalg.norm(r_sorted, axis=1, keepdims=True)
+    a_labels, r_labels = anchor_labels[a_order], reference_labels[r_order]
+    labels = np.intersect1d(a_labels, r_labels)
+    a_start, a_stop = np.searchsorted(a_labels, labels), np.searchsorted(a_labels, labels, side="right")
+    r_start, r_stop = np.searchsorted(r_labels, labels), np.searchsorted(r_labels, labels, side="right")
+    blocks = [(a_sorted[a_start[i] : a_stop[i]] @ r_sorted[r_start[i] : r_stop[i]].T).ravel()
+              for i in range(labels.size)]
+    if not blocks:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
+    # Row-major (anchor, member) positions inside each label's block, in sorted-row numbers.
+    n, m = a_stop - a_start, r_stop - r_start
+    sizes = n * m
+    local = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    width = np.repeat(m, sizes)
+    anchors = a_order[np.repeat(a_start, sizes) + local // width]
+    members = r_order[np.repeat(r_start, sizes) + local % width]
+    scores = np.concatenate(blocks)
+    if same:
+        keep = anchors != members
+        anchors, members, scores = anchors[keep], members[keep], scores[keep]
+    return anchors, members, scores

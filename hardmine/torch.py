@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _interop, api
+from . import _positives, api
 
 STRATEGIES = ("hardest", "semihard", "top", "random")
 
@@ -131,7 +131,7 @@ def mine_in_batch(
     anchor_labels = _labels(anchor_labels, emb_a.shape[0], "labels")
     reference_labels = anchor_labels if same else _labels(reference_labels, reference.shape[0], "ref_labels")
 
-    anchors, members, pair_scores = _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same,
+    anchors, members, pair_scores = _positives.label_pairs(emb_a, reference, anchor_labels, reference_labels, same,
                                                     metric)
     empty = torch.zeros(0, dtype=torch.long, device=emb_a.device)
     if anchors.size == 0:
@@ -222,44 +222,6 @@ def _mine_torch(emb_a, reference, anchor_labels, reference_labels, same, strateg
     counts = per_pair.sum(dim=1)
     return (torch.repeat_interleave(pair_anchor, counts), torch.repeat_interleave(pair_positive, counts),
             negatives[pair_anchor][per_pair])
-
-
-def _positive_pairs(emb_a, reference, anchor_labels, reference_labels, same: bool, metric: str,
-                    dtype: type = np.float64):
-    """(anchor, member, score) of every same-label pair, the diagonal left out when ``same`` (rows of
-    a batch against their own labels). Rows are sorted by label once; each label's pairs are then
-    one small product of two contiguous blocks, so only O(pairs) scores are computed and no row
-    is gathered twice."""
-    a = _interop.as_numpy(emb_a, "emb_a")  # bfloat16 too, viewed through ml_dtypes
-    r = _interop.as_numpy(reference, "emb_b")
-    a_order = np.argsort(anchor_labels, kind="stable")
-    r_order = np.argsort(reference_labels, kind="stable")
-    shared = reference is emb_a
-    a_sorted = np.asarray(a[a_order], dtype=dtype)
-    r_sorted = a_sorted if shared else np.asarray(r[r_order], dtype=dtype)
-    if metric == "cosine":
-        a_sorted = a_sorted / np.linalg.norm(a_sorted, axis=1, keepdims=True)
-        r_sorted = a_sorted if shared else r_sorted / np.linalg.norm(r_sorted, axis=1, keepdims=True)
-    a_labels, r_labels = anchor_labels[a_order], reference_labels[r_order]
-    labels = np.intersect1d(a_labels, r_labels)
-    a_start, a_stop = np.searchsorted(a_labels, labels), np.searchsorted(a_labels, labels, side="right")
-    r_start, r_stop = np.searchsorted(r_labels, labels), np.searchsorted(r_labels, labels, side="right")
-    blocks = [(a_sorted[a_start[i] : a_stop[i]] @ r_sorted[r_start[i] : r_stop[i]].T).ravel()
-              for i in range(labels.size)]
-    if not blocks:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, dtype)
-    # Row-major (anchor, member) positions inside each label's block, in sorted-row numbers.
-    n, m = a_stop - a_start, r_stop - r_start
-    sizes = n * m
-    local = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    width = np.repeat(m, sizes)
-    anchors = a_order[np.repeat(a_start, sizes) + local // width]
-    members = r_order[np.repeat(r_start, sizes) + local % width]
-    scores = np.concatenate(blocks)
-    if same:
-        keep = anchors != members
-        anchors, members, scores = anchors[keep], members[keep], scores[keep]
-    return anchors, members, scores
 
 
 class MemoryBank:

@@ -145,3 +145,19 @@ def test_backends_declare_what_they_read_and_auto_picks_by_location():
         backends.get("reference", device="cuda")
     with pytest.raises(RuntimeError, match="no hardmine backend for cuda inputs"):
         backends.get("auto", device="cuda")
+
+
+def test_no_module_imports_another_modules_private_name():
+    known = modules()
+    crossings = []
+    for name, path in known.items():
+        if path.suffix != ".py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("hardmine")):
+                for alias in node.names:
+                    imported = alias.name
+                    is_module = any(other.endswith("." + imported) for other in known)
+                    if imported.startswith("_") and not imported.startswith("__") and not is_module:
+                        crossings.append(f"{name}: from {'.' * node.level}{node.module or ''} import {imported}")
+    assert not crossings, crossings

@@ -34,8 +34,7 @@ import torch
 from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import miners as pml_miners
 
-from .. import api
-from ..torch import _positive_pairs
+from .. import _positives, api
 
 __all__ = ["BatchEasyHardMiner", "BatchHardMiner", "MultiSimilarityMiner", "TripletMarginMiner"]
 
@@ -238,7 +237,7 @@ class BatchHardMiner(BatchEasyHardMiner):
         nearest = api.topk(q, r, 1, query_groups=labels_np, candidate_groups=ref_np)
         negative = np.asarray(nearest.indices)[:, 0]
         # Positive pairs only: one small product per label, the diagonal left out for a batch against itself.
-        anchors, members, scores = _positive_pairs(q, r, labels_np, ref_np, ref_labels is labels, "dot",
+        anchors, members, scores = _positives.label_pairs(q, r, labels_np, ref_np, ref_labels is labels, "dot",
                                                    np.float32)
         # Hardest positive: the lowest similarity (largest distance), ties by the smaller index.
         pick = np.lexsort((members, scores, anchors))
