@@ -131,3 +131,25 @@ def test_batch_hard_miner_with_the_same_labels_object_for_another_reference():
     emb, lab, _, _ = batch(7, size=40, labels=6)
     other = torch.randn(40, 16, generator=torch.Generator().manual_seed(70))
     compare(pml.BatchHardMiner(), pml_miners.BatchHardMiner(), emb, lab, other, lab)
+
+
+def circle_batch(points: int, dtype) -> tuple:
+    """2-D unit vectors at equally spaced angles: many pairs at exactly equal distances in exact
+    arithmetic, which rounding then splits one way or the other (the hardest case for ties)."""
+    angles = torch.arange(points, dtype=torch.float64) * (2 * np.pi / points)
+    emb = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).to(dtype)
+    labels = torch.arange(points) % 4
+    return emb, labels
+
+
+@pytest.mark.parametrize("distance", ["cosine", "lp-normalized", "lp-raw-squared"])
+@pytest.mark.parametrize("kind", ["all", "hard", "semihard", "easy"])
+@pytest.mark.parametrize("margin", [-0.05, 0.0, 0.05, 0.1, 0.2, 0.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triplet_margin_miner_is_identical_to_pml_on_exact_ties(distance, kind, margin, dtype):
+    emb, labels = circle_batch(24, dtype)
+    ours = pml.TripletMarginMiner(margin=margin, type_of_triplets=kind, distance=DISTANCES[distance]())
+    theirs = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=kind, distance=DISTANCES[distance]())
+    assert tuples(ours(emb, labels)) == tuples(theirs(emb, labels))
+    ref, ref_labels = circle_batch(36, dtype)
+    assert tuples(ours(emb, labels, ref, ref_labels)) == tuples(theirs(emb, labels, ref, ref_labels))

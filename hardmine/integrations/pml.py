@@ -6,7 +6,10 @@ are called the same way (``miner(embeddings, labels, ref_emb, ref_labels)``) and
 return the same set of index tuples. What changes is how they get there:
 
 - the (B, R) score matrix comes from hardmine's engine (fp16/bf16 read natively,
-  accumulated in fp32) and the distance is derived from it;
+  accumulated in fp32) and the distance is derived from it, except in
+  ``TripletMarginMiner``, which decides every triplet on PML's own distance matrix
+  (the same distance object and dtype) with PML's own float expressions, so that its
+  tuple set is identical to PML's even on exact ties;
 - ``TripletMarginMiner`` never builds PML's (B, R, R) triplet mask: per anchor
   the negatives are sorted once and each positive's admissible negatives are a
   contiguous run found by binary search on PML's own comparison, so memory is
@@ -103,41 +106,50 @@ class TripletMarginMiner(pml_miners.TripletMarginMiner):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         if not _supported(self.distance, embeddings):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
-        mat = _matrix(self.distance, embeddings, ref_emb).numpy()
+        # PML's own distance matrix (same function, same dtype; halves scored in fp32 as documented)
+        # and PML's own float expressions below: every tuple is decided on exactly PML's values, so
+        # the sets are identical even on exact ties. Only the (B, R, R) triplet mask is avoided.
+        if embeddings.dtype in (torch.float16, torch.bfloat16):
+            embeddings, ref_emb = embeddings.float(), ref_emb.float()
+        mat = self.distance(embeddings.detach(), ref_emb.detach())
         positives, negatives = (m.numpy() for m in _label_masks(labels, ref_labels, ref_labels is labels))
         inverted = self.distance.is_inverted
         # Along each anchor's negatives sorted this way, PML's triplet_margin never decreases.
-        key = np.where(negatives, -mat if inverted else mat, np.inf)
+        values = mat.numpy()
+        key = np.where(negatives, -values if inverted else values, np.inf)
         order = np.argsort(key, axis=1)  # ties have equal triplet margins: their order does not matter
-        sorted_values = np.take_along_axis(mat, order, axis=1)
-        count = negatives.sum(axis=1)
+        sorted_values = torch.from_numpy(np.take_along_axis(values, order, axis=1))  # the same numbers
+        count = torch.from_numpy(negatives.sum(axis=1))
         anchors, positive_ids = np.nonzero(positives)
-        ap = mat[anchors, positive_ids]
-        margin = np.float32(self.margin)
+        anchor_rows = torch.from_numpy(anchors)
+        ap = mat[anchor_rows, torch.from_numpy(positive_ids)]
+        margin = self.margin
+        last_column = mat.shape[1] - 1
 
-        def first_above(threshold: np.float32) -> np.ndarray:
+        def first_above(threshold: float) -> np.ndarray:
             """Per (anchor, positive): how many sorted negatives have triplet_margin <= threshold,
-            with PML's float32 expression, by a vectorised binary search."""
-            low = np.zeros(anchors.size, dtype=np.int64)
-            high = count[anchors].astype(np.int64)
+            with PML's expression and comparison (torch, the matrix's dtype, a Python scalar
+            threshold), by a vectorised binary search."""
+            low = torch.zeros(anchors.size, dtype=torch.int64)
+            high = count[anchor_rows].to(torch.int64)
             while True:
                 active = low < high
-                if not active.any():
-                    return low
+                if not bool(active.any()):
+                    return low.numpy()
                 mid = (low + high) // 2
-                an = sorted_values[anchors, np.minimum(mid, mat.shape[1] - 1)]
+                an = sorted_values[anchor_rows, mid.clamp(max=last_column)]
                 triplet_margin = (ap - an) if inverted else (an - ap)
                 ok = triplet_margin <= threshold
-                low = np.where(active & ok, mid + 1, low)
-                high = np.where(active & ~ok, mid, high)
+                low = torch.where(active & ok, mid + 1, low)
+                high = torch.where(active & ~ok, mid, high)
 
         within_margin = first_above(margin)
         if self.type_of_triplets == "easy":
-            start, stop = within_margin, count[anchors]
+            start, stop = within_margin, count.numpy()[anchors]
         elif self.type_of_triplets == "hard":
-            start, stop = np.zeros_like(within_margin), np.minimum(within_margin, first_above(np.float32(0)))
+            start, stop = np.zeros_like(within_margin), np.minimum(within_margin, first_above(0.0))
         elif self.type_of_triplets == "semihard":
-            start, stop = first_above(np.float32(0)), within_margin
+            start, stop = first_above(0.0), within_margin
         else:
             start, stop = np.zeros_like(within_margin), within_margin
         stop = np.maximum(stop, start)
