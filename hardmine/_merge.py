@@ -6,6 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 
+def candidate_cuts(num_blocks: int, threads: int, num_candidates: int, tile_rows: int) -> list[tuple[int, int]]:
+    """Contiguous candidate ranges of whole tiles for a scan of ``num_blocks`` query blocks on
+    ``threads`` workers: the whole range when the blocks alone can keep every worker busy,
+    else enough ranges (at most one per tile) that blocks x ranges covers the workers."""
+    tiles = max(1, -(-num_candidates // max(tile_rows, 1)))
+    ranges = min(-(-threads // max(num_blocks, 1)), tiles) if num_blocks < threads else 1
+    per_range = -(-tiles // max(ranges, 1)) * tile_rows
+    return [(c0, min(c0 + per_range, num_candidates)) for c0 in range(0, max(num_candidates, 1), per_range)]
+
+
 def windows(indices: np.ndarray, scores: np.ndarray, k: int, keys: np.ndarray | None):
     """Per row, the k best of several shards' windows: by score, ties by the smaller id,
     one candidate per key when ``keys`` is given (each shard already kept its key's best)."""

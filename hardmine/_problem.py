@@ -14,11 +14,6 @@ F32, F16, BF16 = 0, 1, 2
 #: where a Problem's arrays live; a backend declares which it reads (``Backend.devices``)
 HOST = "host"
 
-#: scoring precisions (SPEC 4); the engine computes fp32 today, the others come with the
-#: certified re-scoring paths, and a backend declares which it runs (``Backend.precisions``)
-PRECISIONS = ("fp32",)
-
-
 class RowShards:
     """Several (n_i, d) arrays of one dtype read as their row-wise concatenation
     (e.g. the memory maps of a directory of ``.npy`` shards), never copied whole."""

@@ -227,8 +227,9 @@ def violations(
             )
         scores = _positives.positive_scores(problem, *members)[0]
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
+    parts = _scan.query_shards(problem)
+    firsts = np.cumsum([0] + [part.queries.rows for part in parts])
     found = [engine.violations(part, scores[first : first + part.queries.rows], margin)
-             for first, part in zip(np.cumsum([0] + [p.queries.rows for p in _scan.query_shards(problem)]),
-                                    _scan.query_shards(problem))]
+             for first, part in zip(firsts, parts)]
     count, hinge_sum, max_hinge, argmax = (np.concatenate(columns) for columns in zip(*found))
     return Violations(*like_input(queries, count, hinge_sum, max_hinge, argmax, scores))

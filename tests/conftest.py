@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,9 @@ def assert_topk_matches(result, reference, dense: np.ndarray, excluded: np.ndarr
         np.testing.assert_allclose(scores[row, valid[row]], exact_ref, rtol=0, atol=tol[row] * 1.01,
                                    err_msg=f"row {row}: scores differ from the reference")
         assert np.all(np.diff(scores[row, valid[row]]) <= 0), f"row {row}: not sorted by score"
+
+
+def hardmine_mine(cwd, *args, **popen):
+    """`hardmine mine ARGS` in a subprocess (the installed package), its output captured."""
+    return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, **popen)

@@ -16,13 +16,9 @@ import pytest
 import hardmine
 from hardmine import cli
 from hardmine.io import job as offline
+from conftest import hardmine_mine
 
 pq = pytest.importorskip("pyarrow.parquet")
-
-
-def hardmine_mine(cwd, *args, **popen):
-    return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, **popen)
 
 
 @pytest.fixture

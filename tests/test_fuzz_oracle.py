@@ -13,23 +13,11 @@ from hypothesis import strategies as st
 
 import hardmine
 from conftest import available_engine_backends
+from test_fuzz import LAYOUTS, layout
 
-LAYOUTS = ("c", "fortran", "row_step", "column_step", "reversed")
 SCALES = (1e-30, 1e-12, 1.0, 1e12, 1e30)
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-def _layout(array: np.ndarray, name: str) -> np.ndarray:
-    if name == "fortran":
-        return np.asfortranarray(array)
-    if name == "row_step":
-        return np.repeat(array, 2, axis=0)[::2]
-    if name == "column_step":
-        return np.repeat(array, 2, axis=1)[:, ::2]
-    if name == "reversed":
-        return np.ascontiguousarray(array[::-1])[::-1]
-    return array
 
 
 @st.composite
@@ -55,8 +43,8 @@ def problems(draw):
         if dtype == np.float32:  # per-row extreme scales: the cosine must not care
             queries *= rng.choice(SCALES, size=(num_queries, 1))
             candidates *= rng.choice(SCALES, size=(num_candidates, 1))
-    queries = _layout(queries.astype(dtype), draw(st.sampled_from(LAYOUTS)))
-    candidates = _layout(candidates.astype(dtype), draw(st.sampled_from(LAYOUTS)))
+    queries = layout(queries.astype(dtype), draw(st.sampled_from(LAYOUTS)))
+    candidates = layout(candidates.astype(dtype), draw(st.sampled_from(LAYOUTS)))
     exclusion = draw(st.sampled_from(["none", "ids", "lists", "groups"]))
     excluded = np.zeros((num_queries, num_candidates), dtype=bool)
     options: dict = {}

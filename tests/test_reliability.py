@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import hardmine
-from conftest import available_engine_backends
+from conftest import available_engine_backends, hardmine_mine
 
 #: a child that hangs is killed after this long; a healthy run takes a few seconds
 _CHILD_TIMEOUT = 240
@@ -221,11 +221,6 @@ import time  # noqa: E402
 from hardmine import cli  # noqa: E402
 from hardmine.io import job as offline  # noqa: E402
 from hardmine.io import state  # noqa: E402
-
-
-def hardmine_mine(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture

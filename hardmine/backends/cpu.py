@@ -72,19 +72,14 @@ def _candidate_ranges(problem: Problem) -> tuple[list[tuple[int, int]], int]:
     query_rows, tile_rows = _core.block_sizes(num_queries, num_candidates, problem.queries.dim, threads)
     query_rows = problem.block_size[0] or query_rows
     tile_rows = problem.block_size[1] or tile_rows
-    blocks = -(-num_queries // max(query_rows, 1))
-    tiles = -(-num_candidates // max(tile_rows, 1))
-    ranges = min(-(-threads // max(blocks, 1)), tiles) if blocks < threads else 1
-    if ranges <= 1:
-        return [(0, num_candidates)], threads
-    per_range = -(-tiles // ranges) * tile_rows
-    cuts = [(c0, min(c0 + per_range, num_candidates)) for c0 in range(0, num_candidates, per_range)]
+    cuts = merge.candidate_cuts(-(-num_queries // max(query_rows, 1)), threads, num_candidates, tile_rows)
     return cuts, max(1, threads // len(cuts))
 
 
-def _split(problem: Problem, run: Callable[[Problem], tuple]) -> list[tuple]:
+def _split(problem: Problem, run: Callable[[Problem], tuple], ids_at: int) -> list[tuple]:
     """run(part) for each candidate range of :func:`_candidate_ranges`, concurrently (the core
-    releases the GIL), ids made global; one call on the whole problem when there is one range."""
+    releases the GIL), with the result's ``ids_at``-th array made global ids; one call on the
+    whole problem when there is one range."""
     cuts, threads = _candidate_ranges(problem)
     if len(cuts) == 1:
         return [run(problem)]
@@ -93,13 +88,11 @@ def _split(problem: Problem, run: Callable[[Problem], tuple]) -> list[tuple]:
         shard = Embeddings(problem.candidates.array[c0:c1], problem.candidates.dtype_code, problem.candidates.name)
         parts.append((c0, replace(restrict_candidates(problem, c0, shard), num_threads=threads)))
     with concurrent.futures.ThreadPoolExecutor(len(parts), thread_name_prefix="hardmine-cpu") as pool:
-        return list(pool.map(lambda item: _global_ids(run(item[1]), item[0]), parts))
+        return list(pool.map(lambda item: _global_ids(run(item[1]), item[0], ids_at), parts))
 
 
-def _global_ids(result: tuple, offset: int) -> tuple:
-    """Shifts the id array of a part's result: the first of (indices, scores, tallies), the
-    last of (count, hinge_sum, best_scores, argmax)."""
-    ids_at = 0 if result[0].dtype == np.int64 and result[0].ndim == 2 else len(result) - 1
+def _global_ids(result: tuple, offset: int, ids_at: int) -> tuple:
+    """The part's result with its id array (position ``ids_at``) shifted by ``offset``, -1 kept."""
     ids = result[ids_at]
     shifted = np.where(ids >= 0, ids + offset, -1)
     return tuple(shifted if i == ids_at else value for i, value in enumerate(result))
@@ -112,10 +105,10 @@ class CpuBackend:
     build_info = dict(_core.BUILD_INFO)
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return merge.topk(_split(problem, lambda part: self._topk(part, k)), k, problem.candidate_keys)
+        return merge.topk(_split(problem, lambda part: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
-        parts = _split(problem, lambda part: self._violations(part, positive_scores, margin))
+        parts = _split(problem, lambda part: self._violations(part, positive_scores, margin), ids_at=3)
         count, hinge_sum, best_scores, argmax = merge.violations(parts)
         hinge = np.float32(margin) + best_scores - positive_scores  # as the core computes it
         return count, hinge_sum, np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)), argmax

@@ -108,10 +108,7 @@ def _plan(problem: Problem) -> tuple[list[_WorkItem], int]:
     num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
     blocks = [(q0, min(q0 + query_rows, num_queries)) for q0 in range(0, num_queries, query_rows)]
     wanted = problem.num_threads or numba.config.NUMBA_NUM_THREADS
-    tiles = max(1, -(-num_candidates // tile_rows))
-    ranges = max(1, min(tiles, -(-wanted // max(len(blocks), 1))))
-    per_range = -(-tiles // ranges) * tile_rows
-    cuts = [(c0, min(c0 + per_range, num_candidates)) for c0 in range(0, max(num_candidates, 1), per_range)]
+    cuts = merge.candidate_cuts(len(blocks), wanted, num_candidates, tile_rows)
     items = [_WorkItem(q0, q1, c0, c1) for q0, q1 in blocks for c0, c1 in cuts]
     return items, max(1, min(wanted, len(items)))
 
