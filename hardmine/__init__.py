@@ -1,7 +1,6 @@
 """hardmine: exact, fast hard-negative mining for retrieval training data."""
 
 from .api import (
-    MAX_SAMPLING_WINDOW,
     SIMILARITY_MAX_ELEMENTS,
     MiningStats,
     Negatives,
@@ -15,7 +14,6 @@ from .api import (
 )
 
 __all__ = [
-    "MAX_SAMPLING_WINDOW",
     "SIMILARITY_MAX_ELEMENTS",
     "MiningStats",
     "Negatives",

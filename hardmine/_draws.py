@@ -3,6 +3,8 @@ backend, block size, thread count, shard layout and machine (SPEC 5.2)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -12,6 +14,16 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 
 
 _MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+class Rule(NamedTuple):
+    """How a backend's ``sample`` draws: ``temperature`` None for uniform draws; ``first_row``
+    and ``first_id`` are the global row of query 0 and id of candidate 0 of the call."""
+
+    seed: int
+    temperature: float | None
+    first_row: int = 0
+    first_id: int = 0
 
 
 def uniform(seed: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -33,3 +45,22 @@ def uniform(seed: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     state *= _MIX2
     state ^= state >> np.uint64(31)
     return ((state >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+
+
+def priorities(seed: int, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray,
+               temperature: float | None) -> np.ndarray:
+    """Each entry's float64 sampling priority; the ``n`` highest are a draw of ``n`` without
+    replacement: uniform (``-u``) or, with ``temperature``, P proportional to exp(s / temperature)
+    (``s / temperature + Gumbel(u)``, the Gumbel-top-k trick). The compiled core's sampler
+    computes the same values. ``ids`` are candidate ids, or their keys under ``exclude_keys``.
+
+    Examples
+    --------
+    >>> p = priorities(0, np.array([[0]]), np.array([[3, 4]]), np.array([[0.5, 0.1]], np.float32), None)
+    >>> p.shape, bool((p < 0).all())
+    ((1, 2), True)
+    """
+    draws = uniform(seed, rows, ids)
+    if temperature is None:
+        return -draws
+    return scores.astype(np.float64) / temperature - np.log(-np.log(draws))

@@ -51,6 +51,55 @@ def topk(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int, keys: n
     return merged_indices, merged_scores, sum(part[2] for part in parts)
 
 
+def drawn_columns(priorities: np.ndarray, count: int) -> np.ndarray:
+    """Per row, the columns of the ``count`` highest priorities (equal ones: the earlier
+    column), in column order: a draw from a window given in window order keeps that order."""
+    return np.sort(np.argsort(-priorities, axis=1, kind="stable")[:, :count], axis=1)
+
+
+def samples(parts: list[tuple[np.ndarray, ...]], count: int, keys: np.ndarray | None):
+    """(indices, scores, priorities, tallies) of disjoint candidate ranges (global ids, -1 /
+    -inf padded) merged into the draw over their union: per key the best candidate (by score,
+    then the smaller id) with the key's largest priority, then the ``count`` highest
+    priorities (equal ones in window order), returned by score descending, ties by the smaller id."""
+    if len(parts) == 1:
+        return parts[0]
+    indices = np.concatenate([part[0] for part in parts], axis=1)
+    scores = np.concatenate([part[1] for part in parts], axis=1)
+    priorities = np.concatenate([part[2] for part in parts], axis=1)
+    tallies = sum(part[3] for part in parts)
+    if keys is not None:
+        indices, scores, priorities = _best_per_key(indices, scores, priorities, keys)
+    valid = indices >= 0
+    rows = np.arange(indices.shape[0])[:, None]
+    by_window = np.lexsort((np.where(valid, indices, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)
+    indices, scores, priorities = indices[rows, by_window], scores[rows, by_window], priorities[rows, by_window]
+    kept = drawn_columns(priorities, count)
+    return (np.ascontiguousarray(indices[rows, kept]), np.ascontiguousarray(scores[rows, kept]),
+            np.ascontiguousarray(priorities[rows, kept]), tallies)
+
+
+def _best_per_key(indices: np.ndarray, scores: np.ndarray, priorities: np.ndarray, keys: np.ndarray):
+    """Per row, one entry per key: its best candidate (by score, then the smaller id) with the
+    key's largest priority; -1 / -inf padded."""
+    valid = indices >= 0
+    row = np.broadcast_to(np.arange(indices.shape[0])[:, None], indices.shape)[valid]
+    ids, entry_scores, entry_priorities = indices[valid], scores[valid], priorities[valid]
+    key = keys[ids]
+    order = np.lexsort((ids, -entry_scores.astype(np.float64), key, row))
+    row, key, ids = row[order], key[order], ids[order]
+    entry_scores, entry_priorities = entry_scores[order], entry_priorities[order]
+    first = np.flatnonzero(np.r_[True, (row[1:] != row[:-1]) | (key[1:] != key[:-1])]) if row.size else row
+    best = np.maximum.reduceat(entry_priorities, first) if row.size else entry_priorities
+    row, ids, entry_scores = row[first], ids[first], entry_scores[first]
+    column = np.arange(row.size) - np.searchsorted(row, row, side="left")
+    out_indices = np.full(indices.shape, -1, dtype=np.int64)
+    out_scores = np.full(indices.shape, -np.inf, dtype=np.float32)
+    out_priorities = np.full(indices.shape, -np.inf)
+    out_indices[row, column], out_scores[row, column], out_priorities[row, column] = ids, entry_scores, best
+    return out_indices, out_scores, out_priorities
+
+
 def violations(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]):
     """(count, hinge_sum, best_score, best_id) of candidate ranges given in candidate order,
     merged: counts and sums add; a strictly better score wins, an equal one keeps the

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import _merge as merge
 from . import backends
+from ._draws import Rule
 from ._problem import Problem, RowShards, restrict_candidates, restrict_queries
 
 
@@ -20,6 +21,32 @@ def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray
     if len(results) == 1:
         return results[0]
     return tuple(np.concatenate(columns) for columns in zip(*results))
+
+
+def sample(backend: str, problem: Problem, count: int, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The backend's one-pass draw of ``count`` admissible candidates per query over every
+    query and candidate shard (:meth:`Backend.sample`), merged as for unsharded matrices:
+    (indices, scores, per-filter tallies)."""
+    engine = backends.get(backend, device=problem.device, precision=problem.precision)
+    results, first_row = [], rule.first_row
+    for part in query_shards(problem):
+        results.append(_sample_candidates(engine, part, count, rule._replace(first_row=first_row)))
+        first_row += part.queries.rows
+    indices, scores, _, tallies = (np.concatenate(columns) for columns in zip(*results))
+    return indices, scores, tallies
+
+
+def _sample_candidates(engine, problem: Problem, count: int, rule: Rule) -> tuple:
+    if not isinstance(problem.candidates.array, RowShards):
+        return engine.sample(problem, count, rule)
+    merged = None
+    for offset, shard in problem.candidates.shards():
+        found = engine.sample(restrict_candidates(problem, offset, shard), count,
+                              rule._replace(first_id=rule.first_id + offset))
+        found = (np.where(found[0] >= 0, found[0] + offset, -1), *found[1:])
+        # a running merge keeps memory at two draws however many shards there are
+        merged = found if merged is None else merge.samples([merged, found], count, problem.candidate_keys)
+    return merged
 
 
 def query_shards(problem: Problem) -> list[Problem]:

@@ -4,10 +4,9 @@
 
 from .engine import SIMILARITY_MAX_ELEMENTS, TopK, Violations, similarity, topk, violations
 from .info import format_info, info
-from .mining import MAX_SAMPLING_WINDOW, MiningStats, Negatives, mine
+from .mining import MiningStats, Negatives, mine
 
 __all__ = [
-    "MAX_SAMPLING_WINDOW",
     "SIMILARITY_MAX_ELEMENTS",
     "MiningStats",
     "Negatives",

@@ -153,9 +153,8 @@ def mine_in_batch(
         result = api.mine(emb_a[with_positive], reference, num_negatives=count, strategy="semihard",
                           margin=float(margin), **groups)
     else:
-        window = (0, min(reference.shape[0], api.MAX_SAMPLING_WINDOW))
         result = api.mine(emb_a[with_positive], reference, num_negatives=count, strategy="random",
-                          rank_range=window, seed=seed, **groups)
+                          rank_range=(0, None), seed=seed, **groups)
     indices = np.asarray(result.indices)
     row_of = np.full(anchor_labels.size, -1, dtype=np.int64)
     row_of[with_positive] = np.arange(with_positive.size)

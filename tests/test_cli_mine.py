@@ -331,7 +331,6 @@ def test_bad_inputs_fail_cleanly_before_any_work(dump, damage, message):
     "args, message",
     [
         (("--rank-range", "9"), r"expected A:B"),
-        (("--strategy", "random"), r"samples from a bounded window"),
         (("--memory-limit", "lots"), r"cannot read 'lots'"),
         (("--memory-limit", "10MB"), r"too small"),
         (("--margin", "0.1"), r"need positives"),
@@ -455,3 +454,17 @@ def test_cluster_strategy_matches_the_api_across_blocks(dump):
     missing = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
                             "positives.npy", "--strategy", "cluster", "--out", "d.parquet")
     assert missing.returncode == 2 and "needs --cluster-thresholds" in missing.stderr
+
+
+@pytest.mark.parametrize("strategy", ["random", "softmax"])
+def test_sampling_over_an_open_window_matches_the_api_across_blocks(dump, strategy):
+    folder, queries, candidates, positives = dump
+    extra = ("--temperature", "0.2") if strategy == "softmax" else ()
+    done = hardmine_mine(folder, "--queries", "shards", "--candidates", "candidates.npy", "--positives",
+                         "positives.npy", "--strategy", strategy, *extra, "--rank-range", "10:", "--num-negatives",
+                         "5", "--seed", "4", "--block-rows", "400", "--out", "open.parquet", "--quiet")
+    assert done.returncode == 0, done.stderr
+    expected = hardmine.mine(queries, candidates, positives=positives, strategy=strategy, rank_range=(10, None),
+                             num_negatives=5, seed=4, temperature=0.2 if strategy == "softmax" else None)
+    table = pq.read_table(folder / "open.parquet").to_pydict()
+    np.testing.assert_array_equal(np.array(table["negative_ids"]), expected.indices)

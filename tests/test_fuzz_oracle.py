@@ -131,8 +131,6 @@ def test_topk_matches_the_float64_oracle(case, k, backend):
        backend=st.sampled_from(available_engine_backends()))
 def test_mined_negatives_come_from_the_oracle_window(case, count, first, span, strategy, seed, backend):
     queries, candidates, metric, options, excluded, block = case
-    if strategy != "top" and span is None:
-        span = 12  # sampling needs a bounded window (issue 12 lifts this)
     rank_range = (first, None if span is None else first + span)
     positives = options.pop("exclude", None)
     result = hardmine.mine(queries, candidates, positives=positives, num_negatives=count, strategy=strategy,

@@ -99,7 +99,6 @@ def mine(strategy: str, image_emb, caption_emb, owner, seed: int, epoch: int, fe
         return owner[found.anchor], found.anchor, found.negative, found.weight
     if strategy == "random":
         result = hardmine.mine(image_emb, caption_emb, strategy="random", num_negatives=NEGATIVES,
-                               rank_range=(0, min(caption_emb.shape[0], hardmine.MAX_SAMPLING_WINDOW)),
                                seed=seed * 100 + epoch, **groups)
     else:
         extra = {"relative_margin": 0.05} if strategy == "top+relative_margin" else {}

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 #include <vector>
@@ -149,6 +150,35 @@ void add_keys(hardmine::Exclusion& exclusion, const std::optional<py::array>& ca
   }
 }
 
+hardmine::ScoreBounds as_bounds(const std::optional<py::array>& upper_bounds,
+                               const std::optional<py::array>& lower_bounds, bool exclusive_bounds,
+                               int64_t num_queries) {
+  hardmine::ScoreBounds bounds;
+  bounds.upper = contiguous_input<float>(upper_bounds, num_queries, "upper_bounds");
+  bounds.lower = contiguous_input<float>(lower_bounds, num_queries, "lower_bounds");
+  bounds.exclusive = exclusive_bounds;
+  return bounds;
+}
+
+hardmine::FilterCounts as_tallies(const std::vector<py::array>& count_bounds, const std::vector<bool>& count_below,
+                                  std::optional<py::array>& out_counts, int64_t num_queries) {
+  hardmine::FilterCounts tallies;
+  if (count_bounds.size() > hardmine::FilterCounts::kMaxFilters ||
+      count_bounds.size() != count_below.size() || (!count_bounds.empty() && !out_counts)) {
+    throw py::value_error("count_bounds, count_below and out_counts must match (at most 6 filters)");
+  }
+  tallies.size = static_cast<int>(count_bounds.size());
+  for (int f = 0; f < tallies.size; ++f) {
+    tallies.bound[f] = contiguous_input<float>(std::optional<py::array>(count_bounds[f]), num_queries,
+                                               "count_bounds");
+    tallies.below[f] = count_below[f];
+  }
+  if (tallies.size > 0) {
+    tallies.counts = output<int64_t>(*out_counts, {num_queries, tallies.size}, "out_counts");
+  }
+  return tallies;
+}
+
 hardmine::RunOptions run_options(int64_t query_rows, int64_t candidate_rows, int num_threads) {
   if (query_rows < 0 || candidate_rows < 0) throw py::value_error("block sizes must be >= 0");
   if (num_threads < 0) throw py::value_error("num_threads must be >= 0");
@@ -211,24 +241,8 @@ PYBIND11_MODULE(_core, m) {
         auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
                                       q.rows, c.rows);
         add_keys(exclusion, candidate_keys, excluded_key_indptr, excluded_key_indices, q.rows, c.rows);
-        hardmine::ScoreBounds bounds;
-        bounds.upper = contiguous_input<float>(upper_bounds, q.rows, "upper_bounds");
-        bounds.lower = contiguous_input<float>(lower_bounds, q.rows, "lower_bounds");
-        bounds.exclusive = exclusive_bounds;
-        hardmine::FilterCounts tallies;
-        if (count_bounds.size() > hardmine::FilterCounts::kMaxFilters ||
-            count_bounds.size() != count_below.size() || (!count_bounds.empty() && !out_counts)) {
-          throw py::value_error("count_bounds, count_below and out_counts must match (at most 6 filters)");
-        }
-        tallies.size = static_cast<int>(count_bounds.size());
-        for (int f = 0; f < tallies.size; ++f) {
-          tallies.bound[f] = contiguous_input<float>(std::optional<py::array>(count_bounds[f]), q.rows,
-                                                     "count_bounds");
-          tallies.below[f] = count_below[f];
-        }
-        if (tallies.size > 0) {
-          tallies.counts = output<int64_t>(*out_counts, {q.rows, tallies.size}, "out_counts");
-        }
+        const auto bounds = as_bounds(upper_bounds, lower_bounds, exclusive_bounds, q.rows);
+        const auto tallies = as_tallies(count_bounds, count_below, out_counts, q.rows);
         int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
         const auto options = run_options(query_rows, candidate_rows, num_threads);
@@ -244,6 +258,59 @@ PYBIND11_MODULE(_core, m) {
       py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
       py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
       "Exact blocked top-k into preallocated outputs. Use hardmine.topk / hardmine.mine instead.");
+
+  m.def(
+      "sample",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         int64_t count, uint64_t seed, double temperature, int64_t first_row, int64_t first_id,
+         std::optional<py::array> query_scales, std::optional<py::array> candidate_scales,
+         std::optional<py::array> exclude_indptr, std::optional<py::array> exclude_indices,
+         std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
+         py::array out_indices, py::array out_scores, py::array out_priorities, int64_t query_rows,
+         int64_t candidate_rows, int num_threads, std::optional<py::array> candidate_keys,
+         std::optional<py::array> excluded_key_indptr, std::optional<py::array> excluded_key_indices,
+         std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds,
+         bool exclusive_bounds, std::vector<py::array> count_bounds, std::vector<bool> count_below,
+         std::optional<py::array> out_counts) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        if (count < 1) throw py::value_error("count must be >= 1; got " + std::to_string(count));
+        if (!(temperature >= 0) || std::isinf(temperature)) {
+          throw py::value_error("temperature must be finite and >= 0 (0: uniform draws)");
+        }
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
+                                      q.rows, c.rows);
+        add_keys(exclusion, candidate_keys, excluded_key_indptr, excluded_key_indices, q.rows, c.rows);
+        const auto bounds = as_bounds(upper_bounds, lower_bounds, exclusive_bounds, q.rows);
+        const auto tallies = as_tallies(count_bounds, count_below, out_counts, q.rows);
+        int64_t* indices = output<int64_t>(out_indices, {q.rows, count}, "out_indices");
+        float* scores = output<float>(out_scores, {q.rows, count}, "out_scores");
+        double* priorities = output<double>(out_priorities, {q.rows, count}, "out_priorities");
+        const hardmine::SampleRule rule{seed, temperature, first_row, first_id};
+        const auto options = run_options(query_rows, candidate_rows, num_threads);
+        run_released([&] {
+          hardmine::sample(q, c, count, scales, exclusion, bounds, tallies, rule, options, indices, scores,
+                           priorities);
+        });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("count"), py::arg("seed"), py::arg("temperature"), py::arg("first_row"), py::arg("first_id"),
+      py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
+      py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"),
+      py::arg("out_indices"), py::arg("out_scores"), py::arg("out_priorities"), py::arg("query_rows") = 0,
+      py::arg("candidate_rows") = 0, py::arg("num_threads") = 0, py::arg("candidate_keys") = py::none(),
+      py::arg("excluded_key_indptr") = py::none(), py::arg("excluded_key_indices") = py::none(),
+      py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
+      py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
+      py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
+      "Seeded draws without replacement over every admissible candidate. Use hardmine.mine instead.");
+
+  m.def(
+      "uniform_draw", &hardmine::uniform_draw, py::arg("seed"), py::arg("row"), py::arg("id"),
+      "The core's seeded uniform (0, 1) draw, for the test suite (equals hardmine._draws.uniform).");
 
   m.def(
       "violations",

@@ -101,7 +101,7 @@ class TopKHandler {
       for (; j < nc; ++j) offer(j);
       state.count[i] = count;
       state.threshold[i] = threshold;
-      if (tallies_.size > 0) tally(row, nc, query);
+      add_tallies(tallies_, row, nc, query);
     }
   }
 
@@ -125,25 +125,6 @@ class TopKHandler {
   }
 
  private:
-  void tally(const float* row, int64_t nc, int64_t query) const {
-    constexpr float kInf = std::numeric_limits<float>::infinity();
-    for (int f = 0; f < tallies_.size; ++f) {
-      const float bound = tallies_.bound[f][query];
-      const bool below = tallies_.below[f];
-      // s < bound  <=>  -inf < s <= the float just under bound
-      const float below_high = std::nextafter(bound, -kInf);
-      int64_t total = 0;
-      int64_t j = 0;
-      for (; j + 64 <= nc; j += 64) {
-        const uint64_t mask =
-            below ? within_mask64(row + j, -kInf, below_high) : above_mask64(row + j, bound);
-        total += __builtin_popcountll(mask);
-      }
-      for (; j < nc; ++j) total += below ? (row[j] < bound && row[j] > -kInf) : row[j] > bound;
-      tallies_.counts[query * tallies_.size + f] += total;
-    }
-  }
-
   // Gates for within_mask64 (low < s <= high) equivalent to the bounds' own test.
   float upper_gate(int64_t query) const {
     if (bounds_.upper == nullptr) return std::numeric_limits<float>::infinity();
@@ -182,6 +163,25 @@ class TopKHandler {
 };
 
 }  // namespace
+
+void add_tallies(const FilterCounts& tallies, const float* row, int64_t nc, int64_t query) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  for (int f = 0; f < tallies.size; ++f) {
+    const float bound = tallies.bound[f][query];
+    const bool below = tallies.below[f];
+    // s < bound  <=>  -inf < s <= the float just under bound
+    const float below_high = std::nextafter(bound, -kInf);
+    int64_t total = 0;
+    int64_t j = 0;
+    for (; j + 64 <= nc; j += 64) {
+      const uint64_t mask =
+          below ? within_mask64(row + j, -kInf, below_high) : above_mask64(row + j, bound);
+      total += __builtin_popcountll(mask);
+    }
+    for (; j < nc; ++j) total += below ? (row[j] < bound && row[j] > -kInf) : row[j] > bound;
+    tallies.counts[query * tallies.size + f] += total;
+  }
+}
 
 void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
           const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,

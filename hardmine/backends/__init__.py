@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .._draws import Rule
 from .._problem import HOST, Problem
 
 
@@ -29,6 +30,11 @@ class Backend(Protocol):
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices, scores, counts): counts is (Q, len(problem.count_bounds)) int64."""
+        ...
+
+    def sample(self, problem: Problem, count: int, rule: Rule) -> tuple[np.ndarray, ...]:
+        """(indices, scores, priorities, counts): ``count`` admissible candidates per query drawn
+        without replacement by the seeded priorities of :func:`hardmine._draws.priorities`."""
         ...
 
     def violations(

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import _merge as merge
+from .._draws import Rule
 from .._problem import F32, HOST, Embeddings, Problem, restrict_candidates
 
 
@@ -76,19 +77,19 @@ def _candidate_ranges(problem: Problem) -> tuple[list[tuple[int, int]], int]:
     return cuts, max(1, threads // len(cuts))
 
 
-def _split(problem: Problem, run: Callable[[Problem], tuple], ids_at: int) -> list[tuple]:
-    """run(part) for each candidate range of :func:`_candidate_ranges`, concurrently (the core
-    releases the GIL), with the result's ``ids_at``-th array made global ids; one call on the
-    whole problem when there is one range."""
+def _split(problem: Problem, run: Callable[[Problem, int], tuple], ids_at: int) -> list[tuple]:
+    """run(part, first id) for each candidate range of :func:`_candidate_ranges`, concurrently
+    (the core releases the GIL), with the result's ``ids_at``-th array made global ids; one
+    call on the whole problem when there is one range."""
     cuts, threads = _candidate_ranges(problem)
     if len(cuts) == 1:
-        return [run(problem)]
+        return [run(problem, 0)]
     parts = []
     for c0, c1 in cuts:
         shard = Embeddings(problem.candidates.array[c0:c1], problem.candidates.dtype_code, problem.candidates.name)
         parts.append((c0, replace(restrict_candidates(problem, c0, shard), num_threads=threads)))
     with concurrent.futures.ThreadPoolExecutor(len(parts), thread_name_prefix="hardmine-cpu") as pool:
-        return list(pool.map(lambda item: _global_ids(run(item[1]), item[0], ids_at), parts))
+        return list(pool.map(lambda item: _global_ids(run(item[1], item[0]), item[0], ids_at), parts))
 
 
 def _global_ids(result: tuple, offset: int, ids_at: int) -> tuple:
@@ -98,6 +99,21 @@ def _global_ids(result: tuple, offset: int, ids_at: int) -> tuple:
     return tuple(shifted if i == ids_at else value for i, value in enumerate(result))
 
 
+def _filters(problem: Problem, counts: np.ndarray) -> dict:
+    """The mining filters (keys, score bounds) and the tallies' bounds and output."""
+    return dict(
+        candidate_keys=problem.candidate_keys,
+        excluded_key_indptr=problem.excluded_key_indptr,
+        excluded_key_indices=problem.excluded_key_indices,
+        upper_bounds=problem.upper_bounds,
+        lower_bounds=problem.lower_bounds,
+        exclusive_bounds=problem.exclusive_bounds,
+        count_bounds=list(problem.count_bounds),
+        count_below=list(problem.count_below),
+        out_counts=counts if problem.count_bounds else None,
+    )
+
+
 class CpuBackend:
     name = "cpu"
     devices = frozenset({HOST})
@@ -105,10 +121,15 @@ class CpuBackend:
     build_info = dict(_core.BUILD_INFO)
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return merge.topk(_split(problem, lambda part: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
+        return merge.topk(_split(problem, lambda part, _: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
+
+    def sample(self, problem: Problem, count: int, rule: Rule):
+        parts = _split(problem, lambda part, first: self._sample(part, count, rule._replace(
+            first_id=rule.first_id + first)), ids_at=0)
+        return merge.samples(parts, count, problem.candidate_keys)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
-        parts = _split(problem, lambda part: self._violations(part, positive_scores, margin), ids_at=3)
+        parts = _split(problem, lambda part, _: self._violations(part, positive_scores, margin), ids_at=3)
         count, hinge_sum, best_scores, argmax = merge.violations(parts)
         hinge = np.float32(margin) + best_scores - positive_scores  # as the core computes it
         return count, hinge_sum, np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)), argmax
@@ -118,23 +139,20 @@ class CpuBackend:
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
         counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
-        _core.topk(
-            k=k,
-            out_indices=indices,
-            out_scores=scores,
-            candidate_keys=problem.candidate_keys,
-            excluded_key_indptr=problem.excluded_key_indptr,
-            excluded_key_indices=problem.excluded_key_indices,
-            upper_bounds=problem.upper_bounds,
-            lower_bounds=problem.lower_bounds,
-            exclusive_bounds=problem.exclusive_bounds,
-            count_bounds=list(problem.count_bounds),
-            count_below=list(problem.count_below),
-            out_counts=counts if problem.count_bounds else None,
-            **_common(problem),
-            **_exclusion(problem),
-        )
+        _core.topk(k=k, out_indices=indices, out_scores=scores, **_filters(problem, counts), **_common(problem),
+                   **_exclusion(problem))
         return indices, scores, counts
+
+    def _sample(self, problem: Problem, count: int, rule: Rule):
+        num_queries = problem.queries.rows
+        indices = np.empty((num_queries, count), dtype=np.int64)
+        scores = np.empty((num_queries, count), dtype=np.float32)
+        priorities = np.empty((num_queries, count), dtype=np.float64)
+        counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        _core.sample(count=count, seed=rule.seed % 2**64, temperature=rule.temperature or 0.0,
+                     first_row=rule.first_row, first_id=rule.first_id, out_indices=indices, out_scores=scores,
+                     out_priorities=priorities, **_filters(problem, counts), **_common(problem), **_exclusion(problem))
+        return indices, scores, priorities, counts
 
     def _violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

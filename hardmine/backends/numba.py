@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _merge as merge
 from . import numba_kernels as kernels
+from .._draws import Rule
 from .._problem import F16, HOST, Problem
 
 # Larger tiles than the C++ core: here each tile costs a Python round trip.
@@ -228,6 +229,39 @@ class NumbaBackend:
             block = slice(q0, q0 + parts[0][0].shape[0])
             indices[block], scores[block], tallies[block] = merge.topk(parts, k, problem.candidate_keys)
         return indices, scores, tallies
+
+    def sample(self, problem: Problem, count: int, rule: Rule):
+        num_queries = problem.queries.rows
+        exclusion = _exclusion_args(problem)
+        bounds = _bounds_args(problem)
+        has_keys = problem.candidate_keys is not None
+        seed, temperature = np.uint64(rule.seed % 2**64), float(rule.temperature or 0.0)
+
+        def work(item: _WorkItem):
+            rows = item.q1 - item.q0
+            heap_p = np.empty((rows, count), dtype=np.float64)
+            heap_s = np.empty((rows, count), dtype=np.float32)
+            heap_ids = np.empty((rows, count), dtype=np.int64)
+            heap_keys = np.empty((rows, count), dtype=np.int64)
+            sizes = np.zeros(rows, dtype=np.int64)
+            tallies = np.zeros((rows, len(problem.count_bounds)), dtype=np.int64)
+            for c0, tile in _tiles(problem, item, _query_rows(problem, item)):
+                kernels.sample_consume(tile, item.q0, c0, heap_p, heap_s, heap_ids, heap_keys, sizes, seed,
+                                       temperature, rule.first_row, rule.first_id, *exclusion, has_keys, *bounds)
+                _tally(tile, problem, item.q0, tallies)
+            kernels.sample_finish(heap_p, heap_s, heap_ids, sizes)
+            return heap_ids, heap_s, heap_p, tallies
+
+        items, workers = _plan(problem)
+        results = _run(work, items, workers)
+        merged = [np.empty((num_queries, count), dtype=dtype) for dtype in (np.int64, np.float32, np.float64)]
+        tallies = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        for q0 in sorted({item.q0 for item in items}):
+            parts = [result for item, result in zip(items, results) if item.q0 == q0]
+            block = slice(q0, q0 + parts[0][0].shape[0])
+            merged[0][block], merged[1][block], merged[2][block], tallies[block] = merge.samples(
+                parts, count, problem.candidate_keys)
+        return (*merged, tallies)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

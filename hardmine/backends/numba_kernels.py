@@ -246,3 +246,137 @@ def halves_to_float32(bits, out):
             if (half & np.uint32(0x7C00)) == np.uint32(0x7C00):
                 value |= np.uint32(0x7F800000)
             raw[i, j] = value | ((half & np.uint32(0x8000)) << np.uint32(16))
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@numba.njit("float64(uint64, int64, int64)", cache=True, nogil=True)
+def _uniform(seed, row, key):
+    """hardmine._draws.uniform for one (seed, row, id)."""
+    state = seed * _GOLDEN
+    state ^= np.uint64(row) * _MIX1
+    state ^= np.uint64(key) * _MIX2
+    state ^= state >> np.uint64(30)
+    state *= _MIX1
+    state ^= state >> np.uint64(27)
+    state *= _MIX2
+    state ^= state >> np.uint64(31)
+    return (np.float64(state >> np.uint64(11)) + 0.5) / 9007199254740992.0
+
+
+@numba.njit("boolean(float64, float32, int64, float64, float32, int64)", cache=True, nogil=True)
+def _kept_before(p_a, s_a, i_a, p_b, s_b, i_b):
+    """Higher priority first, then higher score, then the smaller index (the core's rule)."""
+    if p_a != p_b:
+        return p_a > p_b
+    return s_a > s_b or (s_a == s_b and i_a < i_b)
+
+
+@numba.njit("void(float64[::1], float32[::1], int64[::1], int64[::1], int64, int64)", cache=True, nogil=True)
+def _swap(p, s, ids, keys, a, b):
+    p[a], p[b] = p[b], p[a]
+    s[a], s[b] = s[b], s[a]
+    ids[a], ids[b] = ids[b], ids[a]
+    keys[a], keys[b] = keys[b], keys[a]
+
+
+@numba.njit("void(float64[::1], float32[::1], int64[::1], int64[::1], int64, int64)", cache=True, nogil=True)
+def _sift_down(p, s, ids, keys, slot, size):
+    """Restores the heap (root: the entry kept last) below ``slot``."""
+    while True:
+        worst = slot
+        for child in (2 * slot + 1, 2 * slot + 2):
+            if child < size and _kept_before(p[worst], s[worst], ids[worst], p[child], s[child], ids[child]):
+                worst = child
+        if worst == slot:
+            return
+        _swap(p, s, ids, keys, slot, worst)
+        slot = worst
+
+
+@numba.njit("void(float64[::1], float32[::1], int64[::1], int64[::1], int64)", cache=True, nogil=True)
+def _sift_up(p, s, ids, keys, slot):
+    while slot > 0:
+        parent = (slot - 1) // 2
+        if not _kept_before(p[parent], s[parent], ids[parent], p[slot], s[slot], ids[slot]):
+            return
+        _swap(p, s, ids, keys, parent, slot)
+        slot = parent
+
+
+_SAMPLE_ARGS = (
+    f"float32[:, ::1], int64, int64, float64[:, ::1], float32[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1], "
+    f"uint64, float64, int64, int64, {_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS}"
+)
+
+
+@numba.njit(f"void({_SAMPLE_ARGS})", cache=True, nogil=True)
+def sample_consume(
+    scores, q0, c0, heap_p, heap_s, heap_ids, heap_keys, sizes, seed, temperature, first_row, first_id,
+    indptr, indices, has_csr, query_groups, candidate_groups, has_groups, candidate_keys, key_indptr, key_indices,
+    has_key_exclusion, has_keys, upper, has_upper, lower, has_lower, exclusive,
+):
+    """The core's sampler over one score tile: per row a heap of the ``count`` highest
+    priorities (uniform: -u; softmax: s / temperature + Gumbel(u)); with keys, one entry per
+    key, its best candidate. A kept key is found by a linear search of the heap."""
+    capacity = heap_p.shape[1]
+    for row in range(scores.shape[0]):
+        query = q0 + row
+        p, s_kept, ids, keys = heap_p[row], heap_s[row], heap_ids[row], heap_keys[row]
+        size = sizes[row]
+        for j in range(scores.shape[1]):
+            s = scores[row, j]
+            if not s > -np.inf:
+                continue
+            if not _admits(query, s, upper, has_upper, lower, has_lower, exclusive):
+                continue
+            candidate = c0 + j
+            key = candidate_keys[candidate] if has_keys else first_id + candidate
+            u = _uniform(seed, first_row + query, key)
+            priority = np.float64(s) / temperature - np.log(-np.log(u)) if temperature > 0 else -u
+            if size == capacity:
+                if has_keys:
+                    if priority < p[0]:
+                        continue
+                elif not _kept_before(priority, s, candidate, p[0], s_kept[0], ids[0]):
+                    continue
+            if _excluded(query, candidate, indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
+                         candidate_keys, key_indptr, key_indices, has_key_exclusion):
+                continue
+            if has_keys:
+                slot = -1
+                for r in range(size):
+                    if keys[r] == key:
+                        slot = r
+                        break
+                if slot >= 0:
+                    if s > s_kept[slot] or (s == s_kept[slot] and candidate < ids[slot]):
+                        p[slot], s_kept[slot], ids[slot] = priority, s, candidate
+                        _sift_down(p, s_kept, ids, keys, slot, size)
+                    continue
+                if size == capacity and not _kept_before(priority, s, candidate, p[0], s_kept[0], ids[0]):
+                    continue
+            if size == capacity:
+                p[0], s_kept[0], ids[0], keys[0] = priority, s, candidate, key
+                _sift_down(p, s_kept, ids, keys, 0, size)
+            else:
+                p[size], s_kept[size], ids[size], keys[size] = priority, s, candidate, key
+                size += 1
+                _sift_up(p, s_kept, ids, keys, size - 1)
+        sizes[row] = size
+
+
+@numba.njit("void(float64[:, ::1], float32[:, ::1], int64[:, ::1], int64[::1])", cache=True, nogil=True)
+def sample_finish(heap_p, heap_s, heap_ids, sizes):
+    """Each row's draws by score descending, ties by the smaller index; -1 / -inf padded."""
+    for row in range(heap_p.shape[0]):
+        size = sizes[row]
+        order = _better_order(heap_s[row, :size].copy(), heap_ids[row, :size].copy())
+        p, s, ids = heap_p[row, :size][order], heap_s[row, :size][order], heap_ids[row, :size][order]
+        heap_p[row, :size], heap_s[row, :size], heap_ids[row, :size] = p, s, ids
+        heap_p[row, size:] = -np.inf
+        heap_s[row, size:] = -np.inf
+        heap_ids[row, size:] = -1

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _merge as merge
+from .._draws import Rule, priorities
 from .._problem import HOST, Problem
 
 _QUERY_BLOCK = 256
@@ -62,6 +64,13 @@ def outside_bounds(problem: Problem, start: int, stop: int, block: np.ndarray) -
     return outside
 
 
+def _padded(array: np.ndarray, width: int, fill) -> np.ndarray:
+    """(Q, width) from a narrower result, ``fill`` in the missing columns."""
+    out = np.full((array.shape[0], width), fill, dtype=array.dtype)
+    out[:, : array.shape[1]] = array[:, :width]
+    return out
+
+
 class ReferenceBackend:
     name = "reference"
     devices = frozenset({HOST})
@@ -92,6 +101,20 @@ class ReferenceBackend:
                 indices[start + row, : order.size] = order
                 scores[start + row, : order.size] = block[row, order]
         return indices, scores, counts
+
+    def sample(self, problem: Problem, count: int, rule: Rule):
+        """Every admissible candidate in window order (one per key), then the ``count`` highest
+        priorities among them: the direct definition the engine's one-pass samplers are tested against."""
+        indices, scores, counts = self.topk(problem, max(1, problem.candidates.rows))
+        valid = indices >= 0
+        ids = np.where(valid, indices + rule.first_id, 0)
+        if problem.candidate_keys is not None:
+            ids = np.where(valid, problem.candidate_keys[np.maximum(indices, 0)], 0)
+        rows = rule.first_row + np.arange(indices.shape[0])[:, None]
+        found = np.where(valid, priorities(rule.seed, rows, ids, scores, rule.temperature), -np.inf)
+        columns = merge.drawn_columns(found, count)
+        picked = [np.take_along_axis(array, columns, axis=1) for array in (indices, scores, found)]
+        return (*(_padded(array, count, fill) for array, fill in zip(picked, (-1, -np.inf, -np.inf))), counts)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

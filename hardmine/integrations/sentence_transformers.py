@@ -220,9 +220,6 @@ def mine_hard_negatives(
                                "max_score": max_score, "min_score": min_score, "seed": seed}
     if sampling_strategy == "random":
         options["strategy"] = "random"
-        if range_max - range_min > api.MAX_SAMPLING_WINDOW:
-            raise ValueError(f"sampling_strategy='random' samples from at most {api.MAX_SAMPLING_WINDOW} ranks; "
-                             f"got range_max - range_min = {range_max - range_min}")
     if include_positives:
         if absolute_margin is not None or relative_margin is not None:
             raise ValueError("include_positives=True keeps the positives among the candidates, so absolute_margin "

@@ -2,8 +2,8 @@
 live in :mod:`~hardmine.mining.pipeline`, its options, filters, strategies and statistics in
 the modules beside it."""
 
-from .options import MAX_SAMPLING_WINDOW, MiningOptions, mining_options
+from .options import MiningOptions, mining_options
 from .pipeline import Negatives, mine
 from .stats import MiningStats
 
-__all__ = ["MAX_SAMPLING_WINDOW", "MiningOptions", "MiningStats", "Negatives", "mine", "mining_options"]
+__all__ = ["MiningOptions", "MiningStats", "Negatives", "mine", "mining_options"]

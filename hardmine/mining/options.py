@@ -11,18 +11,15 @@ import numpy as np
 from .. import _validation as v
 from .strategies import STRATEGIES, WINDOW_SAMPLERS
 
-#: largest rank window (b - a) that ``random``/``softmax`` keep per query in memory
-MAX_SAMPLING_WINDOW = 16384
-
-
 @dataclass(frozen=True)
 class MiningOptions:
-    """Validated :func:`hardmine.mine` options; ``first``/``end`` are the scanned rank window."""
+    """Validated :func:`hardmine.mine` options; ``first``/``end`` are the scanned rank window
+    (``end`` None: to the last admissible candidate, for the sampling strategies)."""
 
     count: int
     strategy: str
     first: int
-    end: int
+    end: int | None
     margin: float | None
     relative_margin: float | None
     max_score: float | None
@@ -47,8 +44,9 @@ def _integer(value: Any, name: str) -> int:
     return int(value)
 
 
-def rank_window(rank_range: Any, count: int, strategy: str) -> tuple[int, int]:
-    """The ranks ``[first, end)`` the engine must return for ``rank_range`` and ``count`` picks."""
+def rank_window(rank_range: Any, count: int, strategy: str) -> tuple[int, int | None]:
+    """The ranks ``[first, end)`` the engine must consider for ``rank_range`` and ``count``
+    picks; ``end`` None for a sampling strategy over every rank from ``first`` on."""
     if not isinstance(rank_range, (tuple, list)) or len(rank_range) != 2:
         raise TypeError(f"rank_range must be a pair (a, b) with b None or > a; got {rank_range!r}")
     first = 0 if rank_range[0] is None else rank_range[0]
@@ -58,17 +56,10 @@ def rank_window(rank_range: Any, count: int, strategy: str) -> tuple[int, int]:
         raise ValueError(f"rank_range[0] must be >= 0; got {first}")
     first = int(first)
     if rank_range[1] is None:
-        if strategy in WINDOW_SAMPLERS:
-            raise ValueError(
-                f"strategy={strategy!r} samples from a bounded window: give rank_range=(a, b) with "
-                f"b - a <= {MAX_SAMPLING_WINDOW}, e.g. rank_range=(10, 100)"
-            )
-        return first, first + count
+        return first, None if strategy in WINDOW_SAMPLERS else first + count
     end = v.positive_int(rank_range[1], "rank_range[1]")
     if end <= first:
         raise ValueError(f"rank_range must have a < b; got {tuple(rank_range)!r}")
-    if strategy in WINDOW_SAMPLERS and end - first > MAX_SAMPLING_WINDOW:
-        raise ValueError(f"rank_range window b - a = {end - first} exceeds {MAX_SAMPLING_WINDOW} for sampling")
     if strategy not in WINDOW_SAMPLERS:
         end = min(end, first + count)  # nothing past the first `count` window ranks can be picked
     return first, end

@@ -4,18 +4,20 @@ strategy's pick -> statistics -> results in the caller's array library."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import _positives, _scan, cluster
 from .. import _validation as v
+from .._draws import Rule
 from .._interop import like_input
 from .._problem import Problem
 from . import filters
 from .options import MiningOptions, mining_options
 from .stats import MiningStats, cluster_stats, mining_stats
-from .strategies import select
+from .strategies import WINDOW_SAMPLERS, select
 
 POSITIVES_NEEDED = "margin, relative_margin and strategy='semihard' need positives or query/candidate groups"
 
@@ -70,8 +72,8 @@ def mine(
     ``rank_range=(a, b)`` keeps ranks ``a <= r < b``. Inside that window:
 
     - ``top``: the ``num_negatives`` best;
-    - ``random``: drawn uniformly without replacement (``b`` required);
-    - ``softmax``: drawn without replacement with P proportional to exp(s / temperature) (``b`` required);
+    - ``random``: drawn uniformly without replacement;
+    - ``softmax``: drawn without replacement with P proportional to exp(s / temperature);
     - ``semihard`` (FaceNet): the best with ``s_p - margin < s < s_p``. The band
       acts as a filter *before* ranking (``margin`` sets the band here, it is not
       also the upper filter), so ``rank_range`` counts semi-hard negatives;
@@ -86,8 +88,13 @@ def mine(
     id: the same for every backend, block size and thread count. ``query_offset``
     is the row number of ``queries[0]`` in a larger query set: mining that set in
     pieces (each with its offset) draws what mining it at once draws. ``random`` and
-    ``softmax`` keep ``b`` candidates per query in memory (``b - a`` at most
-    ``hardmine.MAX_SAMPLING_WINDOW`` = 16384).
+    ``softmax`` take any window: ``rank_range=(a, None)`` (every admissible candidate from
+    rank ``a`` on) is drawn in one pass keeping ``a + num_negatives`` entries per query; a
+    bounded ``(a, b)`` window keeps its ``b`` best per query (a ``b`` at or past the candidate
+    count is drawn as the open window). Both draw the same: the ``num_negatives`` highest
+    seeded priorities (``-u`` uniform, ``s / temperature + Gumbel(u)`` softmax), where
+    ``u`` depends on the seed, the query row and the candidate id (its key under
+    ``exclude_keys``).
 
     Returns
     -------
@@ -149,15 +156,38 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
         positive_scores, pair_scores = np.full(num_queries, np.nan, np.float32), None
     keys = filters.candidate_keys(exclude_keys, problem.candidates.rows)
     filtered = filters.apply(problem, options, positive_scores, members, keys)
-    window_indices, window_scores, tallies = _scan.scan(backend, filtered.problem, options.end)
-    indices, scores = select(
-        options.strategy, window_indices[:, options.first:], window_scores[:, options.first:], options.count,
-        options.seed, options.temperature, options.query_offset,
-    )
+    if options.strategy in WINDOW_SAMPLERS and (options.end or np.inf) >= problem.candidates.rows:
+        indices, scores, tallies = _draw_open_window(filtered.problem, options, backend)
+    else:
+        window_indices, window_scores, tallies = _scan.scan(backend, filtered.problem, options.end)
+        indices, scores = select(
+            options.strategy, window_indices[:, options.first:], window_scores[:, options.first:], options.count,
+            options.seed, options.temperature, options.query_offset, keys,
+        )
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
     stats = mining_stats(filtered.problem, members, pair_scores, filtered.keys, filtered.key_csr, filtered.tallied,
                          tallies, positive_scores, scores, num_valid)
     return indices, scores, positive_scores, stats
+
+
+def _draw_open_window(problem: Problem, options: MiningOptions, backend: str):
+    """``random``/``softmax`` over ranks ``first`` to the last admissible candidate, in one
+    pass with O(count) state per query: the top ``first`` (or their keys) are excluded, then
+    the backend's sampler keeps the highest seeded priorities, the same picks as a draw from
+    the window held in memory."""
+    if options.first > 0:
+        top, _, _ = _scan.scan(backend, problem, options.first)
+        if problem.candidate_keys is None:
+            indptr, indices = _positives.csr_union(
+                None if problem.exclude_indptr is None else (problem.exclude_indptr, problem.exclude_indices), top)
+            problem = dataclasses.replace(problem, exclude_indptr=indptr, exclude_indices=indices)
+        else:
+            top_keys = np.where(top >= 0, problem.candidate_keys[np.maximum(top, 0)], -1)
+            indptr, indices = _positives.csr_union((problem.excluded_key_indptr, problem.excluded_key_indices),
+                                                   top_keys)
+            problem = dataclasses.replace(problem, excluded_key_indptr=indptr, excluded_key_indices=indices)
+    rule = Rule(options.seed, options.temperature, options.query_offset)
+    return _scan.sample(backend, problem, options.count, rule)
 
 
 def _cluster_draw(problem: Problem, members, clusters, options: MiningOptions):

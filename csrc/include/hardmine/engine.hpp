@@ -40,6 +40,32 @@ void topk(const MatrixView& queries, const MatrixView& candidates, int64_t k, co
           const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
           const RunOptions& options, int64_t* out_indices, float* out_scores);
 
+/// How sample() draws. A draw depends only on (seed, global query row, global candidate id
+/// or its key), so it is the same for every block size, thread count and candidate range.
+struct SampleRule {
+  uint64_t seed = 0;
+  double temperature = 0;  ///< 0: uniform; > 0: softmax, P proportional to exp(s / temperature)
+  int64_t first_row = 0;   ///< global row of query 0
+  int64_t first_id = 0;    ///< global id of candidate 0 (the start of a candidate range)
+};
+
+/// The seeded uniform (0, 1) draw of (seed, row, id): the splitmix64 finaliser, bit for bit
+/// the one hardmine._draws.uniform computes.
+double uniform_draw(uint64_t seed, int64_t row, int64_t id);
+
+/// `count` admissible candidates per query drawn without replacement in one pass, with
+/// O(count) state per query: every admissible candidate (with candidate keys: every key,
+/// represented by its best candidate) gets a priority, -u for uniform draws and
+/// s / temperature + Gumbel(u) for softmax draws (Gumbel-top-k), and the `count` highest
+/// priorities are kept (equal ones by score, then by the smaller index).
+/// @param[out] out_indices, out_scores (Q, count): the draws by score descending, ties by
+///             the smaller index; -1 / -inf padded
+/// @param[out] out_priorities (Q, count) float64, -inf where padded (to merge candidate ranges)
+void sample(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
+            const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+            const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
+            double* out_priorities);
+
 /// Margin violations per query against every non-excluded candidate j:
 /// count = #{s_j > s_p - margin}, hinge_sum = sum max(0, margin + s_j - s_p),
 /// max_hinge/argmax = the hinge and index of the highest-scoring candidate.

@@ -39,6 +39,9 @@ extern uint64_t (*const above_mask64)(const float* x, float threshold);
 /// Bit t set when low < x[t] <= high, for t < 64 (NaN never sets a bit).
 extern uint64_t (*const within_mask64)(const float* x, float low, float high);
 
+/// Adds to tallies.counts[query] each filter's count of scores in row[0, nc) beyond its bound.
+void add_tallies(const FilterCounts& tallies, const float* row, int64_t nc, int64_t query);
+
 /// Multiplies each score row by its query scale and each column by its candidate scale.
 void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const float* query_scales,
                   const float* candidate_scales);
