@@ -138,13 +138,12 @@ def test_random_sampling_stays_in_the_window_and_is_seeded(world):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"cross_encoder": object()}, "cross_encoder is not supported"),
-    ({"use_faiss": True}, "use_faiss is not supported"),
     ({"output_format": "pairs"}, "Invalid output_format"),
     ({"range_min": 5, "range_max": 5}, "range_min must be smaller than range_max"),
     ({"num_negatives": 0}, "num_negatives must be at least 1"),
     ({"num_negatives": 9, "range_min": 0, "range_max": 5}, "Cannot mine 9 negatives"),
-    ({"include_positives": True, "relative_margin": 0.1}, "cannot be combined"),
+    ({"faiss_batch_size": 0}, "faiss_batch_size must be a positive integer"),
+    ({"output_format": "triplet", "sampling_strategy": "hardest"}, "sampling_strategy must be"),
 ])
 def test_bad_arguments(world, kwargs, message):
     dataset, _, model = world

@@ -1,10 +1,13 @@
 """``mine_hard_negatives`` with sentence-transformers' parameters and output formats, on hardmine.
 
-A drop-in for ``sentence_transformers.util.mine_hard_negatives``: same
-arguments, same deduplication of queries and corpus texts, same output columns
-(``triplet``, ``n-tuple``, ``labeled-pair``, ``labeled-list``, with
-``output_scores``), returned as a ``datasets.Dataset``. Additionally it takes
-precomputed embeddings instead of a model::
+A drop-in for ``sentence_transformers.util.mine_hard_negatives``: every argument
+of the original with its behaviour (prompts, ``batch_size``, ``cache_folder``
+shared with the original, ``use_multi_process``, ``cross_encoder`` rescoring,
+the model's ``similarity_fn_name``), the same deduplication of queries and corpus
+texts, the same output columns (``triplet``, ``n-tuple``, ``labeled-pair``,
+``labeled-list``, with ``output_scores``) in the same row order, returned as a
+``datasets.Dataset``, and the same messages. Additionally it takes precomputed
+embeddings instead of a model::
 
     from hardmine.integrations.sentence_transformers import mine_hard_negatives
     triplets = mine_hard_negatives(dataset, query_embeddings=q, corpus_embeddings=c, num_negatives=5,
@@ -17,12 +20,21 @@ Differences, by decision:
   those, so with margins or score limits it can run out of negatives where
   hardmine still finds them; when it does not run out, the negatives are the
   same (``sampling_strategy="top"``; tested against the real library).
+  The skipped-candidate counts it prints are over the whole corpus.
 - ``sampling_strategy="random"`` draws with hardmine's seeded, reproducible
   draws (``seed``), not Python's ``random`` module: the same distribution, not
   the same draws.
-- ``cross_encoder`` rescoring, ``use_multi_process``, ``use_faiss`` and
-  ``cache_folder`` are not supported (a clear error says so); use the original
-  for cross-encoder rescoring.
+- ``use_faiss`` is accepted and changes nothing: hardmine's exact engine serves
+  the search (the original's exact path, not FAISS's), and faiss need not be
+  installed. ``faiss_batch_size`` is the number of queries scored at a time where
+  a score block is built (a similarity that is not a dot product, or positives
+  kept under a margin); the engine bounds its own memory otherwise.
+- With a ``cross_encoder`` and a filter, each query's ``range_max + max_positives``
+  best bi-encoder candidates are rescored, as in the original (rescoring the whole
+  corpus would cost a cross-encoder pass per pair); without a filter the
+  cross-encoder is not used, as in the original.
+- ``include_positives=True`` with a margin is allowed, as in the original (which
+  warns that positives may then be discarded).
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import _positives, api
+import logging
 
-FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+from .. import _positives, api
+from . import _st_encoding, _st_mining, _st_output
+
+logger = logging.getLogger(__name__)
 
 
 class FixedEmbeddingModel:
@@ -41,15 +56,14 @@ class FixedEmbeddingModel:
     ``rows`` maps each text to its (already normalised) vector. It lets the original
     sentence-transformers function run on precomputed embeddings, e.g. to compare with this one."""
 
-    similarity_fn_name = "cosine"
-
     class model_card_data:  # noqa: N801 (mirrors the attribute name)
         base_model = "fixed-embeddings"
 
-    def __init__(self, rows: dict[str, np.ndarray]):
+    def __init__(self, rows: dict[str, np.ndarray], similarity_fn_name: str = "cosine"):
         import torch
 
         self.rows = rows
+        self.similarity_fn_name = similarity_fn_name
         self.device = torch.device("cpu")
         self.dim = int(next(iter(rows.values())).shape[0])
 
@@ -62,14 +76,14 @@ class FixedEmbeddingModel:
     encode_query = encode_document = _encode
 
     def similarity(self, a, b):
-        import torch
+        from sentence_transformers import SimilarityFunction
 
-        return torch.as_tensor(a) @ torch.as_tensor(b).T
+        return SimilarityFunction.to_similarity_fn(self.similarity_fn_name)(a, b)
 
     def similarity_pairwise(self, a, b):
-        import torch
+        from sentence_transformers import SimilarityFunction
 
-        return (torch.as_tensor(a) * torch.as_tensor(b)).sum(dim=1)
+        return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(a, b)
 
 
 def _embeddings(value: Any, rows: int, name: str, what: str) -> np.ndarray:
@@ -79,6 +93,67 @@ def _embeddings(value: Any, rows: int, name: str, what: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[0] != rows:
         raise ValueError(f"{name} must have shape ({rows}, d), one row per {what}; got {array.shape}")
     return array
+
+
+#: similarity_fn_name -> hardmine metric, for the similarities the engine computes itself
+ENGINE_METRICS = {"cosine": "cosine", "dot": "dot"}
+
+
+def _similarity(model) -> tuple[str, Any]:
+    """(name, f(queries, corpus) -> float32 scores) of the model's own similarity function."""
+    name = getattr(model, "similarity_fn_name", None) or "cosine"  # precomputed embeddings: cosine
+    if name not in ("cosine", "dot", "euclidean", "manhattan"):
+        raise ValueError(f"model.similarity_fn_name must be cosine, dot, euclidean or manhattan; got {name!r}")
+
+    def scores(queries, corpus):
+        import torch
+        from sentence_transformers import SimilarityFunction
+
+        values = SimilarityFunction.to_similarity_fn(name)(torch.as_tensor(queries), torch.as_tensor(corpus))
+        return values.detach().cpu().float().numpy()
+
+    return name, scores
+
+
+def _arguments(dataset, range_min, range_max, max_score, min_score, absolute_margin, relative_margin,
+               num_negatives, sampling_strategy, include_positives, output_format, output_scores, faiss_batch_size,
+               as_triplets, margin):
+    """The original's argument checks, warnings and renames, in its order."""
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty. Please provide a non-empty dataset.")
+    if faiss_batch_size <= 0:
+        raise ValueError(f"faiss_batch_size must be a positive integer, got {faiss_batch_size}.")
+    if as_triplets is not None:
+        output_format = "triplet" if as_triplets else "n-tuple"
+        logger.warning("The `as_triplets` parameter is deprecated. Use the `output_format` parameter instead. "
+                       f"Setting `output_format` to `{output_format}`.")
+    if include_positives:
+        if (range_min != 0 or range_max is not None or max_score is not None or min_score is not None
+                or absolute_margin is not None or relative_margin is not None or margin is not None
+                or sampling_strategy != "top"):
+            logger.warning("When using `include_positives=True`, updating `range_min`, `range_max`, `max_score`, "
+                           "`min_score`, `absolute_margin`, `relative_margin`, or `sampling_strategy` from the default "
+                           "values may still discard the positive values.")
+        if output_format != "n-tuple":
+            logger.warning('When using `include_positives=True`, `output_format` will be set to `"n-tuple"` to '
+                           'ensure that the ranking order is preserved.')
+            output_format = "n-tuple"
+    if output_format == "n-tuple-scores":
+        logger.warning('`output_format="n-tuple-scores"` is deprecated. Use `output_format="n-tuple"` with '
+                       "`output_scores=True` instead for equivalent output formats.")
+        output_format, output_scores = "n-tuple", True
+    if output_format not in _st_output.FORMATS:
+        raise ValueError(f"Invalid output_format: {output_format}. Must be one of 'triplet', 'n-tuple', "
+                         f"'labeled-pair', or 'labeled-list'.")
+    if margin is not None:
+        absolute_margin = margin
+        logger.warning("The `margin` parameter is deprecated. Use the `absolute_margin` and/or `relative_margin` "
+                       f"parameter instead. Setting `absolute_margin` to `{absolute_margin}`.")
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be at least 1, got num_negatives={num_negatives}.")
+    if sampling_strategy not in ("top", "random"):
+        raise ValueError(f"sampling_strategy must be 'top' or 'random'; got {sampling_strategy!r}")
+    return output_format, output_scores, absolute_margin
 
 
 def mine_hard_negatives(
@@ -120,22 +195,16 @@ def mine_hard_negatives(
     """Hard negatives for a dataset of (anchor, positive) text pairs; see the module docstring.
 
     Give ``model`` (a SentenceTransformer, encoded as sentence-transformers does,
-    normalised) or both ``query_embeddings`` (one row per dataset row, aligned
-    with the anchor column) and ``corpus_embeddings`` (one row per ``corpus``
-    text when ``corpus`` is given, else one per dataset row, aligned with the
-    positive column). Scores are cosine similarities.
+    normalised, scored by its ``similarity_fn_name``) or both ``query_embeddings``
+    (one row per dataset row, aligned with the anchor column) and
+    ``corpus_embeddings`` (one row per ``corpus`` text when ``corpus`` is given,
+    else one per dataset row, aligned with the positive column), scored by cosine.
     """
     from datasets import Dataset
 
-    for name, value in (("cross_encoder", cross_encoder), ("use_multi_process", use_multi_process),
-                        ("use_faiss", use_faiss), ("cache_folder", cache_folder)):
-        if value:
-            raise ValueError(f"{name} is not supported by hardmine's mine_hard_negatives (the search is exact and "
-                             f"in-process); use sentence_transformers.util.mine_hard_negatives for it")
-    if len(dataset) == 0:
-        raise ValueError("The dataset is empty. Please provide a non-empty dataset.")
-    if faiss_batch_size <= 0:
-        raise ValueError(f"faiss_batch_size must be a positive integer, got {faiss_batch_size}.")
+    output_format, output_scores, absolute_margin = _arguments(
+        dataset, range_min, range_max, max_score, min_score, absolute_margin, relative_margin, num_negatives,
+        sampling_strategy, include_positives, output_format, output_scores, faiss_batch_size, as_triplets, margin)
     if (model is None) == (query_embeddings is None or corpus_embeddings is None):
         raise ValueError("give either model, or both query_embeddings and corpus_embeddings")
     columns = dataset.column_names
@@ -145,21 +214,6 @@ def mine_hard_negatives(
         if len(columns) < 2:
             raise ValueError("Dataset must contain at least two columns to select the positive column automatically.")
         positive_column_name = columns[1]
-    if as_triplets is not None:
-        output_format = "triplet" if as_triplets else "n-tuple"
-    if include_positives:
-        output_format = "n-tuple"  # as sentence-transformers: keeps the ranking order
-    if output_format == "n-tuple-scores":
-        output_format, output_scores = "n-tuple", True
-    if output_format not in FORMATS:
-        raise ValueError(f"Invalid output_format: {output_format}. Must be one of 'triplet', 'n-tuple', "
-                         f"'labeled-pair', or 'labeled-list'.")
-    if margin is not None:
-        absolute_margin = margin
-    if num_negatives < 1:
-        raise ValueError(f"num_negatives must be at least 1, got num_negatives={num_negatives}.")
-    if sampling_strategy not in ("top", "random"):
-        raise ValueError(f"sampling_strategy must be 'top' or 'random'; got {sampling_strategy!r}")
 
     anchors = list(dataset[anchor_column_name])
     positive_texts = list(dataset[positive_column_name])
@@ -174,10 +228,15 @@ def mine_hard_negatives(
         if corpus_index[positive] not in ids:
             ids.append(corpus_index[positive])
     counts = np.array([len(p) for p in positive_lists], dtype=np.int64)
-    max_positives = int(np.unique(anchors, return_counts=True)[1].max())
+    rows_per_query = np.unique(anchors, return_counts=True)[1]
+    max_positives = int(rows_per_query.max())
+    filters = {"absolute_margin": absolute_margin, "relative_margin": relative_margin, "max_score": max_score,
+               "min_score": min_score}
+    rescore = cross_encoder is not None and any(value is not None for value in filters.values())
 
     if range_max is None:
-        filtered = absolute_margin is not None or relative_margin is not None or max_score is not None
+        filtered = (absolute_margin is not None or relative_margin is not None or max_score is not None
+                    or (cross_encoder is not None and min_score is not None))
         range_max = range_min + num_negatives * (10 if filtered else 1) + max_positives
         if verbose:
             print(f"Setting range_max to {range_max} based on the provided parameters.")
@@ -188,113 +247,112 @@ def mine_hard_negatives(
                          f"range_max={range_max}.")
     if num_negatives > range_max - range_min:
         raise ValueError(f"Cannot mine {num_negatives} negatives per query: only {range_max - range_min} candidates "
-                         f"remain after skipping the first range_min={range_min} of range_max={range_max}.")
+                         f"remain after skipping the first range_min={range_min} of range_max={range_max}. Consider "
+                         f"decreasing num_negatives or range_min, or increasing range_max.")
+    if verbose and len(queries) != len(anchors):
+        print(f"Found {len(queries)} unique queries out of {len(anchors)} total queries.")
+    if verbose and max_positives > 1:
+        print(f"Found an average of {np.mean(rows_per_query):.3f} positives per query.")
 
     if model is not None:
-        if getattr(model, "similarity_fn_name", "cosine") not in ("cosine", "dot", None):
-            raise ValueError(f"model.similarity_fn_name={model.similarity_fn_name!r}: hardmine mines by cosine/dot")
-        common = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True,
-                  "show_progress_bar": verbose}
-        corpus_vectors = model.encode_document(texts, prompt_name=corpus_prompt_name, prompt=corpus_prompt, **common)
-        query_vectors = model.encode_query(queries, prompt_name=query_prompt_name, prompt=query_prompt, **common)
+        query_vectors, corpus_vectors = _st_encoding.encode(
+            model, queries, texts, batch_size=batch_size, query_prompt_name=query_prompt_name,
+            query_prompt=query_prompt, corpus_prompt_name=corpus_prompt_name, corpus_prompt=corpus_prompt,
+            use_multi_process=use_multi_process, cache_folder=cache_folder, verbose=verbose)
+        query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
+        corpus_vectors = np.ascontiguousarray(corpus_vectors, dtype=np.float32)
     else:
-        rows = _embeddings(query_embeddings, len(anchors), "query_embeddings", "dataset row")
-        first_anchor = {text: i for i, text in reversed(list(enumerate(anchors)))}
-        query_vectors = rows[[first_anchor[q] for q in queries]]
-        if separate_corpus:
-            given = _embeddings(corpus_embeddings, len(corpus), "corpus_embeddings", "corpus text")
-            first_row = {text: i for i, text in reversed(list(enumerate(corpus)))}
-            missing = [text for text in texts if text not in first_row]
-            if missing:
-                raise ValueError(f"corpus_embeddings covers `corpus` only, but {len(missing)} positive(s) are not in "
-                                 f"the corpus, e.g. {missing[0]!r}; add them to corpus and corpus_embeddings")
-            corpus_vectors = given[[first_row[text] for text in texts]]
-        else:
-            given = _embeddings(corpus_embeddings, len(positive_texts), "corpus_embeddings", "dataset row")
-            first_row = {text: i for i, text in reversed(list(enumerate(positive_texts)))}
-            corpus_vectors = given[[first_row[text] for text in texts]]
+        query_vectors, corpus_vectors = _given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts,
+                                                          corpus if separate_corpus else None, positive_texts)
+    name, similarity = _similarity(model)
+    metric = ENGINE_METRICS.get(name)
 
     indptr = np.concatenate([[0], np.cumsum(counts)])
     positive_ids = np.array([i for ids in positive_lists for i in ids], dtype=np.int64)
-    options: dict[str, Any] = {"num_negatives": num_negatives, "rank_range": (range_min, range_max),
-                               "max_score": max_score, "min_score": min_score, "seed": seed}
-    if sampling_strategy == "random":
-        options["strategy"] = "random"
-    if include_positives:
-        if absolute_margin is not None or relative_margin is not None:
-            raise ValueError("include_positives=True keeps the positives among the candidates, so absolute_margin "
-                             "and relative_margin (which would remove them) cannot be combined with it")
-        mined = api.mine(query_vectors, corpus_vectors, metric="cosine", backend=backend, **options)
+    pair_query = np.repeat(np.arange(len(queries)), counts)
+    if rescore:
+        pairs = [(queries[q], texts[p]) for q, p in zip(pair_query, positive_ids)]
+        positive_scores = _st_encoding.predict(cross_encoder, [pairs], batch_size=batch_size,
+                                               use_multi_process=use_multi_process, verbose=False)[0]
+    elif metric is not None:
+        problem = _problem(query_vectors, corpus_vectors, metric)
+        positive_scores = _positives.positive_scores(problem, indptr, positive_ids)[1].astype(np.float32)
     else:
-        mined = api.mine(query_vectors, corpus_vectors, positives=(indptr, positive_ids), metric="cosine",
-                         margin=absolute_margin, relative_margin=relative_margin, backend=backend, **options)
-    positive_scores = _positives.positive_scores(_problem(query_vectors, corpus_vectors), indptr, positive_ids)[1]
-    positive_scores = positive_scores.astype(np.float32)
-    negatives = np.asarray(mined.indices)
-    negative_scores = np.asarray(mined.scores)
-    data = _assemble(output_format, output_scores, anchor_column_name, positive_column_name, queries, texts,
-                     counts, positive_ids, positive_scores, negatives, negative_scores)
+        positive_scores = _pairwise(name, query_vectors[pair_query], corpus_vectors[positive_ids])
+    s_p = (np.minimum.reduceat(positive_scores, indptr[:-1]) if positive_scores.size
+           else np.zeros(len(queries), np.float32))
+    pick = dict(filters=filters, range_min=range_min, range_max=range_max, num_negatives=num_negatives,
+                strategy=sampling_strategy, seed=seed)
+    if rescore:
+        width = range_max + max_positives
+        ids = _st_mining.top_candidates(similarity, query_vectors, corpus_vectors, width, metric, faiss_batch_size)
+        groups = [[(queries[q], texts[j]) for j in ids[q] if j >= 0] for q in range(len(queries))]
+        rescored = _st_encoding.predict(cross_encoder, groups, batch_size=batch_size,
+                                        use_multi_process=use_multi_process, verbose=verbose)
+        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        for q, values in enumerate(rescored):
+            scores[q, : values.size] = values
+        excluded = (np.zeros(ids.shape, dtype=bool) if include_positives
+                    else _st_mining.positive_mask(ids, 0, indptr, positive_ids))
+        negatives, negative_scores, removed = _st_mining.window_pick(ids, scores, excluded, s_p, first_row=0, **pick)
+        candidates_seen = ids.size
+    elif metric is None or (include_positives and (absolute_margin is not None or relative_margin is not None)):
+        negatives, negative_scores, removed = _st_mining.blockwise(
+            similarity, query_vectors, corpus_vectors, indptr, positive_ids, s_p, include_positives,
+            faiss_batch_size, **pick)
+        candidates_seen = len(queries) * len(texts)
+    else:
+        options: dict[str, Any] = {"num_negatives": num_negatives, "rank_range": (range_min, range_max),
+                                   "max_score": max_score, "min_score": min_score, "seed": seed,
+                                   "strategy": sampling_strategy, "metric": metric, "backend": backend}
+        if include_positives:
+            mined = api.mine(query_vectors, corpus_vectors, **options)
+        else:
+            mined = api.mine(query_vectors, corpus_vectors, positives=(indptr, positive_ids), margin=absolute_margin,
+                             relative_margin=relative_margin, **options)
+        negatives, negative_scores = np.asarray(mined.indices), np.asarray(mined.scores)
+        removed = {("absolute_margin" if key == "margin" else key): count for key, count in mined.stats.removed.items()}
+        candidates_seen = len(queries) * len(texts) - (0 if include_positives else positive_ids.size)
     if verbose:
-        print(mined.stats.table())
-    return Dataset.from_dict(data)
+        print("Negative candidates mined, preparing dataset...")
+    data = _st_output.assemble(output_format, output_scores, anchor_column_name, positive_column_name, queries,
+                               texts, counts, positive_ids, positive_scores, negatives, negative_scores)
+    output = Dataset.from_dict(data)
+    if verbose:
+        _st_output.report(output_format, len(output), len(dataset), counts, positive_scores, negatives,
+                          negative_scores, num_negatives, removed, candidates_seen, filters, range_min)
+    return output
 
 
-def _problem(queries, candidates):
+def _given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts, corpus, positive_texts):
+    """Precomputed embeddings aligned with the deduplicated queries and corpus texts."""
+    rows = _embeddings(query_embeddings, len(anchors), "query_embeddings", "dataset row")
+    first_anchor = {text: i for i, text in reversed(list(enumerate(anchors)))}
+    query_vectors = rows[[first_anchor[q] for q in queries]]
+    if corpus is not None:
+        given = _embeddings(corpus_embeddings, len(corpus), "corpus_embeddings", "corpus text")
+        first_row = {text: i for i, text in reversed(list(enumerate(corpus)))}
+        missing = [text for text in texts if text not in first_row]
+        if missing:
+            raise ValueError(f"corpus_embeddings covers `corpus` only, but {len(missing)} positive(s) are not in "
+                             f"the corpus, e.g. {missing[0]!r}; add them to corpus and corpus_embeddings")
+    else:
+        given = _embeddings(corpus_embeddings, len(positive_texts), "corpus_embeddings", "dataset row")
+        first_row = {text: i for i, text in reversed(list(enumerate(positive_texts)))}
+    corpus_vectors = given[[first_row[text] for text in texts]]
+    return (np.ascontiguousarray(query_vectors, dtype=np.float32), np.ascontiguousarray(corpus_vectors, dtype=np.float32))
+
+
+def _pairwise(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The model's pairwise similarity (``SimilarityFunction``), float32."""
+    import torch
+    from sentence_transformers import SimilarityFunction
+
+    values = SimilarityFunction.to_similarity_pairwise_fn(name)(torch.as_tensor(a), torch.as_tensor(b))
+    return values.detach().cpu().float().numpy()
+
+
+def _problem(queries, candidates, metric: str):
     from .. import _validation as v
 
-    return v.problem(queries, candidates, metric_name="cosine")
-
-
-def _assemble(output_format, output_scores, anchor, positive, queries, texts, counts, positive_ids, positive_scores,
-              negatives, negative_scores) -> dict[str, list]:
-    """The columns sentence-transformers writes, row for row in its order."""
-    pair_query = np.repeat(np.arange(len(queries)), counts)  # one (query, positive) pair per entry
-    valid = negatives >= 0
-    data: dict[str, list] = {}
-    if output_format == "triplet":
-        rows = negatives[pair_query]
-        keep = valid[pair_query]
-        per_pair = keep.sum(axis=1)
-        data[anchor] = [queries[q] for q in np.repeat(pair_query, per_pair)]
-        data[positive] = [texts[p] for p in np.repeat(positive_ids, per_pair)]
-        data["negative"] = [texts[n] for n in rows[keep]]
-        if output_scores:
-            data["scores"] = [[float(a), float(b)] for a, b in
-                              zip(np.repeat(positive_scores, per_pair), negative_scores[pair_query][keep])]
-    elif output_format == "n-tuple":
-        full = valid[pair_query].all(axis=1)
-        pairs = np.flatnonzero(full)
-        data[anchor] = [queries[pair_query[i]] for i in pairs]
-        data[positive] = [texts[positive_ids[i]] for i in pairs]
-        for j in range(negatives.shape[1]):
-            data[f"negative_{j + 1}"] = [texts[negatives[pair_query[i], j]] for i in pairs]
-        if output_scores:
-            data["scores"] = [[float(positive_scores[i])] + negative_scores[pair_query[i]].astype(float).tolist()
-                              for i in pairs]
-    elif output_format == "labeled-pair":
-        data[anchor], data[positive] = [], []
-        values: list = []
-        start = 0
-        for q, count in enumerate(counts):
-            for i in range(start, start + count):
-                data[anchor].append(queries[q])
-                data[positive].append(texts[positive_ids[i]])
-                values.append(float(positive_scores[i]) if output_scores else 1)
-            start += count
-            for n, score in zip(negatives[q][valid[q]], negative_scores[q][valid[q]]):
-                data[anchor].append(queries[q])
-                data[positive].append(texts[n])
-                values.append(float(score) if output_scores else 0)
-        data["score" if output_scores else "label"] = values
-    else:  # labeled-list
-        pairs = np.flatnonzero(valid[pair_query].any(axis=1))
-        data[anchor] = [queries[pair_query[i]] for i in pairs]
-        data[positive] = [[texts[positive_ids[i]]] + [texts[n] for n in negatives[pair_query[i]][valid[pair_query[i]]]]
-                          for i in pairs]
-        if output_scores:
-            data["scores"] = [[float(positive_scores[i])]
-                              + negative_scores[pair_query[i]][valid[pair_query[i]]].astype(float).tolist()
-                              for i in pairs]
-        else:
-            data["labels"] = [[1] + [0] * int(valid[pair_query[i]].sum()) for i in pairs]
-    return data
+    return v.problem(queries, candidates, metric_name=metric)

@@ -1,0 +1,97 @@
+"""How the sentence-transformers drop-in gets its embeddings, as the original does: query and
+corpus texts encoded with their own prompts (``encode_query`` / ``encode_document``,
+normalised), optionally through the model's multi-process pool, and cached in
+``cache_folder`` under the original's file names (so the two share a cache)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def cache_file(cache_folder: str, kind: str, model, prompt: str | None, prompt_name: str | None,
+               texts: list[str]) -> str:
+    """``{kind}_embeddings_{sha256}.npy``: the hash covers the model name, the prompt, the
+    prompt name and every text, so a changed prompt never reuses a stale cache."""
+    model_name = getattr(getattr(model, "model_card_data", None), "base_model", None) or ""
+    digest = hashlib.sha256(repr((model_name, prompt, prompt_name, texts)).encode(), usedforsecurity=False)
+    return os.path.join(cache_folder, f"{kind}_embeddings_{digest.hexdigest()}.npy")
+
+
+def _save(path: str, array: np.ndarray) -> None:
+    """Written beside its final name and renamed, so a crash never leaves a truncated cache."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npy")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, array)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def encode(model, queries: list[str], corpus: list[str], *, batch_size: int, query_prompt_name: str | None,
+           query_prompt: str | None, corpus_prompt_name: str | None, corpus_prompt: str | None,
+           use_multi_process: bool | list[str], cache_folder: str | None, verbose: bool) -> tuple[Any, Any]:
+    """(query embeddings, corpus embeddings), float32 and normalised, from the cache or the model."""
+    vectors: dict[str, Any] = {"query": None, "corpus": None}
+    files: dict[str, str] = {}
+    if cache_folder:
+        os.makedirs(cache_folder, exist_ok=True)
+        files = {"query": cache_file(cache_folder, "query", model, query_prompt, query_prompt_name, queries),
+                 "corpus": cache_file(cache_folder, "corpus", model, corpus_prompt, corpus_prompt_name, corpus)}
+        for kind, path in files.items():
+            if os.path.exists(path):
+                vectors[kind] = np.load(path)
+                if verbose:
+                    print(f"[Cache] Loaded {kind} embeddings from {path} (shape={vectors[kind].shape})")
+    if vectors["query"] is None or vectors["corpus"] is None:
+        pool = None
+        if use_multi_process:
+            pool = model.start_multi_process_pool(
+                target_devices=None if isinstance(use_multi_process, bool) else use_multi_process)
+        try:
+            common = {"pool": pool, "batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True,
+                      "show_progress_bar": verbose}
+            if vectors["corpus"] is None:
+                vectors["corpus"] = model.encode_document(corpus, prompt_name=corpus_prompt_name, prompt=corpus_prompt,
+                                                          **common)
+            if vectors["query"] is None:
+                vectors["query"] = model.encode_query(queries, prompt_name=query_prompt_name, prompt=query_prompt,
+                                                      **common)
+        finally:
+            if pool is not None:
+                model.stop_multi_process_pool(pool)
+    for kind, path in files.items():
+        if not os.path.exists(path):
+            _save(path, np.asarray(vectors[kind]))
+            if verbose:
+                print(f"[Cache] Saved {kind} embeddings to {path}")
+    return vectors["query"], vectors["corpus"]
+
+
+def predict(cross_encoder, groups: list[list[tuple[str, str]]], *, batch_size: int,
+            use_multi_process: bool | list[str], verbose: bool) -> list[np.ndarray]:
+    """``cross_encoder.predict`` of each group of pairs (one call per group, batched as the
+    original batches them, so the scores are the same to the last bit), through the
+    cross-encoder's multi-process pool when asked; float32."""
+    pool = None
+    if use_multi_process:
+        pool = cross_encoder.start_multi_process_pool(
+            target_devices=None if isinstance(use_multi_process, bool) else use_multi_process)
+    try:
+        out = []
+        for pairs in tqdm(groups, desc="Rescoring with CrossEncoder", disable=not verbose):
+            scores = (cross_encoder.predict(pairs, batch_size=batch_size, convert_to_numpy=True,
+                                            show_progress_bar=False, pool=pool) if pairs else [])
+            out.append(np.asarray(scores, dtype=np.float32).reshape(len(pairs)))
+        return out
+    finally:
+        if pool is not None:
+            cross_encoder.stop_multi_process_pool(pool)
