@@ -66,6 +66,27 @@ def test_hardmine_mine(benchmark, world, record, backend):
     assert np.all(result.num_valid == 5)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "numba"])
+def test_hardmine_random_over_every_rank(benchmark, world, record, backend):
+    """``random`` over ranks 10 to the end (the open window): one pass, O(a + n) per query."""
+    queries, corpus, positives, _, _ = world
+    result = run(benchmark, lambda: hardmine.mine(
+        queries, corpus, positives=positives, strategy="random", rank_range=(10, None), num_negatives=5, seed=0,
+        backend=backend,
+    ))
+    record("mining", f"hardmine random ranks 10.. ({backend})", benchmark, flops(queries, corpus))
+    assert np.all(result.num_valid == 5)
+
+
+def test_sentence_transformers_random_over_every_rank(benchmark, world, record):
+    """The original's way to the same draw: range_max = the corpus size (a full per-query sort)."""
+    queries, corpus, *_ = world
+    mined = run(benchmark, lambda: st_mine(world, "random", rank_range=(10, corpus.shape[0] - 1),
+                                           relative_margin=None))
+    record("mining", "sentence-transformers random ranks 10..", benchmark, flops(queries, corpus))
+    assert len(mined) == queries.shape[0]
+
+
 def st_mine(world, strategy, rank_range=WINDOW, relative_margin=0.05):
     queries, corpus, _, dataset, corpus_texts = world
     model = FixedEmbeddingModel({**{f"q{i}": row for i, row in enumerate(queries)},
