@@ -58,12 +58,16 @@ def drawn_columns(priorities: np.ndarray, count: int) -> np.ndarray:
 
 
 def samples(parts: list[tuple[np.ndarray, ...]], count: int, keys: np.ndarray | None):
-    """(indices, scores, priorities, tallies) of disjoint candidate ranges (global ids, -1 /
-    -inf padded) merged into the draw over their union: per key the best candidate (by score,
-    then the smaller id) with the key's largest priority, then the ``count`` highest
-    priorities (equal ones in window order), returned by score descending, ties by the smaller id."""
+    """(indices, scores, priorities, tallies, top indices, top scores) of disjoint candidate
+    ranges (global ids, -1 / -inf padded) merged into the draw over their union: per key the
+    best candidate (by score, then the smaller id) with the key's largest priority, then the
+    ``count`` highest priorities (equal ones in window order), by score descending, ties by
+    the smaller id; the top ranks merged as :func:`topk` merges them."""
     if len(parts) == 1:
         return parts[0]
+    top_width = parts[0][4].shape[1]
+    top = windows(np.concatenate([part[4] for part in parts], axis=1),
+                  np.concatenate([part[5] for part in parts], axis=1), top_width, keys)
     indices = np.concatenate([part[0] for part in parts], axis=1)
     scores = np.concatenate([part[1] for part in parts], axis=1)
     priorities = np.concatenate([part[2] for part in parts], axis=1)
@@ -76,7 +80,46 @@ def samples(parts: list[tuple[np.ndarray, ...]], count: int, keys: np.ndarray | 
     indices, scores, priorities = indices[rows, by_window], scores[rows, by_window], priorities[rows, by_window]
     kept = drawn_columns(priorities, count)
     return (np.ascontiguousarray(indices[rows, kept]), np.ascontiguousarray(scores[rows, kept]),
-            np.ascontiguousarray(priorities[rows, kept]), tallies)
+            np.ascontiguousarray(priorities[rows, kept]), tallies, *top)
+
+
+def _in_rows(values: np.ndarray, reference: np.ndarray, reference_valid: np.ndarray) -> np.ndarray:
+    """(Q, w) True where ``values[q, j]`` is among the valid entries of ``reference[q]``
+    (any int64 values: they are sorted with their row, never combined into one number)."""
+    num_rows = values.shape[0]
+    ref_rows = np.broadcast_to(np.arange(num_rows)[:, None], reference.shape)[reference_valid]
+    val_rows = np.broadcast_to(np.arange(num_rows)[:, None], values.shape).ravel()
+    rows = np.concatenate([ref_rows, val_rows])
+    items = np.concatenate([reference[reference_valid], values.ravel()])
+    is_reference = np.concatenate([np.ones(ref_rows.size, bool), np.zeros(val_rows.size, bool)])
+    order = np.lexsort((~is_reference, items, rows))  # per (row, value): reference entries first
+    sorted_rows, sorted_items = rows[order], items[order]
+    starts = np.r_[True, (sorted_rows[1:] != sorted_rows[:-1]) | (sorted_items[1:] != sorted_items[:-1])]
+    group_has_reference = is_reference[order][np.flatnonzero(starts)]
+    found = np.empty(order.size, dtype=bool)
+    found[order] = group_has_reference[np.cumsum(starts) - 1]
+    return found[ref_rows.size :].reshape(values.shape)
+
+
+def without_top(indices: np.ndarray, scores: np.ndarray, priorities: np.ndarray, top: np.ndarray, count: int,
+                keys: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The draw of ``count`` from ranks ``a`` on, out of a draw of ``count + a`` over every
+    rank and the top ``a`` (``top``, -1 padded): the entries of the top ``a`` (with ``keys``:
+    of their keys) are dropped and the ``count`` highest priorities of the rest kept, in
+    window order, -1 / -inf padded at the end."""
+    if top.shape[1] == 0:
+        return indices[:, :count], scores[:, :count]
+    ids = indices if keys is None else keys[np.maximum(indices, 0)]
+    top_ids = top if keys is None else keys[np.maximum(top, 0)]
+    valid = (indices >= 0) & ~_in_rows(ids, top_ids, top >= 0)
+    kept = drawn_columns(np.where(valid, priorities, -np.inf), count)
+    picked = np.take_along_axis(valid, kept, axis=1)
+    order = np.argsort(~picked, axis=1, kind="stable")  # kept draws first, still in window order
+    kept = np.take_along_axis(kept, order, axis=1)
+    picked = np.take_along_axis(picked, order, axis=1)
+    out_indices = np.where(picked, np.take_along_axis(indices, kept, axis=1), -1)
+    out_scores = np.where(picked, np.take_along_axis(scores, kept, axis=1), np.float32(-np.inf)).astype(np.float32)
+    return out_indices, out_scores
 
 
 def _best_per_key(indices: np.ndarray, scores: np.ndarray, priorities: np.ndarray, keys: np.ndarray):

@@ -44,22 +44,6 @@ def positive_members(problem: Problem) -> tuple[np.ndarray, np.ndarray] | None:
     return indptr, np.ascontiguousarray(pairs[:, 1])
 
 
-def csr_union(csr: tuple[np.ndarray, np.ndarray] | None, extra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR rows ``csr`` (or none) with each row's ids in ``extra`` ((Q, w), -1 ignored)
-    added: sorted and distinct per row, as the engine reads exclusions."""
-    num_queries = extra.shape[0]
-    valid = extra >= 0
-    rows = [np.broadcast_to(np.arange(num_queries, dtype=np.int64)[:, None], extra.shape)[valid]]
-    ids = [extra[valid]]
-    if csr is not None:
-        rows.append(np.repeat(np.arange(num_queries, dtype=np.int64), np.diff(csr[0])))
-        ids.append(csr[1])
-    pairs = np.unique(np.stack([np.concatenate(rows), np.concatenate(ids)], axis=1), axis=0)
-    indptr = np.zeros(num_queries + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pairs[:, 0], minlength=num_queries), out=indptr[1:])
-    return indptr, np.ascontiguousarray(pairs[:, 1])
-
-
 def pair_scores(problem: Problem, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """float64 score of each (query row, candidate id) pair, gathered in chunks."""
     dots = np.empty(rows.shape[0], dtype=np.float64)

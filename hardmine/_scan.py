@@ -23,27 +23,32 @@ def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray
     return tuple(np.concatenate(columns) for columns in zip(*results))
 
 
-def sample(backend: str, problem: Problem, count: int, rule: Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The backend's one-pass draw of ``count`` admissible candidates per query over every
-    query and candidate shard (:meth:`Backend.sample`), merged as for unsharded matrices:
-    (indices, scores, per-filter tallies)."""
+def sample(backend: str, problem: Problem, count: int, rule: Rule, skip: int = 0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``count`` admissible candidates per query drawn from rank ``skip`` on, in one pass of the
+    backend's sampler over every query and candidate shard (:meth:`Backend.sample` draws
+    ``count + skip`` and finds the top ``skip`` in the same tiles; those are then dropped):
+    (indices, scores, per-filter tallies), as for unsharded matrices."""
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
+    width = count + skip
     results, first_row = [], rule.first_row
     for part in query_shards(problem):
-        results.append(_sample_candidates(engine, part, count, rule._replace(first_row=first_row)))
+        found = _sample_candidates(engine, part, width, rule._replace(first_row=first_row), skip)
+        indices, scores = merge.without_top(found[0], found[1], found[2], found[4], count, part.candidate_keys)
+        results.append((indices, scores, found[3]))
         first_row += part.queries.rows
-    indices, scores, _, tallies = (np.concatenate(columns) for columns in zip(*results))
-    return indices, scores, tallies
+    return tuple(np.concatenate(columns) for columns in zip(*results))
 
 
-def _sample_candidates(engine, problem: Problem, count: int, rule: Rule) -> tuple:
+def _sample_candidates(engine, problem: Problem, count: int, rule: Rule, skip: int) -> tuple:
     if not isinstance(problem.candidates.array, RowShards):
-        return engine.sample(problem, count, rule)
+        return engine.sample(problem, count, rule, skip)
     merged = None
     for offset, shard in problem.candidates.shards():
         found = engine.sample(restrict_candidates(problem, offset, shard), count,
-                              rule._replace(first_id=rule.first_id + offset))
-        found = (np.where(found[0] >= 0, found[0] + offset, -1), *found[1:])
+                              rule._replace(first_id=rule.first_id + offset), skip)
+        found = tuple(np.where(array >= 0, array + offset, -1) if position in (0, 4) else array
+                      for position, array in enumerate(found))
         # a running merge keeps memory at two draws however many shards there are
         merged = found if merged is None else merge.samples([merged, found], count, problem.candidate_keys)
     return merged

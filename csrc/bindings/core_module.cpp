@@ -271,10 +271,14 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> excluded_key_indptr, std::optional<py::array> excluded_key_indices,
          std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds,
          bool exclusive_bounds, std::vector<py::array> count_bounds, std::vector<bool> count_below,
-         std::optional<py::array> out_counts) {
+         std::optional<py::array> out_counts, int64_t top_k, std::optional<py::array> out_top_indices,
+         std::optional<py::array> out_top_scores) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_dims(q, c);
+        if (top_k < 0 || (top_k > 0) != (out_top_indices.has_value() && out_top_scores.has_value())) {
+          throw py::value_error("top_k must be >= 0, with out_top_indices and out_top_scores exactly when > 0");
+        }
         if (count < 1) throw py::value_error("count must be >= 1; got " + std::to_string(count));
         if (!(temperature >= 0) || std::isinf(temperature)) {
           throw py::value_error("temperature must be finite and >= 0 (0: uniform draws)");
@@ -289,11 +293,14 @@ PYBIND11_MODULE(_core, m) {
         int64_t* indices = output<int64_t>(out_indices, {q.rows, count}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, count}, "out_scores");
         double* priorities = output<double>(out_priorities, {q.rows, count}, "out_priorities");
+        int64_t* top_indices =
+            top_k > 0 ? output<int64_t>(*out_top_indices, {q.rows, top_k}, "out_top_indices") : nullptr;
+        float* top_scores = top_k > 0 ? output<float>(*out_top_scores, {q.rows, top_k}, "out_top_scores") : nullptr;
         const hardmine::SampleRule rule{seed, temperature, first_row, first_id};
         const auto options = run_options(query_rows, candidate_rows, num_threads);
         run_released([&] {
           hardmine::sample(q, c, count, scales, exclusion, bounds, tallies, rule, options, indices, scores,
-                           priorities);
+                           priorities, top_k, top_indices, top_scores);
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
@@ -305,7 +312,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("excluded_key_indptr") = py::none(), py::arg("excluded_key_indices") = py::none(),
       py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
       py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
-      py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
+      py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(), py::arg("top_k") = 0,
+      py::arg("out_top_indices") = py::none(), py::arg("out_top_scores") = py::none(),
       "Seeded draws without replacement over every admissible candidate. Use hardmine.mine instead.");
 
   m.def(

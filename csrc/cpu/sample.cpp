@@ -10,11 +10,13 @@
 #include <utility>
 #include <vector>
 
-#include "hardmine/tiling.hpp"
+#include "hardmine/topk_handler.hpp"
 
 namespace hardmine {
 
-double uniform_draw(uint64_t seed, int64_t row, int64_t id) {
+namespace {
+
+inline __attribute__((always_inline)) double draw_of(uint64_t seed, int64_t row, int64_t id) {
   constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
   constexpr uint64_t kMix1 = 0xBF58476D1CE4E5B9ULL;
   constexpr uint64_t kMix2 = 0x94D049BB133111EBULL;
@@ -29,7 +31,30 @@ double uniform_draw(uint64_t seed, int64_t row, int64_t id) {
   return (static_cast<double>(state >> 11) + 0.5) / 9007199254740992.0;  // 2^53
 }
 
-namespace {
+// out[t] = the draw of (seed, row, ids[t]), or of first_id + t without ids. The same loop
+// built twice: with AVX-512DQ eight 64-bit multiplies run at once (vpmullq), which turns the
+// hash from most of an open-window scan's extra cost into a small part of it.
+inline __attribute__((always_inline)) void draws_loop(uint64_t seed, int64_t row, const int64_t* ids,
+                                                      int64_t first_id, int64_t n, double* out) {
+  if (ids != nullptr) {
+    for (int64_t t = 0; t < n; ++t) out[t] = draw_of(seed, row, ids[t]);
+  } else {
+    for (int64_t t = 0; t < n; ++t) out[t] = draw_of(seed, row, first_id + t);
+  }
+}
+
+__attribute__((target("avx512f,avx512dq"))) void draws_avx512(uint64_t seed, int64_t row, const int64_t* ids,
+                                                              int64_t first_id, int64_t n, double* out) {
+  draws_loop(seed, row, ids, first_id, n, out);
+}
+
+void draws_portable(uint64_t seed, int64_t row, const int64_t* ids, int64_t first_id, int64_t n, double* out) {
+  draws_loop(seed, row, ids, first_id, n, out);
+}
+
+using DrawsFn = void (*)(uint64_t, int64_t, const int64_t*, int64_t, int64_t, double*);
+const DrawsFn draws = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? draws_avx512
+                                                                                                : draws_portable;
 
 struct Draw {
   double priority;
@@ -117,6 +142,8 @@ class DrawHeap {
   std::unordered_map<int64_t, int64_t>* where_;
 };
 
+constexpr int64_t kChunk = 256;  // draws computed at a time, per query row
+
 class SampleHandler {
  public:
   SampleHandler(int64_t count, const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
@@ -152,13 +179,18 @@ class SampleHandler {
       const int64_t query = q0 + i;
       DrawHeap heap(state.slots.data() + i * count_, count_, keys ? &state.where[i] : nullptr);
       heap.size = state.sizes[i];
+      double u_chunk[kChunk];
       for (int64_t j = 0; j < nc; ++j) {
+        if (j % kChunk == 0) {
+          draws(rule_.seed, rule_.first_row + query, keys ? keys + c0 + j : nullptr, rule_.first_id + c0 + j,
+                std::min(kChunk, nc - j), u_chunk);
+        }
         const float s = row[j];
         // NaN and -inf (the padding score) are never drawn, as in top-k.
         if (!(s > -std::numeric_limits<float>::infinity()) || !bounds_.admits(query, s)) continue;
         const int64_t candidate = c0 + j;
         const int64_t key = keys ? keys[candidate] : rule_.first_id + candidate;
-        const double u = uniform_draw(rule_.seed, rule_.first_row + query, key);
+        const double u = u_chunk[j % kChunk];
         const Draw draw{rule_.temperature > 0 ? static_cast<double>(s) / rule_.temperature - std::log(-std::log(u))
                                               : -u,
                         s, candidate, key};
@@ -209,16 +241,51 @@ class SampleHandler {
   double* out_priorities_;
 };
 
+// Both handlers over the same score tiles.
+struct SampleAndTop {
+  SampleHandler& sampler;
+  detail::TopKHandler& top;
+
+  struct State {
+    SampleHandler::State sampled;
+    detail::TopKHandler::State best;
+  };
+
+  State begin(int64_t q0, int64_t nq) const { return State{sampler.begin(q0, nq), top.begin(q0, nq)}; }
+  void consume(State& state, int64_t q0, int64_t nq, int64_t c0, int64_t nc, const float* scores,
+               int64_t ld) const {
+    top.consume(state.best, q0, nq, c0, nc, scores, ld);
+    sampler.consume(state.sampled, q0, nq, c0, nc, scores, ld);
+  }
+  void finish(State& state, int64_t q0, int64_t nq) const {
+    top.finish(state.best, q0, nq);
+    sampler.finish(state.sampled, q0, nq);
+  }
+};
+
 }  // namespace
+
+double uniform_draw(uint64_t seed, int64_t row, int64_t id) { return draw_of(seed, row, id); }
 
 void sample(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
             const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
-            double* out_priorities) {
+            double* out_priorities, int64_t top_k, int64_t* out_top_indices, float* out_top_scores) {
   if (count < 1) throw std::invalid_argument("count must be >= 1; got " + std::to_string(count));
   if (!(rule.temperature >= 0)) throw std::invalid_argument("temperature must be >= 0 (0: uniform)");
-  SampleHandler handler(count, exclusion, bounds, tallies, rule, out_indices, out_scores, out_priorities);
-  for_each_score_tile(queries, candidates, scales, options, handler);
+  if (top_k < 0 || (top_k > 0 && (out_top_indices == nullptr || out_top_scores == nullptr))) {
+    throw std::invalid_argument("top_k must be >= 0, with outputs when > 0");
+  }
+  SampleHandler sampler(count, exclusion, bounds, tallies, rule, out_indices, out_scores, out_priorities);
+  if (top_k == 0) {
+    for_each_score_tile(queries, candidates, scales, options, sampler);
+    return;
+  }
+  // The filter tallies are counted once, by the sampler.
+  detail::TopKHandler top(top_k, candidates.rows, exclusion, bounds, FilterCounts{}, out_top_indices,
+                          out_top_scores);
+  SampleAndTop both{sampler, top};
+  for_each_score_tile(queries, candidates, scales, options, both);
 }
 
 }  // namespace hardmine

@@ -32,9 +32,10 @@ class Backend(Protocol):
         """(indices, scores, counts): counts is (Q, len(problem.count_bounds)) int64."""
         ...
 
-    def sample(self, problem: Problem, count: int, rule: Rule) -> tuple[np.ndarray, ...]:
-        """(indices, scores, priorities, counts): ``count`` admissible candidates per query drawn
-        without replacement by the seeded priorities of :func:`hardmine._draws.priorities`."""
+    def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0) -> tuple[np.ndarray, ...]:
+        """(indices, scores, priorities, counts, top indices, top scores): ``count`` admissible
+        candidates per query drawn without replacement by the seeded priorities of
+        :func:`hardmine._draws.priorities`, and in the same pass the ``top_k`` best (as ``topk``)."""
         ...
 
     def violations(

@@ -123,10 +123,12 @@ class CpuBackend:
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return merge.topk(_split(problem, lambda part, _: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
 
-    def sample(self, problem: Problem, count: int, rule: Rule):
-        parts = _split(problem, lambda part, first: self._sample(part, count, rule._replace(
-            first_id=rule.first_id + first)), ids_at=0)
-        return merge.samples(parts, count, problem.candidate_keys)
+    def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
+        def run(part: Problem, first: int) -> tuple:
+            found = self._sample(part, count, rule._replace(first_id=rule.first_id + first), top_k)
+            return (*found[:4], *_global_ids(found[4:], first, 0))
+
+        return merge.samples(_split(problem, run, ids_at=0), count, problem.candidate_keys)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         parts = _split(problem, lambda part, _: self._violations(part, positive_scores, margin), ids_at=3)
@@ -143,16 +145,20 @@ class CpuBackend:
                    **_exclusion(problem))
         return indices, scores, counts
 
-    def _sample(self, problem: Problem, count: int, rule: Rule):
+    def _sample(self, problem: Problem, count: int, rule: Rule, top_k: int):
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, count), dtype=np.int64)
         scores = np.empty((num_queries, count), dtype=np.float32)
         priorities = np.empty((num_queries, count), dtype=np.float64)
         counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        top_indices = np.empty((num_queries, top_k), dtype=np.int64)
+        top_scores = np.empty((num_queries, top_k), dtype=np.float32)
         _core.sample(count=count, seed=rule.seed % 2**64, temperature=rule.temperature or 0.0,
                      first_row=rule.first_row, first_id=rule.first_id, out_indices=indices, out_scores=scores,
-                     out_priorities=priorities, **_filters(problem, counts), **_common(problem), **_exclusion(problem))
-        return indices, scores, priorities, counts
+                     out_priorities=priorities, top_k=top_k, out_top_indices=top_indices if top_k else None,
+                     out_top_scores=top_scores if top_k else None, **_filters(problem, counts), **_common(problem),
+                     **_exclusion(problem))
+        return indices, scores, priorities, counts, top_indices, top_scores
 
     def _violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

@@ -230,12 +230,14 @@ class NumbaBackend:
             indices[block], scores[block], tallies[block] = merge.topk(parts, k, problem.candidate_keys)
         return indices, scores, tallies
 
-    def sample(self, problem: Problem, count: int, rule: Rule):
-        num_queries = problem.queries.rows
+    def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
+        num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
         exclusion = _exclusion_args(problem)
         bounds = _bounds_args(problem)
         has_keys = problem.candidate_keys is not None
         seed, temperature = np.uint64(rule.seed % 2**64), float(rule.temperature or 0.0)
+        kept = min(top_k, num_candidates)
+        capacity = max(1, min(num_candidates, max(2 * kept, kept + 16)))
 
         def work(item: _WorkItem):
             rows = item.q1 - item.q0
@@ -245,23 +247,37 @@ class NumbaBackend:
             heap_keys = np.empty((rows, count), dtype=np.int64)
             sizes = np.zeros(rows, dtype=np.int64)
             tallies = np.zeros((rows, len(problem.count_bounds)), dtype=np.int64)
+            # the top ranks of the same tiles (a window from rank a > 0): the top-k reservoir
+            kept_scores = np.empty((rows, capacity), dtype=np.float32)
+            kept_ids = np.empty((rows, capacity), dtype=np.int64)
+            counts = np.zeros(rows, dtype=np.int64)
+            thresholds = np.full(rows, -np.inf, dtype=np.float32)
             for c0, tile in _tiles(problem, item, _query_rows(problem, item)):
+                if top_k:
+                    kernels.topk_consume(tile, item.q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
+                                         *exclusion, has_keys, *bounds)
                 kernels.sample_consume(tile, item.q0, c0, heap_p, heap_s, heap_ids, heap_keys, sizes, seed,
                                        temperature, rule.first_row, rule.first_id, *exclusion, has_keys, *bounds)
                 _tally(tile, problem, item.q0, tallies)
             kernels.sample_finish(heap_p, heap_s, heap_ids, sizes)
-            return heap_ids, heap_s, heap_p, tallies
+            top_scores = np.empty((rows, top_k), dtype=np.float32)
+            top_ids = np.empty((rows, top_k), dtype=np.int64)
+            if top_k:
+                kernels.topk_finish(kept_scores, kept_ids, counts, kept, top_scores, top_ids, exclusion.candidate_keys,
+                                    has_keys)
+            return heap_ids, heap_s, heap_p, tallies, top_ids, top_scores
 
         items, workers = _plan(problem)
         results = _run(work, items, workers)
-        merged = [np.empty((num_queries, count), dtype=dtype) for dtype in (np.int64, np.float32, np.float64)]
-        tallies = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        dtypes = (np.int64, np.float32, np.float64, np.int64, np.int64, np.float32)
+        widths = (count, count, count, len(problem.count_bounds), top_k, top_k)
+        merged = [np.empty((num_queries, width), dtype=dtype) for width, dtype in zip(widths, dtypes)]
         for q0 in sorted({item.q0 for item in items}):
             parts = [result for item, result in zip(items, results) if item.q0 == q0]
             block = slice(q0, q0 + parts[0][0].shape[0])
-            merged[0][block], merged[1][block], merged[2][block], tallies[block] = merge.samples(
-                parts, count, problem.candidate_keys)
-        return (*merged, tallies)
+            for array, value in zip(merged, merge.samples(parts, count, problem.candidate_keys)):
+                array[block] = value
+        return tuple(merged)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

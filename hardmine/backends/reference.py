@@ -102,9 +102,10 @@ class ReferenceBackend:
                 scores[start + row, : order.size] = block[row, order]
         return indices, scores, counts
 
-    def sample(self, problem: Problem, count: int, rule: Rule):
+    def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
         """Every admissible candidate in window order (one per key), then the ``count`` highest
-        priorities among them: the direct definition the engine's one-pass samplers are tested against."""
+        priorities among them, and the first ``top_k`` of that order: the direct definition the
+        engine's one-pass samplers are tested against."""
         indices, scores, counts = self.topk(problem, max(1, problem.candidates.rows))
         valid = indices >= 0
         ids = np.where(valid, indices + rule.first_id, 0)
@@ -114,7 +115,8 @@ class ReferenceBackend:
         found = np.where(valid, priorities(rule.seed, rows, ids, scores, rule.temperature), -np.inf)
         columns = merge.drawn_columns(found, count)
         picked = [np.take_along_axis(array, columns, axis=1) for array in (indices, scores, found)]
-        return (*(_padded(array, count, fill) for array, fill in zip(picked, (-1, -np.inf, -np.inf))), counts)
+        return (*(_padded(array, count, fill) for array, fill in zip(picked, (-1, -np.inf, -np.inf))), counts,
+                _padded(indices, top_k, -1), _padded(scores, top_k, -np.inf))
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows

@@ -4,7 +4,6 @@ strategy's pick -> statistics -> results in the caller's array library."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -172,22 +171,11 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
 
 def _draw_open_window(problem: Problem, options: MiningOptions, backend: str):
     """``random``/``softmax`` over ranks ``first`` to the last admissible candidate, in one
-    pass with O(count) state per query: the top ``first`` (or their keys) are excluded, then
-    the backend's sampler keeps the highest seeded priorities, the same picks as a draw from
-    the window held in memory."""
-    if options.first > 0:
-        top, _, _ = _scan.scan(backend, problem, options.first)
-        if problem.candidate_keys is None:
-            indptr, indices = _positives.csr_union(
-                None if problem.exclude_indptr is None else (problem.exclude_indptr, problem.exclude_indices), top)
-            problem = dataclasses.replace(problem, exclude_indptr=indptr, exclude_indices=indices)
-        else:
-            top_keys = np.where(top >= 0, problem.candidate_keys[np.maximum(top, 0)], -1)
-            indptr, indices = _positives.csr_union((problem.excluded_key_indptr, problem.excluded_key_indices),
-                                                   top_keys)
-            problem = dataclasses.replace(problem, excluded_key_indptr=indptr, excluded_key_indices=indices)
+    pass with O(first + count) state per query: the backend's sampler keeps the highest
+    seeded priorities and, in the same tiles, the top ``first`` to drop; the same picks as a
+    draw from the window held in memory."""
     rule = Rule(options.seed, options.temperature, options.query_offset)
-    return _scan.sample(backend, problem, options.count, rule)
+    return _scan.sample(backend, problem, options.count, rule, skip=options.first)
 
 
 def _cluster_draw(problem: Problem, members, clusters, options: MiningOptions):

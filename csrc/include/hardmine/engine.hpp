@@ -61,10 +61,15 @@ double uniform_draw(uint64_t seed, int64_t row, int64_t id);
 /// @param[out] out_indices, out_scores (Q, count): the draws by score descending, ties by
 ///             the smaller index; -1 / -inf padded
 /// @param[out] out_priorities (Q, count) float64, -inf where padded (to merge candidate ranges)
+/// @param[in] top_k  with top_k > 0 the same pass also writes each query's top_k best admissible
+///            candidates, exactly as topk() (a window from rank a > 0 draws count = n + a and drops
+///            those of the top a: one pass instead of two)
+/// @param[out] out_top_indices, out_top_scores (Q, top_k), or null when top_k is 0
 void sample(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
             const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
-            double* out_priorities);
+            double* out_priorities, int64_t top_k = 0, int64_t* out_top_indices = nullptr,
+            float* out_top_scores = nullptr);
 
 /// Margin violations per query against every non-excluded candidate j:
 /// count = #{s_j > s_p - margin}, hinge_sum = sum max(0, margin + s_j - s_p),
