@@ -223,3 +223,15 @@ def test_softmax_pairs_follow_sampling_without_replacement(backend):
     picked = np.sort(rank[np.asarray(result.indices)], axis=1)
     counts = np.array([((picked[:, 0] == i) & (picked[:, 1] == j)).sum() for i, j in pairs])
     assert _chi_square(counts, expected * rows) > 1e-3
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_keys_may_be_any_int64(backend):
+    # 64-bit text hashes, negative ones included: the top-a keys are matched as values, never combined
+    queries, candidates, positives, small = _problem(num_candidates=400)
+    hashes = np.random.default_rng(1).integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, 200,
+                                               dtype=np.int64, endpoint=True)[small % 200]
+    common = dict(positives=positives, num_negatives=6, strategy="random", seed=4, backend=backend)
+    by_hash = hardmine.mine(queries, candidates, rank_range=(5, None), exclude_keys=hashes, **common)
+    in_memory = hardmine.mine(queries, candidates, rank_range=(5, 399), exclude_keys=hashes, **common)
+    np.testing.assert_array_equal(by_hash.indices, in_memory.indices)
