@@ -92,6 +92,8 @@ def _in_rows(values: np.ndarray, reference: np.ndarray, reference_valid: np.ndar
     rows = np.concatenate([ref_rows, val_rows])
     items = np.concatenate([reference[reference_valid], values.ravel()])
     is_reference = np.concatenate([np.ones(ref_rows.size, bool), np.zeros(val_rows.size, bool)])
+    if not items.size:
+        return np.zeros(values.shape, dtype=bool)
     order = np.lexsort((~is_reference, items, rows))  # per (row, value): reference entries first
     sorted_rows, sorted_items = rows[order], items[order]
     starts = np.r_[True, (sorted_rows[1:] != sorted_rows[:-1]) | (sorted_items[1:] != sorted_items[:-1])]

@@ -235,3 +235,13 @@ def test_keys_may_be_any_int64(backend):
     by_hash = hardmine.mine(queries, candidates, rank_range=(5, None), exclude_keys=hashes, **common)
     in_memory = hardmine.mine(queries, candidates, rank_range=(5, 399), exclude_keys=hashes, **common)
     np.testing.assert_array_equal(by_hash.indices, in_memory.indices)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
+def test_empty_inputs_give_padding(backend, shape):
+    queries = np.zeros((shape[0], 4), np.float32)
+    candidates = np.zeros((shape[1], 4), np.float32)
+    result = hardmine.mine(queries, candidates, num_negatives=2, strategy="softmax", temperature=1.0,
+                           rank_range=(1, None), backend=backend)
+    assert np.asarray(result.indices).shape == (shape[0], 2) and (np.asarray(result.indices) == -1).all()
