@@ -80,7 +80,7 @@ def mine_in_batch(
       (FaceNet's semi-hard negatives, relative to the hardest positive);
     - ``top``: every positive, each with the ``num_negatives`` highest-scoring negatives;
     - ``random``: every positive, each with ``num_negatives`` negatives drawn
-      uniformly (seeded, without replacement; from the 16384 highest-scoring when there are more).
+      uniformly among all the anchor's negatives (seeded, without replacement).
 
     Anchors with fewer admissible negatives get fewer triplets. Results are
     ordered by anchor, then positive, then negative score (highest first); ties
