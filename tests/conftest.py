@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# No GPU in CI: the `cupy` backend's numba-cuda kernels run under the CUDA simulator, with NumPy
+# standing in for CuPy (read by numba when it is first imported, so it is set before anything
+# imports it). HARDMINE_GPU_TESTS=1 on a GPU machine runs them on the device instead.
+if os.environ.get("HARDMINE_GPU_TESTS") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import subprocess
 import sys
 

@@ -50,6 +50,7 @@ _FACTORIES = {
     "cpu": "hardmine.backends.cpu:CpuBackend",
     "numba": "hardmine.backends.numba:NumbaBackend",
     "reference": "hardmine.backends.reference:ReferenceBackend",
+    "cupy": "hardmine.backends.cupy:CupyBackend",
 }
 #: the order ``"auto"`` tries, per input location; the float64 reference is for tests and
 #: benches only

@@ -1,0 +1,100 @@
+"""The ``cupy`` backend's numba-cuda kernels against the float64 reference. Without a GPU they
+run under the CUDA simulator (tests/conftest.py) with NumPy standing in for CuPy: the same
+kernels, launch shapes and tile loop as on a device, on inputs small enough for the simulator.
+Integer-valued embeddings make every score exact, so indices (ties included) compare exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hardmine
+from hardmine import backends
+
+if backends.status()["cupy"] is not None:
+    pytest.skip(f"cupy backend unavailable: {backends.status()['cupy']}", allow_module_level=True)
+
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's uint64 hash
+
+BLOCK = (4, 8)  # several query blocks and candidate tiles even on tiny inputs
+
+
+def _data(seed=0, num_queries=5, num_candidates=27, dim=5, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    queries = rng.integers(-3, 4, (num_queries, dim)).astype(dtype)
+    candidates = rng.integers(-3, 4, (num_candidates, dim)).astype(dtype)
+    return rng, queries, candidates
+
+
+def _both(function, *args, **kwargs):
+    ours = function(*args, backend="cupy", block_size=BLOCK, **kwargs)
+    reference = function(*args, backend="reference", **kwargs)
+    return ours, reference
+
+
+@pytest.mark.parametrize("k", [1, 4, 9, 40])  # 40 > the 27 candidates: padding
+def test_topk_with_ties_matches_the_reference(k):
+    _, queries, candidates = _data()
+    ours, reference = _both(hardmine.topk, queries, candidates, k)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_array_equal(ours.scores, reference.scores)
+
+
+@pytest.mark.parametrize("exclusion", ["ids", "csr", "groups"])
+def test_exclusions(exclusion):
+    rng, queries, candidates = _data(1)
+    if exclusion == "ids":
+        options = {"exclude": rng.integers(0, 27, 5)}
+    elif exclusion == "csr":
+        options = {"exclude": [list(rng.choice(27, size=n, replace=False)) for n in (0, 3, 27, 1, 5)]}
+    else:
+        options = {"query_groups": rng.integers(0, 4, 5), "candidate_groups": rng.integers(0, 4, 27)}
+    ours, reference = _both(hardmine.topk, queries, candidates, 6, **options)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_cosine_and_half_precision(dtype):
+    _, queries, candidates = _data(2, dtype=dtype)
+    candidates[3] = candidates[4] * 2  # equal cosine, different ids
+    ours = hardmine.topk(queries, candidates, 5, metric="cosine", backend="cupy", block_size=BLOCK)
+    cpu_like = hardmine.topk(queries, candidates, 5, metric="cosine", backend="numba")
+    np.testing.assert_array_equal(ours.indices, cpu_like.indices)
+
+
+@pytest.mark.parametrize("options", [
+    dict(relative_margin=0.1),
+    dict(margin=1.0, max_score=6.0, min_score=-4.0),
+    dict(strategy="semihard", margin=3.0),
+    dict(exclude_keys="keys"),
+    dict(rank_range=(2, 9), strategy="random", seed=3),
+    dict(rank_range=(2, None), strategy="random", seed=4, exclude_keys="keys"),
+    dict(rank_range=(1, None), strategy="softmax", temperature=0.7, seed=5),
+])
+def test_mining_filters_and_strategies(options):
+    rng, queries, candidates = _data(3)
+    if options.get("exclude_keys") == "keys":
+        options = {**options, "exclude_keys": rng.integers(0, 9, 27)}
+    common = dict(positives=rng.integers(0, 27, 5), num_negatives=3, **options)
+    ours, reference = _both(hardmine.mine, queries, candidates, **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_array_equal(ours.scores, reference.scores)
+    assert ours.stats.removed == reference.stats.removed
+
+
+def test_violations():
+    rng, queries, candidates = _data(4)
+    positives = rng.integers(0, 27, 5)
+    candidates[7] = candidates[9]  # a tie for the hardest negative: the smaller index wins
+    ours, reference = _both(hardmine.violations, queries, candidates, positives=positives, margin=2.0)
+    for mine, expected in zip(ours, reference):
+        np.testing.assert_allclose(mine, expected, rtol=1e-6)
+
+
+def test_empty_and_similarity():
+    _, queries, candidates = _data(5)
+    empty = hardmine.topk(queries, candidates[:0], 3, backend="cupy")
+    assert (np.asarray(empty.indices) == -1).all()
+    np.testing.assert_array_equal(hardmine.similarity(queries, candidates, backend="cupy", block_size=BLOCK),
+                                  queries @ candidates.T)
+
