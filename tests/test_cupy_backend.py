@@ -98,3 +98,18 @@ def test_empty_and_similarity():
     np.testing.assert_array_equal(hardmine.similarity(queries, candidates, backend="cupy", block_size=BLOCK),
                                   queries @ candidates.T)
 
+
+
+def test_native_kernels_are_built_and_fail_cleanly_without_a_device():
+    """The `_cuda` selection kernels (CUDA C++ twins of these) compile for sm_80/sm_90 with no
+    register spill (the build fails on one); without a device a launch raises naming the CUDA error."""
+    cuda = pytest.importorskip("hardmine._cuda", reason="_cuda module not built (no nvcc)")
+    if cuda.device_count()[0] > 0:
+        pytest.skip("a device is visible: the GPU check runs these kernels for real")
+    selection = (0,) * 8 + (16,)
+    cuda.select_reduce(0, 4, True, selection, False, 0)  # nothing to do: no launch
+    with pytest.raises(RuntimeError, match="CUDA error in select_reduce launch"):
+        cuda.select_reduce(2, 4, True, selection, False, 0)
+    with pytest.raises(ValueError, match="selection: 8 device addresses"):
+        cuda.select_reduce(2, 4, True, (0,) * 3, False, 0)
+    assert "GPU only" in backends.status()["cuda"] or "cupy" in backends.status()["cuda"]

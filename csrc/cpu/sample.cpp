@@ -10,26 +10,12 @@
 #include <utility>
 #include <vector>
 
+#include "hardmine/draws.hpp"
 #include "hardmine/topk_handler.hpp"
 
 namespace hardmine {
 
 namespace {
-
-inline __attribute__((always_inline)) double draw_of(uint64_t seed, int64_t row, int64_t id) {
-  constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-  constexpr uint64_t kMix1 = 0xBF58476D1CE4E5B9ULL;
-  constexpr uint64_t kMix2 = 0x94D049BB133111EBULL;
-  uint64_t state = seed * kGolden;
-  state ^= static_cast<uint64_t>(row) * kMix1;
-  state ^= static_cast<uint64_t>(id) * kMix2;
-  state ^= state >> 30;
-  state *= kMix1;
-  state ^= state >> 27;
-  state *= kMix2;
-  state ^= state >> 31;
-  return (static_cast<double>(state >> 11) + 0.5) / 9007199254740992.0;  // 2^53
-}
 
 // out[t] = the draw of (seed, row, ids[t]), or of first_id + t without ids. The same loop
 // built twice: with AVX-512DQ eight 64-bit multiplies run at once (vpmullq), which turns the
@@ -63,14 +49,13 @@ struct Draw {
   int64_t key;
 };
 
-// Window order: higher score first, equal scores by the smaller index.
 inline bool ranks_before(const Draw& a, const Draw& b) {
-  return a.score > b.score || (a.score == b.score && a.index < b.index);
+  return hardmine::ranks_before(a.score, a.index, b.score, b.index);
 }
 
 // Kept before: higher priority, then window order (as a stable sort of the window would).
 inline bool kept_before(const Draw& a, const Draw& b) {
-  return a.priority > b.priority || (a.priority == b.priority && ranks_before(a, b));
+  return hardmine::kept_before(a.priority, a.score, a.index, b.priority, b.score, b.index);
 }
 
 // A heap whose root is the draw kept last (the first to go), with an optional key -> slot map

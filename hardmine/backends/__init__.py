@@ -51,6 +51,7 @@ _FACTORIES = {
     "numba": "hardmine.backends.numba:NumbaBackend",
     "reference": "hardmine.backends.reference:ReferenceBackend",
     "cupy": "hardmine.backends.cupy:CupyBackend",
+    "cuda": "hardmine.backends.cuda:CudaBackend",
 }
 #: the order ``"auto"`` tries, per input location; the float64 reference is for tests and
 #: benches only

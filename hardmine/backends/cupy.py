@@ -51,7 +51,7 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
-class _Device:
+class DeviceArrays:
     """The problem's per-query and per-candidate arrays on the device, each copied once."""
 
     def __init__(self, problem: Problem):
@@ -86,7 +86,7 @@ def _query_block(problem: Problem, q0: int, q1: int):
     return xp.asarray(rows)
 
 
-def _tiles(problem: Problem, device: _Device, queries):
+def _tiles(problem: Problem, device: DeviceArrays, queries):
     """(c0, float32 score tile on the device) over every candidate tile."""
     tile_rows = _blocks(problem)[1]
     for c0 in range(0, problem.candidates.rows, tile_rows):
@@ -97,7 +97,7 @@ def _tiles(problem: Problem, device: _Device, queries):
         yield c0, xp.ascontiguousarray(tile, dtype=np.float32)
 
 
-class _Selection:
+class Selection:
     """One query block's running selection of ``k`` entries per row (:mod:`.cuda_kernels`)."""
 
     def __init__(self, rows: int, k: int, tile_columns: int, mode: int):
@@ -111,21 +111,13 @@ class _Selection:
         self.threshold = (xp.full(rows, -np.inf), xp.full(rows, -np.inf, dtype=np.float32),
                           xp.full(rows, np.iinfo(np.int64).max, dtype=np.int64))
 
-    def consume(self, tile, q0: int, c0: int, device: _Device, rule: Rule) -> None:
-        kernels.select_consume[self.rows, kernels.THREADS](
-            tile, q0, c0, self.mode, np.uint64(rule.seed % 2**64), float(rule.temperature or 1.0), rule.first_row,
-            rule.first_id, self.values, self.scores, self.ids, self.keys, self.counts, *self.threshold,
-            *device.exclusion, device.has_keys, *device.bounds)
-        self.reduce(device, final=False)
+    @property
+    def buffers(self) -> tuple:
+        return (self.values, self.scores, self.ids, self.keys, self.counts, *self.threshold)
 
-    def reduce(self, device: _Device, final: bool) -> None:
-        kernels.select_reduce[self.rows, kernels.THREADS](
-            self.k, self.width, final, self.values, self.scores, self.ids, self.keys, self.counts, *self.threshold,
-            device.has_keys)
-
-    def result(self, device: _Device, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def result(self, launch, device: DeviceArrays, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, scores, values) on the host, ``width`` columns, -1 / -inf padded."""
-        self.reduce(device, final=True)
+        launch.reduce(self, device, final=True)
         counts = _host(self.counts)
         valid = np.arange(width)[None, :] < counts[:, None]
         take = min(width, self.width)
@@ -142,7 +134,25 @@ class _Selection:
         return ids, scores.astype(np.float32), values
 
 
-def _tally(tile, device: _Device, problem: Problem, q0: int, tallies: np.ndarray) -> None:
+class NumbaLaunch:
+    """The kernels of :mod:`.cuda_kernels`, launched through numba-cuda (or its simulator)."""
+
+    def consume(self, selection: Selection, tile, q0: int, c0: int, device: DeviceArrays, rule: Rule) -> None:
+        kernels.select_consume[selection.rows, kernels.THREADS](
+            tile, q0, c0, selection.mode, np.uint64(rule.seed % 2**64), float(rule.temperature or 1.0),
+            rule.first_row, rule.first_id, *selection.buffers, *device.exclusion, device.has_keys, *device.bounds)
+        self.reduce(selection, device, final=False)
+
+    def reduce(self, selection: Selection, device: DeviceArrays, final: bool) -> None:
+        kernels.select_reduce[selection.rows, kernels.THREADS](
+            selection.k, selection.width, final, *selection.buffers, device.has_keys)
+
+    def violations(self, tile, q0: int, c0: int, positives, margin: float, outputs: tuple, device: DeviceArrays) -> None:
+        kernels.violations_consume[tile.shape[0], kernels.THREADS](
+            tile, q0, c0, positives, np.float32(margin), *outputs, *device.exclusion)
+
+
+def _tally(tile, device: DeviceArrays, problem: Problem, q0: int, tallies: np.ndarray) -> None:
     rows = slice(q0, q0 + tile.shape[0])
     for f, (bound, below) in enumerate(zip(device.count_bounds, problem.count_below)):
         edge = bound[rows, None]
@@ -154,6 +164,7 @@ class CupyBackend:
     name = "cupy"
     devices = frozenset({HOST})
     precisions = frozenset({"fp32"})
+    launch = NumbaLaunch()
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids, scores, _, tallies, _, _ = self._select(problem, k, Rule(0, None), mode=kernels.TOP, top_k=0)
@@ -165,7 +176,7 @@ class CupyBackend:
 
     def _select(self, problem: Problem, count: int, rule: Rule, mode: int, top_k: int):
         num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
-        device = _Device(problem)
+        device = DeviceArrays(problem)
         query_rows, tile_columns = _blocks(problem)
         out = [np.full((num_queries, count), -1, dtype=np.int64), np.full((num_queries, count), -np.inf, np.float32),
                np.full((num_queries, count), -np.inf), np.zeros((num_queries, len(problem.count_bounds)), np.int64),
@@ -173,22 +184,22 @@ class CupyBackend:
         kept, kept_top = min(count, num_candidates), min(top_k, num_candidates)
         for q0 in range(0, num_queries, query_rows):
             q1 = min(q0 + query_rows, num_queries)
-            drawn = _Selection(q1 - q0, kept, tile_columns, mode) if kept else None
-            best = _Selection(q1 - q0, kept_top, tile_columns, kernels.TOP) if kept_top else None
+            drawn = Selection(q1 - q0, kept, tile_columns, mode) if kept else None
+            best = Selection(q1 - q0, kept_top, tile_columns, kernels.TOP) if kept_top else None
             for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1)):
                 for selection in (best, drawn):
                     if selection is not None:
-                        selection.consume(tile, q0, c0, device, rule)
+                        self.launch.consume(selection, tile, q0, c0, device, rule)
                 _tally(tile, device, problem, q0, out[3])
             if drawn is not None:
-                out[0][q0:q1], out[1][q0:q1], out[2][q0:q1] = drawn.result(device, count)
+                out[0][q0:q1], out[1][q0:q1], out[2][q0:q1] = drawn.result(self.launch, device, count)
             if best is not None:
-                out[4][q0:q1], out[5][q0:q1], _ = best.result(device, top_k)
+                out[4][q0:q1], out[5][q0:q1], _ = best.result(self.launch, device, top_k)
         return tuple(out)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         num_queries = problem.queries.rows
-        device = _Device(problem)
+        device = DeviceArrays(problem)
         count = xp.zeros(num_queries, dtype=np.int64)
         hinge_sum = xp.zeros(num_queries, dtype=np.float64)
         best_scores = xp.full(num_queries, -np.inf, dtype=np.float32)
@@ -198,9 +209,8 @@ class CupyBackend:
         for q0 in range(0, num_queries, query_rows):
             q1 = min(q0 + query_rows, num_queries)
             for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1)):
-                kernels.violations_consume[q1 - q0, kernels.THREADS](
-                    tile, q0, c0, positives, np.float32(margin), count, hinge_sum, best_scores, best_ids,
-                    *device.exclusion)
+                self.launch.violations(tile, q0, c0, positives, margin, (count, hinge_sum, best_scores, best_ids),
+                                       device)
         count, hinge_sum, best_scores, argmax = (_host(a) for a in (count, hinge_sum, best_scores, best_ids))
         hinge = np.float32(margin) + best_scores - positive_scores
         max_hinge = np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)).astype(np.float32)
@@ -208,7 +218,7 @@ class CupyBackend:
 
     def similarity(self, problem: Problem) -> np.ndarray:
         out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)
-        device = _Device(problem)
+        device = DeviceArrays(problem)
         query_rows = _blocks(problem)[0]
         for q0 in range(0, problem.queries.rows, query_rows):
             q1 = min(q0 + query_rows, problem.queries.rows)

@@ -6,6 +6,13 @@
 #include <stdexcept>
 #include <string>
 
+// Rules shared by the CPU core and the CUDA kernels compile for both under nvcc.
+#if defined(__CUDACC__)
+#define HARDMINE_HOST_DEVICE __host__ __device__
+#else
+#define HARDMINE_HOST_DEVICE
+#endif
+
 namespace hardmine {
 
 /// Element type of an embedding matrix as stored by the caller.
@@ -28,7 +35,7 @@ struct MatrixView {
 };
 
 /// True when value is in the sorted range [first, last).
-inline bool sorted_contains(const int64_t* first, const int64_t* last, int64_t value) {
+HARDMINE_HOST_DEVICE inline bool sorted_contains(const int64_t* first, const int64_t* last, int64_t value) {
   const int64_t* end = last;
   while (first < last) {
     const int64_t* mid = first + (last - first) / 2;
@@ -54,7 +61,7 @@ struct Exclusion {
 
   // Only called for candidates that beat the running threshold, so a binary
   // search here is cheaper than marking every excluded id in every tile.
-  bool excludes(int64_t query, int64_t candidate) const {
+  HARDMINE_HOST_DEVICE bool excludes(int64_t query, int64_t candidate) const {
     if (query_groups != nullptr && candidate_groups[candidate] == query_groups[query]) return true;
     if (indptr != nullptr &&
         sorted_contains(indices + indptr[query], indices + indptr[query + 1], candidate)) {
@@ -72,7 +79,7 @@ struct ScoreBounds {
   const float* lower = nullptr;  ///< (Q,): s >= lower[q], or s > lower[q] when exclusive
   bool exclusive = false;        ///< strict bounds (the semi-hard band)
 
-  bool admits(int64_t query, float score) const {
+  HARDMINE_HOST_DEVICE bool admits(int64_t query, float score) const {
     if (upper != nullptr && !(exclusive ? score < upper[query] : score <= upper[query])) return false;
     if (lower != nullptr && !(exclusive ? score > lower[query] : score >= lower[query])) return false;
     return true;
