@@ -1,7 +1,9 @@
-"""The ``cupy`` backend's numba-cuda kernels against the float64 reference. Without a GPU they
-run under the CUDA simulator (tests/conftest.py) with NumPy standing in for CuPy: the same
-kernels, launch shapes and tile loop as on a device, on inputs small enough for the simulator.
-Integer-valued embeddings make every score exact, so indices (ties included) compare exactly."""
+"""The GPU backends against the float64 reference: ``cupy`` (numba-cuda kernels) and ``cuda``
+(the same kernels in CUDA C++). Without a GPU only ``cupy`` runs, under the CUDA simulator
+(tests/conftest.py) with NumPy standing in for CuPy: the same kernels, launch shapes and tile
+loop as on a device, on inputs small enough for the simulator. With HARDMINE_GPU_TESTS=1 on a
+GPU machine both run on the device. Integer-valued embeddings make every score exact, so
+indices (ties included) compare exactly."""
 
 from __future__ import annotations
 
@@ -11,8 +13,14 @@ import pytest
 import hardmine
 from hardmine import backends
 
-if backends.status()["cupy"] is not None:
-    pytest.skip(f"cupy backend unavailable: {backends.status()['cupy']}", allow_module_level=True)
+GPU_BACKENDS = [name for name in ("cupy", "cuda") if backends.status()[name] is None]
+if not GPU_BACKENDS:
+    pytest.skip(f"no GPU backend: {backends.status()['cupy']}", allow_module_level=True)
+
+
+@pytest.fixture(params=GPU_BACKENDS)
+def gpu(request) -> str:
+    return request.param
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the simulator's uint64 hash
 
@@ -26,22 +34,22 @@ def _data(seed=0, num_queries=5, num_candidates=27, dim=5, dtype=np.float32):
     return rng, queries, candidates
 
 
-def _both(function, *args, **kwargs):
-    ours = function(*args, backend="cupy", block_size=BLOCK, **kwargs)
+def _both(backend, function, *args, **kwargs):
+    ours = function(*args, backend=backend, block_size=BLOCK, **kwargs)
     reference = function(*args, backend="reference", **kwargs)
     return ours, reference
 
 
 @pytest.mark.parametrize("k", [1, 4, 9, 40])  # 40 > the 27 candidates: padding
-def test_topk_with_ties_matches_the_reference(k):
+def test_topk_with_ties_matches_the_reference(gpu, k):
     _, queries, candidates = _data()
-    ours, reference = _both(hardmine.topk, queries, candidates, k)
+    ours, reference = _both(gpu, hardmine.topk, queries, candidates, k)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_array_equal(ours.scores, reference.scores)
 
 
 @pytest.mark.parametrize("exclusion", ["ids", "csr", "groups"])
-def test_exclusions(exclusion):
+def test_exclusions(gpu, exclusion):
     rng, queries, candidates = _data(1)
     if exclusion == "ids":
         options = {"exclude": rng.integers(0, 27, 5)}
@@ -49,15 +57,15 @@ def test_exclusions(exclusion):
         options = {"exclude": [list(rng.choice(27, size=n, replace=False)) for n in (0, 3, 27, 1, 5)]}
     else:
         options = {"query_groups": rng.integers(0, 4, 5), "candidate_groups": rng.integers(0, 4, 27)}
-    ours, reference = _both(hardmine.topk, queries, candidates, 6, **options)
+    ours, reference = _both(gpu, hardmine.topk, queries, candidates, 6, **options)
     np.testing.assert_array_equal(ours.indices, reference.indices)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_cosine_and_half_precision(dtype):
+def test_cosine_and_half_precision(gpu, dtype):
     _, queries, candidates = _data(2, dtype=dtype)
     candidates[3] = candidates[4] * 2  # equal cosine, different ids
-    ours = hardmine.topk(queries, candidates, 5, metric="cosine", backend="cupy", block_size=BLOCK)
+    ours = hardmine.topk(queries, candidates, 5, metric="cosine", backend=gpu, block_size=BLOCK)
     cpu_like = hardmine.topk(queries, candidates, 5, metric="cosine", backend="numba")
     np.testing.assert_array_equal(ours.indices, cpu_like.indices)
 
@@ -71,31 +79,31 @@ def test_cosine_and_half_precision(dtype):
     dict(rank_range=(2, None), strategy="random", seed=4, exclude_keys="keys"),
     dict(rank_range=(1, None), strategy="softmax", temperature=0.7, seed=5),
 ])
-def test_mining_filters_and_strategies(options):
+def test_mining_filters_and_strategies(gpu, options):
     rng, queries, candidates = _data(3)
     if options.get("exclude_keys") == "keys":
         options = {**options, "exclude_keys": rng.integers(0, 9, 27)}
     common = dict(positives=rng.integers(0, 27, 5), num_negatives=3, **options)
-    ours, reference = _both(hardmine.mine, queries, candidates, **common)
+    ours, reference = _both(gpu, hardmine.mine, queries, candidates, **common)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_array_equal(ours.scores, reference.scores)
     assert ours.stats.removed == reference.stats.removed
 
 
-def test_violations():
+def test_violations(gpu):
     rng, queries, candidates = _data(4)
     positives = rng.integers(0, 27, 5)
     candidates[7] = candidates[9]  # a tie for the hardest negative: the smaller index wins
-    ours, reference = _both(hardmine.violations, queries, candidates, positives=positives, margin=2.0)
+    ours, reference = _both(gpu, hardmine.violations, queries, candidates, positives=positives, margin=2.0)
     for mine, expected in zip(ours, reference):
         np.testing.assert_allclose(mine, expected, rtol=1e-6)
 
 
-def test_empty_and_similarity():
+def test_empty_and_similarity(gpu):
     _, queries, candidates = _data(5)
-    empty = hardmine.topk(queries, candidates[:0], 3, backend="cupy")
+    empty = hardmine.topk(queries, candidates[:0], 3, backend=gpu)
     assert (np.asarray(empty.indices) == -1).all()
-    np.testing.assert_array_equal(hardmine.similarity(queries, candidates, backend="cupy", block_size=BLOCK),
+    np.testing.assert_array_equal(hardmine.similarity(queries, candidates, backend=gpu, block_size=BLOCK),
                                   queries @ candidates.T)
 
 
@@ -113,3 +121,18 @@ def test_native_kernels_are_built_and_fail_cleanly_without_a_device():
     with pytest.raises(ValueError, match="selection: 8 device addresses"):
         cuda.select_reduce(2, 4, True, (0,) * 3, False, 0)
     assert "GPU only" in backends.status()["cuda"] or "cupy" in backends.status()["cuda"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("k", [1, 32, 33, 256, 257, 2048, 2049, 4096])
+def test_large_k_on_a_device(gpu, k):
+    """Device sizes (several default tiles, k up to 4096) against the CPU engines; exact scores."""
+    from hardmine.backends import cupy as gpu_module
+
+    if gpu_module.xp is np:
+        pytest.skip("device sizes are too slow for the CUDA simulator: run with HARDMINE_GPU_TESTS=1 on a GPU")
+    rng, queries, candidates = _data(6, num_queries=300, num_candidates=40_000, dim=64)
+    positives = rng.integers(0, 40_000, 300)
+    ours = hardmine.topk(queries, candidates, k, exclude=positives, backend=gpu)
+    expected = hardmine.topk(queries, candidates, k, exclude=positives, backend="numba")
+    np.testing.assert_array_equal(ours.indices, expected.indices)

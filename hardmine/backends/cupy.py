@@ -75,8 +75,17 @@ class DeviceArrays:
         self.candidate_scales = None if problem.candidate_scales is None else xp.asarray(problem.candidate_scales)
 
 
-def _blocks(problem: Problem) -> tuple[int, int]:
-    return problem.block_size[0] or _BLOCK[0], problem.block_size[1] or _BLOCK[1]
+#: device bytes the selection buffers of one query block may take (28 bytes per entry)
+_SELECTION_BYTES = 1 << 30
+
+
+def _blocks(problem: Problem, k: int = 1) -> tuple[int, int]:
+    """(query rows, candidate columns) per tile: the problem's, else the defaults, with fewer
+    columns for a large k and fewer rows so that the selection buffers (rows x the power of
+    two above k + columns) stay within _SELECTION_BYTES."""
+    columns = problem.block_size[1] or (_BLOCK[1] if k <= 1024 else max(_BLOCK[1] // 4, 1))
+    rows = problem.block_size[0] or max(1, min(_BLOCK[0], _SELECTION_BYTES // (28 * _next_power_of_two(k + columns))))
+    return rows, columns
 
 
 def _query_block(problem: Problem, q0: int, q1: int):
@@ -86,9 +95,8 @@ def _query_block(problem: Problem, q0: int, q1: int):
     return xp.asarray(rows)
 
 
-def _tiles(problem: Problem, device: DeviceArrays, queries):
-    """(c0, float32 score tile on the device) over every candidate tile."""
-    tile_rows = _blocks(problem)[1]
+def _tiles(problem: Problem, device: DeviceArrays, queries, tile_rows: int):
+    """(c0, float32 score tile on the device) over every candidate tile of ``tile_rows``."""
     for c0 in range(0, problem.candidates.rows, tile_rows):
         c1 = min(c0 + tile_rows, problem.candidates.rows)
         tile = xp.matmul(queries, xp.asarray(problem.candidates.rows_f32(c0, c1, copy=False)).T)
@@ -177,7 +185,7 @@ class CupyBackend:
     def _select(self, problem: Problem, count: int, rule: Rule, mode: int, top_k: int):
         num_queries, num_candidates = problem.queries.rows, problem.candidates.rows
         device = DeviceArrays(problem)
-        query_rows, tile_columns = _blocks(problem)
+        query_rows, tile_columns = _blocks(problem, count + top_k)
         out = [np.full((num_queries, count), -1, dtype=np.int64), np.full((num_queries, count), -np.inf, np.float32),
                np.full((num_queries, count), -np.inf), np.zeros((num_queries, len(problem.count_bounds)), np.int64),
                np.full((num_queries, top_k), -1, dtype=np.int64), np.full((num_queries, top_k), -np.inf, np.float32)]
@@ -186,7 +194,7 @@ class CupyBackend:
             q1 = min(q0 + query_rows, num_queries)
             drawn = Selection(q1 - q0, kept, tile_columns, mode) if kept else None
             best = Selection(q1 - q0, kept_top, tile_columns, kernels.TOP) if kept_top else None
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1)):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
                 for selection in (best, drawn):
                     if selection is not None:
                         self.launch.consume(selection, tile, q0, c0, device, rule)
@@ -205,10 +213,10 @@ class CupyBackend:
         best_scores = xp.full(num_queries, -np.inf, dtype=np.float32)
         best_ids = xp.full(num_queries, -1, dtype=np.int64)
         positives = xp.asarray(positive_scores, dtype=np.float32)
-        query_rows = _blocks(problem)[0]
+        query_rows, tile_columns = _blocks(problem)
         for q0 in range(0, num_queries, query_rows):
             q1 = min(q0 + query_rows, num_queries)
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1)):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
                 self.launch.violations(tile, q0, c0, positives, margin, (count, hinge_sum, best_scores, best_ids),
                                        device)
         count, hinge_sum, best_scores, argmax = (_host(a) for a in (count, hinge_sum, best_scores, best_ids))
@@ -219,9 +227,9 @@ class CupyBackend:
     def similarity(self, problem: Problem) -> np.ndarray:
         out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)
         device = DeviceArrays(problem)
-        query_rows = _blocks(problem)[0]
+        query_rows, tile_columns = _blocks(problem)
         for q0 in range(0, problem.queries.rows, query_rows):
             q1 = min(q0 + query_rows, problem.queries.rows)
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1)):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
                 out[q0:q1, c0 : c0 + tile.shape[1]] = _host(tile)
         return out
