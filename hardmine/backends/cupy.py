@@ -173,6 +173,8 @@ class CupyBackend:
     devices = frozenset({HOST})
     precisions = frozenset({"fp32"})
     launch = NumbaLaunch()
+    #: True under the CUDA simulator: correct, and far too slow for real work or timing
+    simulated = xp is np
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ids, scores, _, tallies, _, _ = self._select(problem, k, Rule(0, None), mode=kernels.TOP, top_k=0)
