@@ -42,13 +42,13 @@ def format_info(facts: dict[str, Any]) -> str:
     for name, reason in facts["backends"].items():
         lines.append(f"  {name:<10} {'available' if reason is None else 'unavailable: ' + reason}")
     cuda = facts["cuda"]
+    lines.append("_cuda module (the cuda backend's kernels):")
     if not cuda["built"]:
-        lines.append(f"  {'cuda':<10} unavailable: {cuda['reason']}")
+        lines.append(f"  not built: {cuda['reason']}")
     elif cuda["devices"] == 0:
-        lines.append(f"  {'cuda':<10} module built ({cuda['architectures']}), no usable device: {cuda['reason']}")
+        lines.append(f"  built ({cuda['architectures']}), no usable device: {cuda['reason']}")
     else:
-        lines.append(f"  {'cuda':<10} module built ({cuda['architectures']}), {cuda['devices']} device(s); "
-                     "GPU top-k kernels not in this version")
+        lines.append(f"  built ({cuda['architectures']}), {cuda['devices']} device(s)")
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")
