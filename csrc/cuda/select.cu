@@ -78,11 +78,11 @@ __device__ void swap_entries(const Selection& sel, int64_t a, int64_t b) {
   sel.keys[b] = k;
 }
 
-// Block-wide bitonic sort of one row's `width` (a power of two) entries in device memory.
-__device__ void bitonic(const Selection& sel, int64_t base, bool by_key) {
-  for (int64_t size = 2; size <= sel.width; size *= 2) {
+// Block-wide bitonic sort of one row's first `width` (a power of two) entries in device memory.
+__device__ void bitonic(const Selection& sel, int64_t base, int64_t width, bool by_key) {
+  for (int64_t size = 2; size <= width; size *= 2) {
     for (int64_t stride = size / 2; stride > 0; stride /= 2) {
-      for (int64_t i = threadIdx.x; i < sel.width; i += blockDim.x) {
+      for (int64_t i = threadIdx.x; i < width; i += blockDim.x) {
         const int64_t partner = i ^ stride;
         if (partner > i) {
           const bool ascending = (i & size) == 0;
@@ -101,7 +101,10 @@ __global__ void select_reduce_kernel(int64_t k, bool final, Selection sel, bool 
   const int64_t base = row * sel.width;
   const int64_t count = sel.counts[row];
   if (count <= k && !final && !has_keys) return;
-  for (int64_t i = count + threadIdx.x; i < sel.width; i += blockDim.x) {  // sentinels sort last
+  int64_t width = 1;  // only the power of two above the fill is sorted, not the whole buffer
+  while (width < count) width *= 2;
+  if (width > sel.width) width = sel.width;
+  for (int64_t i = count + threadIdx.x; i < width; i += blockDim.x) {  // sentinels sort last
     sel.values[base + i] = -INFINITY;
     sel.scores[base + i] = -INFINITY;
     sel.ids[base + i] = kLast;
@@ -109,7 +112,7 @@ __global__ void select_reduce_kernel(int64_t k, bool final, Selection sel, bool 
   }
   __syncthreads();
   if (has_keys) {
-    bitonic(sel, base, true);
+    bitonic(sel, base, width, true);
     for (int64_t i = 1 + threadIdx.x; i < count; i += blockDim.x) {
       // not the first of its key: a sentinel (keys are only read here)
       if (sel.keys[base + i] == sel.keys[base + i - 1]) {
@@ -120,7 +123,7 @@ __global__ void select_reduce_kernel(int64_t k, bool final, Selection sel, bool 
     }
     __syncthreads();
   }
-  bitonic(sel, base, false);
+  bitonic(sel, base, width, false);
   if (threadIdx.x == 0) {
     int64_t distinct = 0;
     while (distinct < count && sel.ids[base + distinct] != kLast) ++distinct;

@@ -172,6 +172,10 @@ def select_reduce(k, width, final, buf_v, buf_s, buf_i, buf_k, counts, thr_v, th
     count = counts[row]
     if count <= k and not final and not has_keys:
         return
+    used = 1  # only the power of two above the fill is sorted, not the whole buffer
+    while used < count:
+        used *= 2
+    width = min(width, used)
     for i in range(count + cuda.threadIdx.x, width, cuda.blockDim.x):  # sentinels sort last
         buf_v[row, i] = -math.inf
         buf_s[row, i] = -math.inf
