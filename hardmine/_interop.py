@@ -22,8 +22,8 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
     if module == "torch":
         if x.device.type != "cpu":
             raise TypeError(
-                f"{name} is a torch tensor on {x.device}; this build has no GPU backend. "
-                f"Move it with {name}.cpu() or install a CUDA-enabled hardmine"
+                f"{name} is a torch tensor on {x.device}; device arrays are not read in place yet. "
+                f"Pass {name}.cpu() (backend='cupy' or 'cuda' then scores it on the GPU, a tile at a time)"
             )
         # negated and conjugated views are lazy in torch and refuse .numpy(): materialise them
         tensor = x.detach().resolve_conj().resolve_neg()
@@ -35,7 +35,8 @@ def as_numpy(x: Any, name: str) -> np.ndarray:
             return tensor.view(torch.int16).numpy().view(BFLOAT16)
         return tensor.numpy()
     if module == "cupy":
-        raise TypeError(f"{name} is a CuPy array; this build has no GPU backend. Use cupy.asnumpy({name})")
+        raise TypeError(f"{name} is a CuPy array; device arrays are not read in place yet. Pass cupy.asnumpy({name}) "
+                        f"(backend='cupy' or 'cuda' then scores it on the GPU, a tile at a time)")
     if isinstance(x, (str, bytes)) or x is None:
         raise TypeError(f"{name} must be a 2-D array of embeddings; got {type(x).__name__}")
     try:
