@@ -30,12 +30,14 @@ def sample(backend: str, problem: Problem, count: int, rule: Rule, skip: int = 0
     ``count + skip`` and finds the top ``skip`` in the same tiles; those are then dropped):
     (indices, scores, per-filter tallies), as for unsharded matrices."""
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
-    width = count + skip
+    # no rank lies past the candidate count: the engine keeps at most that many per query
+    num_candidates = max(1, problem.candidates.rows)
+    kept, skip = min(count, num_candidates), min(skip, num_candidates)
     results, first_row = [], rule.first_row
     for part in query_shards(problem):
-        found = _sample_candidates(engine, part, width, rule._replace(first_row=first_row), skip)
-        indices, scores = merge.without_top(found[0], found[1], found[2], found[4], count, part.candidate_keys)
-        results.append((indices, scores, found[3]))
+        found = _sample_candidates(engine, part, kept + skip, rule._replace(first_row=first_row), skip)
+        indices, scores = merge.without_top(found[0], found[1], found[2], found[4], kept, part.candidate_keys)
+        results.append((*padded(indices, scores, count), found[3]))
         first_row += part.queries.rows
     return tuple(np.concatenate(columns) for columns in zip(*results))
 

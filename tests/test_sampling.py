@@ -245,3 +245,16 @@ def test_empty_inputs_give_padding(backend, shape):
     result = hardmine.mine(queries, candidates, num_negatives=2, strategy="softmax", temperature=1.0,
                            rank_range=(1, None), backend=backend)
     assert np.asarray(result.indices).shape == (shape[0], 2) and (np.asarray(result.indices) == -1).all()
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_ranks_past_the_candidates_cost_nothing(backend):
+    # a = 10**9 or n = 100 over 50 candidates: the engine keeps at most the candidate count
+    # per query (this asked for a (rows, 10**9) heap and died with std::bad_alloc)
+    queries, candidates, _, _ = _problem(num_queries=3, num_candidates=50)
+    skipped = hardmine.mine(queries, candidates, strategy="random", rank_range=(10**9, None), num_negatives=2,
+                            backend=backend)
+    assert (np.asarray(skipped.indices) == -1).all()
+    wide = hardmine.mine(queries, candidates, strategy="softmax", temperature=1.0, rank_range=(45, None),
+                         num_negatives=100, backend=backend)
+    assert np.asarray(wide.indices).shape == (3, 100) and (np.asarray(wide.num_valid) == 5).all()
