@@ -165,17 +165,21 @@ class SampleHandler {
       DrawHeap heap(state.slots.data() + i * count_, count_, keys ? &state.where[i] : nullptr);
       heap.size = state.sizes[i];
       double u_chunk[kChunk];
+      double u_floor = 0.0;
       for (int64_t j = 0; j < nc; ++j) {
         if (j % kChunk == 0) {
-          draws(rule_.seed, rule_.first_row + query, keys ? keys + c0 + j : nullptr, rule_.first_id + c0 + j,
-                std::min(kChunk, nc - j), u_chunk);
+          const int64_t n = std::min(kChunk, nc - j);
+          draws(rule_.seed, rule_.first_row + query, keys ? keys + c0 + j : nullptr, rule_.first_id + c0 + j, n,
+                u_chunk);
+          u_floor = softmax_floor(row + j, n, heap);
         }
         const float s = row[j];
         // NaN and -inf (the padding score) are never drawn, as in top-k.
         if (!(s > -std::numeric_limits<float>::infinity()) || !bounds_.admits(query, s)) continue;
+        const double u = u_chunk[j % kChunk];
+        if (u < u_floor) continue;  // cannot reach the heap: no logarithm spent on it
         const int64_t candidate = c0 + j;
         const int64_t key = keys ? keys[candidate] : rule_.first_id + candidate;
-        const double u = u_chunk[j % kChunk];
         const Draw draw{rule_.temperature > 0 ? static_cast<double>(s) / rule_.temperature - std::log(-std::log(u))
                                               : -u,
                         s, candidate, key};
@@ -199,6 +203,19 @@ class SampleHandler {
       state.sizes[i] = heap.size;
       add_tallies(tallies_, row, nc, query);
     }
+  }
+
+  // Softmax draws: the smallest u with which a score of these columns could still reach a full
+  // heap (priority s/T + G(u) >= the root's needs G(u) >= root - max s/T, i.e. u >= exp(-exp(-t))),
+  // lowered by a relative 1e-6 on t so that rounding never rejects a candidate that belongs.
+  double softmax_floor(const float* scores, int64_t n, const DrawHeap& heap) const {
+    if (!(rule_.temperature > 0) || !heap.full()) return 0.0;
+    float best = -std::numeric_limits<float>::infinity();
+    for (int64_t t = 0; t < n; ++t) best = scores[t] > best ? scores[t] : best;
+    double gap = heap.last().priority - static_cast<double>(best) / rule_.temperature;
+    if (!std::isfinite(gap)) return 0.0;
+    gap -= 1e-6 * (1.0 + std::fabs(gap));
+    return std::exp(-std::exp(-gap));
   }
 
   void finish(State& state, int64_t q0, int64_t nq) const {
