@@ -258,3 +258,17 @@ def test_ranks_past_the_candidates_cost_nothing(backend):
     wide = hardmine.mine(queries, candidates, strategy="softmax", temperature=1.0, rank_range=(45, None),
                          num_negatives=100, backend=backend)
     assert np.asarray(wide.indices).shape == (3, 100) and (np.asarray(wide.num_valid) == 5).all()
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 0.05, 1.0, 1e3])
+def test_softmax_skipping_never_changes_a_draw(temperature):
+    # the core skips the logarithms of candidates whose u cannot reach the heap; the reference
+    # computes every priority: the draws must be the same, ties and extreme temperatures included
+    rng = np.random.default_rng(7)
+    queries = rng.integers(-2, 3, (6, 4)).astype(np.float32)  # many exactly tied scores
+    candidates = rng.integers(-2, 3, (3000, 4)).astype(np.float32)
+    common = dict(num_negatives=12, strategy="softmax", temperature=temperature, rank_range=(3, None), seed=11)
+    expected = hardmine.mine(queries, candidates, backend="reference", **common)
+    for backend in available_engine_backends():
+        found = hardmine.mine(queries, candidates, backend=backend, **common)
+        np.testing.assert_array_equal(found.indices, expected.indices)
