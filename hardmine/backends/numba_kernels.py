@@ -307,6 +307,22 @@ def _sift_up(p, s, ids, keys, slot):
         slot = parent
 
 
+@numba.njit("float64(float32[::1], float64, float64, boolean)", cache=True, nogil=True)
+def _softmax_floor(scores, temperature, root, full):
+    """The core's floor on u for softmax draws: below it no score of ``scores`` reaches the heap."""
+    if not (temperature > 0) or not full:
+        return 0.0
+    best = -np.inf
+    for t in range(scores.shape[0]):
+        if scores[t] > best:
+            best = scores[t]
+    gap = root - np.float64(best) / temperature
+    if not np.isfinite(gap):
+        return 0.0
+    gap -= 1e-6 * (1.0 + abs(gap))
+    return np.exp(-np.exp(-gap))
+
+
 _SAMPLE_ARGS = (
     f"float32[:, ::1], int64, int64, float64[:, ::1], float32[:, ::1], int64[:, ::1], int64[:, ::1], int64[::1], "
     f"uint64, float64, int64, int64, {_EXCLUSION_ARGS}, boolean, {_BOUNDS_ARGS}"
@@ -327,7 +343,10 @@ def sample_consume(
         query = q0 + row
         p, s_kept, ids, keys = heap_p[row], heap_s[row], heap_ids[row], heap_keys[row]
         size = sizes[row]
+        u_floor = 0.0
         for j in range(scores.shape[1]):
+            if j % 256 == 0:
+                u_floor = _softmax_floor(scores[row, j : j + 256], temperature, p[0], size == capacity)
             s = scores[row, j]
             if not s > -np.inf:
                 continue
@@ -336,6 +355,8 @@ def sample_consume(
             candidate = c0 + j
             key = candidate_keys[candidate] if has_keys else first_id + candidate
             u = _uniform(seed, first_row + query, key)
+            if u < u_floor:  # cannot reach the heap: no logarithm spent on it
+                continue
             priority = np.float64(s) / temperature - np.log(-np.log(u)) if temperature > 0 else -u
             if size == capacity:
                 if has_keys:
