@@ -48,6 +48,18 @@ def test_topk_with_ties_matches_the_reference(gpu, k):
     np.testing.assert_array_equal(ours.scores, reference.scores)
 
 
+@pytest.mark.parametrize("options", [{}, dict(strategy="random", rank_range=(2, None), exclude_keys="keys")])
+def test_first_tile_split(gpu, options):
+    # one wide tile: its first 2k columns are selected alone, then the rest against their k-th best
+    rng, queries, candidates = _data(8, num_queries=3, num_candidates=70)
+    if options:
+        options = {**options, "exclude_keys": rng.integers(0, 30, 70)}
+    common = dict(positives=rng.integers(0, 70, 3), num_negatives=3, **options)
+    ours = hardmine.mine(queries, candidates, backend=gpu, block_size=(3, 64), **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+
+
 @pytest.mark.parametrize("exclusion", ["ids", "csr", "groups"])
 def test_exclusions(gpu, exclusion):
     rng, queries, candidates = _data(1)

@@ -49,13 +49,15 @@ class NativeLaunch:
     def _stream() -> int:
         return int(gpu.xp.cuda.get_current_stream().ptr)
 
-    def consume(self, selection: gpu.Selection, tile, q0: int, c0: int, device: gpu.DeviceArrays, rule: Rule) -> None:
+    def consume(self, selection: gpu.Selection, tile, columns: tuple[int, int], q0: int, c0: int,
+                device: gpu.DeviceArrays, rule: Rule) -> None:
         upper, has_upper, lower, has_lower, exclusive = device.bounds
+        start, stop = columns  # the kernel reads columns [0, stop - start) from the shifted address
         _cuda.select_consume(
-            _address(tile), tile.shape[0], tile.shape[1], tile.shape[1], q0, c0, selection.mode, rule.seed % 2**64,
-            float(rule.temperature or 1.0), rule.first_row, rule.first_id, self._selection(selection),
-            self._exclusion(device), _address(upper) if has_upper else 0, _address(lower) if has_lower else 0,
-            exclusive, self._stream())
+            _address(tile) + 4 * start, tile.shape[0], stop - start, tile.shape[1], q0, c0 + start, selection.mode,
+            rule.seed % 2**64, float(rule.temperature or 1.0), rule.first_row, rule.first_id,
+            self._selection(selection), self._exclusion(device), _address(upper) if has_upper else 0,
+            _address(lower) if has_lower else 0, exclusive, self._stream())
         self.reduce(selection, device, final=False)
 
     def reduce(self, selection: gpu.Selection, device: gpu.DeviceArrays, final: bool) -> None:

@@ -91,17 +91,17 @@ def admits(query, score, upper, has_upper, lower, has_lower, exclusive):
 
 
 @cuda.jit
-def select_consume(tile, q0, c0, mode, seed, temperature, first_row, first_id,
+def select_consume(tile, j0, j1, q0, c0, mode, seed, temperature, first_row, first_id,
                    buf_v, buf_s, buf_i, buf_k, counts, thr_v, thr_s, thr_i,
                    indptr, indices, has_csr, query_groups, candidate_groups, has_groups,
                    candidate_keys, key_indptr, key_indices, has_key_exclusion, has_keys,
                    upper, has_upper, lower, has_lower, exclusive):
-    """Appends each admissible entry of tile row ``blockIdx.x`` that beats the row's threshold.
-    ``q0``: the tile's first query (rows of the per-query inputs); ``c0``: its first column's
-    candidate index. Buffers and thresholds are indexed by tile row."""
+    """Appends each admissible entry of columns [j0, j1) of tile row ``blockIdx.x`` that beats the
+    row's threshold. ``q0``: the tile's first query (rows of the per-query inputs); ``c0``: its
+    first column's candidate index. Buffers and thresholds are indexed by tile row."""
     row = cuda.blockIdx.x
     query = q0 + row
-    for j in range(cuda.threadIdx.x, tile.shape[1], cuda.blockDim.x):
+    for j in range(j0 + cuda.threadIdx.x, j1, cuda.blockDim.x):
         s = tile[row, j]
         if not s > -math.inf:
             continue
