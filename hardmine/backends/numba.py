@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _merge as merge
 from . import numba_kernels as kernels
+from . import numba_sampler as sampler
 from .._draws import Rule
 from .._problem import F16, HOST, Problem
 
@@ -256,10 +257,10 @@ class NumbaBackend:
                 if top_k:
                     kernels.topk_consume(tile, item.q0, c0, kept_scores, kept_ids, counts, thresholds, kept,
                                          *exclusion, has_keys, *bounds)
-                kernels.sample_consume(tile, item.q0, c0, heap_p, heap_s, heap_ids, heap_keys, sizes, seed,
+                sampler.sample_consume(tile, item.q0, c0, heap_p, heap_s, heap_ids, heap_keys, sizes, seed,
                                        temperature, rule.first_row, rule.first_id, *exclusion, has_keys, *bounds)
                 _tally(tile, problem, item.q0, tallies)
-            kernels.sample_finish(heap_p, heap_s, heap_ids, sizes)
+            sampler.sample_finish(heap_p, heap_s, heap_ids, sizes)
             top_scores = np.empty((rows, top_k), dtype=np.float32)
             top_ids = np.empty((rows, top_k), dtype=np.int64)
             if top_k:
