@@ -4,9 +4,10 @@
 
 Times (CUDA events, median of 5 after a warm-up): the bare GEMM of the same shape in CuPy (fp32
 and fp16; the floor), torch ``mm + topk`` on device tensors (the usual way), and hardmine's
-``cupy`` and ``cuda`` backends. hardmine reads host arrays (device-array inputs are not wired
-yet), so its times include copying every candidate tile to the device once per query block.
-Integer-valued embeddings make scores exact, so the indices are checked against torch's.
+``cupy`` and ``cuda`` backends on the same device arrays (read in place) and on host arrays
+(uploaded once); and ``mine`` in a training step: a B=4096 batch of torch CUDA tensors against
+a bank of device tensors, beside torch's own masked ``mm + topk``. Integer-valued embeddings make
+scores exact, so the scores are checked against torch's.
 """
 
 from __future__ import annotations
@@ -32,6 +33,32 @@ def timed(function, repeats: int = 5) -> float:
         stop.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, stop) / 1000)
     return float(np.median(times))
+
+
+def training_step(rng, dim: int, batch: int = 4096, bank: int = 65536, negatives: int = 8) -> list[dict]:
+    """``mine`` on device tensors as a training loop calls it: the batch's captions are the
+    positives (row i of the bank), torch tensors in, index tensors out on the device."""
+    import torch
+
+    import hardmine
+
+    anchors = torch.as_tensor(rng.integers(-8, 9, (batch, dim)).astype(np.float32), device="cuda")
+    memory = torch.as_tensor(rng.integers(-8, 9, (bank, dim)).astype(np.float32), device="cuda")
+    positives = torch.arange(batch, device="cuda")
+
+    def torch_way():
+        scores = anchors @ memory.T
+        scores[positives, positives] = -float("inf")
+        return torch.topk(scores, negatives, dim=1)
+
+    ours = hardmine.mine(anchors, memory, positives=positives, num_negatives=negatives)
+    same = bool(torch.equal(ours.scores, torch_way().values))
+    rows = [{"name": f"torch masked mm+topk, training step B={batch} x {bank}", "seconds": timed(torch_way)}]
+    for dtype in (torch.float32, torch.float16):
+        a, m = anchors.to(dtype), memory.to(dtype)
+        rows.append({"name": f"hardmine mine, training step B={batch} x {bank} {dtype}", "scores_match": same,
+                     "seconds": timed(lambda: hardmine.mine(a, m, positives=positives, num_negatives=negatives))})
+    return rows
 
 
 def main() -> None:
@@ -66,10 +93,13 @@ def main() -> None:
             if backends.status()[backend] is not None:
                 results["rows"].append({"name": f"hardmine {backend} k={k}", "skipped": backends.status()[backend]})
                 continue
-            found = hardmine.topk(queries, candidates, k, backend=backend)
-            same = bool(np.array_equal(np.asarray(found.scores), expected))
-            seconds = timed(lambda: hardmine.topk(queries, candidates, k, backend=backend), repeats=3)
-            results["rows"].append({"name": f"hardmine {backend} k={k}", "seconds": seconds, "scores_match": same})
+            for where, q, c in (("device", q_dev, c_dev), ("host", queries, candidates)):
+                found = hardmine.topk(q, c, k, backend=backend)
+                same = bool(np.array_equal(cupy.asnumpy(cupy.asarray(found.scores)), expected))
+                seconds = timed(lambda: hardmine.topk(q, c, k, backend=backend), repeats=3)
+                results["rows"].append({"name": f"hardmine {backend} k={k} {where} inputs", "seconds": seconds,
+                                        "scores_match": same})
+    results["rows"] += training_step(rng, args.dim)
     for row in results["rows"]:
         print(row)
     with open(args.json, "w") as out:

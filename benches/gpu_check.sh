@@ -21,7 +21,7 @@ $py -m pip install -q --no-build-isolation --no-deps --no-index . 2>&1 | tee "$o
 export HARDMINE_GPU_TESTS=1 PYTHONUNBUFFERED=1
 (cd /tmp && $py -c "import hardmine; hardmine.info()") 2>&1 | tee "$out/gpu_info.log"
 status=0
-$py -m pytest -q -p no:cacheprovider tests/test_cupy_backend.py tests/test_build.py 2>&1 \
+$py -m pytest -q -p no:cacheprovider tests/test_cupy_backend.py tests/test_device_inputs.py tests/test_build.py 2>&1 \
   | tee "$out/gpu_tests.log" | tail -5 || status=1
 for tool in memcheck racecheck; do
   timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 \

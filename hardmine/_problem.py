@@ -13,6 +13,31 @@ F32, F16, BF16 = 0, 1, 2
 
 #: where a Problem's arrays live; a backend declares which it reads (``Backend.devices``)
 HOST = "host"
+#: arrays in GPU memory (CuPy, torch CUDA tensors, ``__cuda_array_interface__`` exporters)
+DEVICE = "cuda"
+
+
+class DeviceMatrix:
+    """A 2-D array in GPU memory read in place through its array module ``xp`` (CuPy; NumPy
+    under the CUDA simulator). Indexing copies just those rows to the host, so host-side steps
+    (pair scores of positives, k-means) work unchanged; the GPU backends read ``data``."""
+
+    ndim = 2
+
+    def __init__(self, data: Any, xp: Any):
+        self.data, self.xp = data, xp
+        self.shape = tuple(int(n) for n in data.shape)
+        self.dtype = np.dtype(data.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice):
+            key = self.xp.asarray(np.asarray(key, dtype=np.int64))
+        rows = self.data[key]
+        return np.array(rows) if self.xp is np else self.xp.asnumpy(rows)
+
 
 class RowShards:
     """Several (n_i, d) arrays of one dtype read as their row-wise concatenation
@@ -57,7 +82,8 @@ class RowShards:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """A validated (n, d) embedding matrix, in the caller's storage (never copied for fp32/fp16/bf16)."""
+    """A validated (n, d) embedding matrix, in the caller's storage (never copied for fp32/fp16/bf16):
+    a NumPy array, :class:`RowShards` or a :class:`DeviceMatrix`."""
 
     array: np.ndarray
     dtype_code: int
@@ -71,6 +97,10 @@ class Embeddings:
     def dim(self) -> int:
         return int(self.array.shape[1])
 
+    @property
+    def device(self) -> str:
+        return DEVICE if isinstance(self.array, DeviceMatrix) else HOST
+
     def shards(self) -> list[tuple[int, Embeddings]]:
         """(first row, the shard) for each non-empty shard; the matrix itself when not sharded."""
         if not isinstance(self.array, RowShards):
@@ -80,8 +110,8 @@ class Embeddings:
         return shards or [(0, Embeddings(self.array.parts[0], self.dtype_code, self.name))]
 
     def rows_f32(self, start: int, stop: int, *, copy: bool = True) -> np.ndarray:
-        """Rows [start, stop) as C-contiguous float32: a copy the caller may modify, or with
-        ``copy=False`` possibly the caller's own memory, for reading only."""
+        """Rows [start, stop) as C-contiguous float32 on the host: a copy the caller may modify, or
+        with ``copy=False`` possibly the caller's own memory, for reading only."""
         if copy:
             return np.array(self.array[start:stop], dtype=np.float32, order="C", copy=True)
         return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)

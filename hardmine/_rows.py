@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._problem import BF16, F16, F32, Embeddings
+from ._problem import BF16, F16, F32, DeviceMatrix, Embeddings
 
 #: bytes per chunk when scanning inputs for NaN/inf and norms (bounded memory)
 SCAN_BYTES = 8 << 20
@@ -39,20 +39,36 @@ def _code_of(dtype: np.dtype) -> int:
     return F32 if dtype == np.float32 else F16 if dtype == np.float16 else BF16
 
 
-def row_peaks(chunk: np.ndarray, code: int) -> tuple[np.ndarray, np.ndarray]:
-    """(finite, peak): per row, whether every value is finite and the largest |value| (float64)."""
+def row_peaks(chunk, code: int, xp=np) -> tuple[np.ndarray, np.ndarray]:
+    """(finite, peak) on the host: per row, whether every value is finite and the largest
+    |value| (float64). ``chunk`` may be a device array of the array module ``xp``: only one
+    bit pattern per row leaves the device."""
     signed, unsigned, mask, infinity = _MAGNITUDE_BITS[code]
     if chunk.shape[0] == 0:
         return np.ones(0, dtype=bool), np.zeros(0)
     positive_side = chunk.view(signed).max(axis=1).view(unsigned) & unsigned(mask)
     negative_side = chunk.view(unsigned).max(axis=1) & unsigned(mask)
-    patterns = np.maximum(positive_side, negative_side)
+    patterns = xp.maximum(positive_side, negative_side)
+    if xp is not np:
+        patterns = xp.asnumpy(patterns)
     finite = patterns < infinity
     if code == BF16:
         values = (patterns.astype(np.uint32) << np.uint32(16)).view(np.float32)
     else:
         values = patterns.view(np.float32 if code == F32 else np.float16)
     return finite, np.where(finite, values.astype(np.float64), np.inf)
+
+
+def _squared_norms(emb: Embeddings, start: int, stop: int) -> np.ndarray:
+    """float64 squared norms of rows [start, stop) (exact float32 products, float64 sums), on
+    the device for a device matrix."""
+    if isinstance(emb.array, DeviceMatrix):
+        xp = emb.array.xp
+        block = emb.array.data[start:stop].astype(np.float64)
+        norms = (block * block).sum(axis=1)
+        return norms if xp is np else xp.asnumpy(norms)
+    block = emb.rows_f32(start, stop, copy=False)
+    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
 
 
 def first_nonfinite_row(array: np.ndarray, chunk_bytes: int = SCAN_BYTES) -> tuple[int | None, float]:
@@ -107,7 +123,10 @@ def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bo
     for start in range(0, emb.rows, chunk):
         stop = min(start + chunk, emb.rows)
         if check_finite:
-            finite, peaks = row_peaks(emb.array[start:stop], emb.dtype_code)
+            if isinstance(emb.array, DeviceMatrix):
+                finite, peaks = row_peaks(emb.array.data[start:stop], emb.dtype_code, emb.array.xp)
+            else:
+                finite, peaks = row_peaks(emb.array[start:stop], emb.dtype_code)
             if not finite.all():
                 row = start + int(np.argmin(finite))
                 advice = ("clean the data or pass check_finite=False (the rows are then not scanned: a NaN or -inf "
@@ -116,8 +135,7 @@ def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bo
             if peaks.size:
                 peak = max(peak, float(peaks.max()))
         if inverse is not None:
-            block = emb.rows_f32(start, stop, copy=False)
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            norms = np.sqrt(_squared_norms(emb, start, stop))
             zero = norms == 0
             if zero.any():
                 row = start + int(np.argmax(zero))
@@ -140,11 +158,19 @@ def scan(emb: Embeddings, *, check_finite: bool, want_norms: bool, skippable: bo
 
 def rescaled(emb: Embeddings, found: RowScan) -> Embeddings:
     """``emb`` with its extreme-norm rows multiplied by 2**-e (exact in binary floating point),
-    as a float32 copy; the inverse norms in ``found`` already belong to the rescaled rows."""
+    as a float32 copy (on the device for a device matrix); the inverse norms in ``found``
+    already belong to the rescaled rows."""
     if found.extreme_rows is None:
         return emb
+    shifts = -found.extreme_shifts[:, None].astype(np.int32)
+    if isinstance(emb.array, DeviceMatrix):
+        xp = emb.array.xp
+        rows = emb.array.data.astype(np.float32, copy=True)
+        extreme = xp.asarray(found.extreme_rows)
+        rows[extreme] = xp.ldexp(rows[extreme], xp.asarray(shifts))
+        return Embeddings(DeviceMatrix(rows, xp), F32, emb.name)
     rows = emb.rows_f32(0, emb.rows)
-    rows[found.extreme_rows] = np.ldexp(rows[found.extreme_rows], -found.extreme_shifts[:, None].astype(np.int32))
+    rows[found.extreme_rows] = np.ldexp(rows[found.extreme_rows], shifts)
     return Embeddings(rows, F32, emb.name)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ._interop import BFLOAT16, as_numpy
-from ._problem import BF16, F16, F32, Embeddings, Problem, RowShards
+from ._interop import BFLOAT16, as_numpy, device_view, is_device_array, to_host
+from ._problem import BF16, DEVICE, F16, F32, HOST, DeviceMatrix, Embeddings, Problem, RowShards
 from ._rows import SCORE_LIMIT, check_dot_range, rescaled, scan
 
 METRICS = ("dot", "cosine")
@@ -34,6 +34,8 @@ def embeddings(x: Any, name: str) -> Embeddings:
         x = x.parts
     if isinstance(x, (list, tuple)) and x and all(getattr(part, "ndim", 0) >= 2 for part in x):
         return _sharded(x, name)
+    if is_device_array(x):
+        return _on_device(x, name)
     array = as_numpy(x, name)
     if array.dtype == np.float64:
         array = array.astype(np.float32)
@@ -57,7 +59,33 @@ def embeddings(x: Any, name: str) -> Embeddings:
     return Embeddings(array=array, dtype_code=code, name=name)
 
 
+def _on_device(x: Any, name: str) -> Embeddings:
+    """A device matrix read in place (CuPy, torch CUDA, ``__cuda_array_interface__``); float64
+    is converted to float32 on the device, non-unit-stride rows made contiguous there."""
+    view = device_view(x, name)
+    data, xp = view.data, view.xp
+    if data.dtype == np.float64:
+        data = data.astype(np.float32)
+    if data.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{name} must hold float32 or float16 values on the device; got dtype "
+                        f"{_dtype_name(np.dtype(data.dtype))}. Convert it first, e.g. {name}.astype(cupy.float32)")
+    if data.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, d); got shape {tuple(data.shape)}")
+    if data.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one column (d >= 1); got shape {tuple(data.shape)}")
+    if xp is not np and data.device.id != xp.cuda.Device().id:
+        raise ValueError(f"{name} is on GPU {data.device.id} but the current CUDA device is "
+                         f"{xp.cuda.Device().id}; run under `with cupy.cuda.Device({data.device.id}):`")
+    if not (data.flags.c_contiguous or data.flags.f_contiguous):
+        data = xp.ascontiguousarray(data)
+    code = F32 if data.dtype == np.float32 else F16
+    return Embeddings(array=DeviceMatrix(data, xp), dtype_code=code, name=name)
+
+
 def _sharded(parts: list | tuple, name: str) -> Embeddings:
+    if any(is_device_array(part) for part in parts):
+        raise TypeError(f"{name} is a list of device arrays; shards are for host memory (memory maps): pass one "
+                        f"device array, e.g. cupy.concatenate({name})")
     shards = [embeddings(part, f"{name}[{i}]") for i, part in enumerate(parts)]
     if len(shards) == 1:
         return Embeddings(shards[0].array, shards[0].dtype_code, name)
@@ -82,7 +110,7 @@ def unit_rows(x: Any, name: str) -> np.ndarray:
 
 
 def int_array(x: Any, name: str) -> np.ndarray:
-    array = np.asarray(x)
+    array = np.asarray(to_host(x))
     if array.size == 0 and array.dtype.kind not in "iu":
         array = array.astype(np.int64)
     if array.dtype.kind not in "iu" or array.dtype == np.bool_:
@@ -283,4 +311,5 @@ def problem(
         candidate_groups=None if grouped is None else grouped[1],
         block_size=block_size(block),
         num_threads=num_threads(threads),
+        device=DEVICE if DEVICE in (q.device, c.device) else HOST,
     )

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _positives, _scan, backends
 from . import _validation as v
-from ._interop import like_input
+from ._interop import like_input, to_host
 from ._rows import SCORE_LIMIT
 
 #: :func:`similarity` refuses outputs larger than this many scores (1 GiB of float32)
@@ -201,7 +201,7 @@ def violations(
     _scan.unsharded(problem, "violations")
     num_queries = problem.queries.rows
     if positive_scores is not None:
-        scores = np.asarray(positive_scores)
+        scores = np.asarray(to_host(positive_scores))
         if scores.dtype.kind not in "fiu" or scores.dtype == np.bool_:
             raise TypeError(f"positive_scores must be numeric; got dtype {scores.dtype}")
         if scores.shape != (num_queries,):

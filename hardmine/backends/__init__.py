@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._draws import Rule
-from .._problem import HOST, Problem
+from .._problem import DEVICE, HOST, Problem
 
 
 class Backend(Protocol):
@@ -55,7 +55,7 @@ _FACTORIES = {
 }
 #: the order ``"auto"`` tries, per input location; the float64 reference is for tests and
 #: benches only
-AUTO_ORDER = {HOST: ("cpu", "numba")}
+AUTO_ORDER = {HOST: ("cpu", "numba"), DEVICE: ("cuda", "cupy")}
 
 _loaded: dict[str, Backend] = {}
 _failures: dict[str, str] = {}
@@ -103,8 +103,10 @@ def get(name: str | None = "auto", *, device: str = HOST, precision: str = "fp32
     if backend is None:
         raise RuntimeError(f"backend {name!r} is not available: {_failures[name]}")
     if not _accepts(backend, device, precision):
+        advice = (" (copy them to the host, e.g. cupy.asnumpy(x) or x.cpu(), or use backend='cuda' or 'cupy')"
+                  if device == DEVICE and device not in backend.devices else "")
         raise ValueError(f"backend {name!r} reads {sorted(backend.devices)} inputs in {sorted(backend.precisions)}; "
-                         f"these are {device} inputs in {precision}")
+                         f"these are {device} inputs in {precision}{advice}")
     return backend
 
 

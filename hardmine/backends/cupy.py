@@ -1,9 +1,13 @@
 """The ``cupy`` backend: score tiles from CuPy's matmul (cuBLAS) and selection, exclusion,
 filters, draws and violation statistics in the numba-cuda kernels of :mod:`.cuda_kernels`.
 
-Host inputs (NumPy arrays, memory maps, shards) are copied to the device one query block and
-one candidate tile at a time, so dumps larger than GPU memory work. Named explicitly
-(``backend="cupy"``); ``"auto"`` keeps host inputs on the CPU.
+Device inputs (CuPy arrays, torch CUDA tensors, ``__cuda_array_interface__`` exporters) are read
+in place; ``"auto"`` sends them to ``cuda``, else here. Host inputs (NumPy arrays, memory maps,
+shards) go to a GPU backend only when one is named (``backend="cupy"``): candidates that fit in
+half the free device memory are uploaded once, larger dumps stream a tile at a time through two
+pinned staging buffers on a copy stream (tile i+1 is copied while tile i is scored).
+Score tiles are float32 products of float32 rows (half inputs are widened first, as on the CPU;
+CuPy keeps TF32 off unless ``CUPY_TF32=1``).
 
 Without a GPU the same code runs under the CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) with
 NumPy standing in for CuPy: that is how CI checks it against the float64 reference.
@@ -16,7 +20,9 @@ import numpy as np
 
 from . import cuda_kernels as kernels
 from .._draws import Rule
-from .._problem import HOST, Problem
+from .._interop import array_module
+from .._problem import DEVICE, HOST, Problem
+from .gpu_rows import CandidateRows, query_rows
 
 
 def _array_module():
@@ -24,10 +30,7 @@ def _array_module():
     saying why not (recorded by the registry and shown by ``hardmine info``)."""
     if numba.config.ENABLE_CUDASIM:
         return np
-    try:
-        import cupy
-    except ImportError as error:
-        raise ImportError(f"cupy is not installed ({error}); pip install cupy-cuda12x or cupy-cuda13x") from None
+    cupy = array_module()
     if not cupy.is_available():
         raise ImportError("cupy is installed but sees no usable CUDA device")
     from numba import cuda
@@ -89,19 +92,18 @@ def _blocks(problem: Problem, k: int = 1) -> tuple[int, int]:
 
 
 def _query_block(problem: Problem, q0: int, q1: int):
-    rows = problem.queries.rows_f32(q0, q1)
+    rows = query_rows(problem.queries, q0, q1, xp)
     if problem.metric == "cosine":
-        rows *= problem.query_scales[q0:q1, None]
-    return xp.asarray(rows)
+        rows *= xp.asarray(problem.query_scales[q0:q1, None])
+    return rows
 
 
-def _tiles(problem: Problem, device: DeviceArrays, queries, tile_rows: int):
-    """(c0, float32 score tile on the device) over every candidate tile of ``tile_rows``."""
-    for c0 in range(0, problem.candidates.rows, tile_rows):
-        c1 = min(c0 + tile_rows, problem.candidates.rows)
-        tile = xp.matmul(queries, xp.asarray(problem.candidates.rows_f32(c0, c1, copy=False)).T)
+def _tiles(problem: Problem, device: DeviceArrays, queries, candidates: CandidateRows):
+    """(c0, float32 score tile on the device) over every candidate tile."""
+    for c0, rows in candidates.tiles():
+        tile = xp.matmul(queries, rows.T)
         if device.candidate_scales is not None:
-            tile *= device.candidate_scales[None, c0:c1]
+            tile *= device.candidate_scales[None, c0 : c0 + rows.shape[0]]
         yield c0, xp.ascontiguousarray(tile, dtype=np.float32)
 
 
@@ -165,17 +167,18 @@ class NumbaLaunch:
             tile, q0, c0, positives, np.float32(margin), *outputs, *device.exclusion)
 
 
-def _tally(tile, device: DeviceArrays, problem: Problem, q0: int, tallies: np.ndarray) -> None:
+def _tally(tile, device: DeviceArrays, problem: Problem, q0: int, tallies) -> None:
+    """Adds each filter's count of scores beyond its bound to the device array ``tallies``."""
     rows = slice(q0, q0 + tile.shape[0])
     for f, (bound, below) in enumerate(zip(device.count_bounds, problem.count_below)):
         edge = bound[rows, None]
         beyond = (tile < edge) & (tile > -np.inf) if below else tile > edge
-        tallies[rows, f] += _host(beyond.sum(axis=1))
+        tallies[rows, f] += beyond.sum(axis=1)
 
 
 class CupyBackend:
     name = "cupy"
-    devices = frozenset({HOST})
+    devices = frozenset({HOST, DEVICE})
     precisions = frozenset({"fp32"})
     launch = NumbaLaunch()
     #: True under the CUDA simulator: correct, and far too slow for real work or timing
@@ -197,11 +200,13 @@ class CupyBackend:
                np.full((num_queries, count), -np.inf), np.zeros((num_queries, len(problem.count_bounds)), np.int64),
                np.full((num_queries, top_k), -1, dtype=np.int64), np.full((num_queries, top_k), -np.inf, np.float32)]
         kept, kept_top = min(count, num_candidates), min(top_k, num_candidates)
+        tallies = xp.zeros(out[3].shape, dtype=np.int64)
+        candidates = CandidateRows(problem.candidates, tile_columns, xp)
         for q0 in range(0, num_queries, query_rows):
             q1 = min(q0 + query_rows, num_queries)
             drawn = Selection(q1 - q0, kept, tile_columns, mode) if kept else None
             best = Selection(q1 - q0, kept_top, tile_columns, kernels.TOP) if kept_top else None
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), candidates):
                 for selection in (best, drawn):
                     if selection is not None:
                         # The first tile meets an empty buffer that admits everything: its first
@@ -211,11 +216,12 @@ class CupyBackend:
                         if lead:
                             self.launch.consume(selection, tile, (0, lead), q0, c0, device, rule)
                         self.launch.consume(selection, tile, (lead, tile.shape[1]), q0, c0, device, rule)
-                _tally(tile, device, problem, q0, out[3])
+                _tally(tile, device, problem, q0, tallies)
             if drawn is not None:
                 out[0][q0:q1], out[1][q0:q1], out[2][q0:q1] = drawn.result(self.launch, device, count)
             if best is not None:
                 out[4][q0:q1], out[5][q0:q1], _ = best.result(self.launch, device, top_k)
+        out[3] = _host(tallies)
         return tuple(out)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
@@ -227,9 +233,10 @@ class CupyBackend:
         best_ids = xp.full(num_queries, -1, dtype=np.int64)
         positives = xp.asarray(positive_scores, dtype=np.float32)
         query_rows, tile_columns = _blocks(problem)
+        candidates = CandidateRows(problem.candidates, tile_columns, xp)
         for q0 in range(0, num_queries, query_rows):
             q1 = min(q0 + query_rows, num_queries)
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), candidates):
                 self.launch.violations(tile, q0, c0, positives, margin, (count, hinge_sum, best_scores, best_ids),
                                        device)
         count, hinge_sum, best_scores, argmax = (_host(a) for a in (count, hinge_sum, best_scores, best_ids))
@@ -241,8 +248,9 @@ class CupyBackend:
         out = np.empty((problem.queries.rows, problem.candidates.rows), dtype=np.float32)
         device = DeviceArrays(problem)
         query_rows, tile_columns = _blocks(problem)
+        candidates = CandidateRows(problem.candidates, tile_columns, xp)
         for q0 in range(0, problem.queries.rows, query_rows):
             q1 = min(q0 + query_rows, problem.queries.rows)
-            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), tile_columns):
+            for c0, tile in _tiles(problem, device, _query_block(problem, q0, q1), candidates):
                 out[q0:q1, c0 : c0 + tile.shape[1]] = _host(tile)
         return out
