@@ -15,12 +15,11 @@ import pytest
 import hardmine
 from hardmine import backends
 
+from conftest import NUMPY_BLOCK, flops, numpy_sgemm, run  # noqa: E402  (benches/ is on sys.path)
+
 faiss = pytest.importorskip("faiss")
 
 KS = (10, 100)
-#: candidate rows per NumPy matmul call (the peers must stay blocked too)
-NUMPY_BLOCK = 16384
-ROUNDS = 3
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +28,6 @@ def data(size):
     queries = rng.standard_normal((size["queries"], size["dim"]), dtype=np.float32)
     candidates = rng.standard_normal((size["candidates"], size["dim"]), dtype=np.float32)
     return queries, candidates
-
-
-def flops(queries, candidates) -> float:
-    return 2.0 * queries.shape[0] * candidates.shape[0] * queries.shape[1]
-
-
-def run(benchmark, fn):
-    return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-
-
-def numpy_sgemm(queries, candidates):
-    out = np.empty((queries.shape[0], NUMPY_BLOCK), dtype=np.float32)
-    for start in range(0, candidates.shape[0], NUMPY_BLOCK):
-        block = candidates[start : start + NUMPY_BLOCK]
-        np.matmul(queries, block.T, out=out[:, : block.shape[0]])
 
 
 def numpy_topk(queries, candidates, k):

@@ -178,3 +178,25 @@ def restrict_queries(problem: Problem, start: int, stop: int, shard: Embeddings)
             fields[indices_name] = getattr(problem, indices_name)[indptr[start] : indptr[stop]]
     fields["count_bounds"] = tuple(np.ascontiguousarray(bound[start:stop]) for bound in problem.count_bounds)
     return replace(problem, **fields)
+
+
+def select_queries(problem: Problem, rows: np.ndarray) -> Problem:
+    """The problem over the query rows ``rows`` (any order; their embeddings gathered into a copy)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    queries = Embeddings(np.ascontiguousarray(problem.queries.array[rows]), problem.queries.dtype_code,
+                         problem.queries.name)
+    fields: dict[str, Any] = {"queries": queries}
+    for name in ("query_scales", "query_groups", "upper_bounds", "lower_bounds"):
+        value = getattr(problem, name)
+        if value is not None:
+            fields[name] = np.ascontiguousarray(value[rows])
+    for indptr_name, indices_name in (("exclude_indptr", "exclude_indices"),
+                                      ("excluded_key_indptr", "excluded_key_indices")):
+        indptr = getattr(problem, indptr_name)
+        if indptr is not None:
+            starts, stops = indptr[rows], indptr[rows + 1]
+            fields[indptr_name] = np.concatenate([[0], np.cumsum(stops - starts)]).astype(np.int64)
+            segments = [getattr(problem, indices_name)[a:b] for a, b in zip(starts, stops)]
+            fields[indices_name] = np.concatenate(segments).astype(np.int64) if segments else np.zeros(0, np.int64)
+    fields["count_bounds"] = tuple(np.ascontiguousarray(bound[rows]) for bound in problem.count_bounds)
+    return replace(problem, **fields)

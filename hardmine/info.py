@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import _precision, backends
 
 
 def info(print_result: bool = True) -> dict[str, Any]:
@@ -31,6 +31,7 @@ def info(print_result: bool = True) -> dict[str, Any]:
         "backends": status,
         "cpu_build": build,
         "cuda": backends.cuda_status(),
+        "int8": dict(zip(("native", "reason"), _precision.int8_kernel())),
     }
     if print_result:
         print(format_info(facts))
@@ -49,6 +50,9 @@ def format_info(facts: dict[str, Any]) -> str:
         lines.append(f"  built ({cuda['architectures']}), no usable device: {cuda['reason']}")
     else:
         lines.append(f"  built ({cuda['architectures']}), {cuda['devices']} device(s)")
+    int8 = facts["int8"]
+    lines.append(f"precision='int8' (certified, exact answers): {int8['reason']}; precision='auto' "
+                 f"{'takes it for large top-k calls' if int8['native'] else 'stays on fp32'}")
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")

@@ -122,8 +122,8 @@ def test_streamed_candidates_equal_resident_ones(monkeypatch):
 def test_bad_device_inputs_get_clear_errors():
     _, queries, candidates = _data()
     c_dev = cuda.to_device(candidates)
-    with pytest.raises(ValueError, match=r"backend 'cpu' reads \['host'\].*cuda inputs.*copy them to the host"):
-        hardmine.topk(cuda.to_device(queries), c_dev, 3, backend="cpu")
+    with pytest.raises(ValueError, match=r"backend 'reference' reads \['host'\].*cuda inputs.*copy them to the host"):
+        hardmine.topk(cuda.to_device(queries), c_dev, 3, backend="reference")
     bad = queries.copy()
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="queries row 2 contains NaN or inf"):

@@ -11,6 +11,7 @@
 
 #include "arguments.hpp"
 #include "hardmine/build_info.hpp"
+#include "hardmine/certified.hpp"
 #include "hardmine/engine.hpp"
 #include "hardmine/tiling.hpp"
 
@@ -157,6 +158,66 @@ PYBIND11_MODULE(_core, m) {
       py::arg("out_hinge_sum"), py::arg("out_max"), py::arg("out_argmax"), py::arg("query_rows") = 0,
       py::arg("candidate_rows") = 0, py::arg("num_threads") = 0, py::arg("out_best_scores") = py::none(),
       "Blocked margin violations into preallocated outputs. Use hardmine.violations instead.");
+
+  m.def(
+      "topk_int8",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         int64_t k, std::optional<py::array> query_scales, std::optional<py::array> candidate_scales,
+         std::optional<py::array> exclude_indptr, std::optional<py::array> exclude_indices,
+         std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
+         py::array out_indices, py::array out_scores, py::array out_shortlist, int num_threads) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        if (k < 1) throw py::value_error("k must be >= 1; got " + std::to_string(k));
+        if (q.cols > hardmine::kMaxInt8Dim) {
+          throw py::value_error("int8 scoring takes d <= " + std::to_string(hardmine::kMaxInt8Dim));
+        }
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        if ((scales.queries == nullptr) != (scales.candidates == nullptr)) {
+          throw py::value_error("query_scales and candidate_scales come together");
+        }
+        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
+                                            q.rows, c.rows);
+        int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
+        float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
+        int64_t* shortlist = output<int64_t>(out_shortlist, {q.rows}, "out_shortlist");
+        const auto options = run_options(0, 0, num_threads);
+        run_released([&] {
+          hardmine::topk_int8(q, c, k, scales, exclusion, options, indices, scores, shortlist);
+        });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("k"), py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
+      py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"), py::arg("out_indices"),
+      py::arg("out_scores"), py::arg("out_shortlist"), py::arg("num_threads") = 0,
+      "Certified int8 top-k into preallocated outputs (rows with out_shortlist -1 are left to the exact "
+      "engine). Use hardmine.topk(precision='int8') instead.");
+
+  m.def(
+      "_int8_bounds",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         std::optional<py::array> query_scales, std::optional<py::array> candidate_scales, py::array out_lower,
+         py::array out_upper) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_dims(q, c);
+        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
+                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
+        if ((scales.queries == nullptr) != (scales.candidates == nullptr)) {
+          throw py::value_error("query_scales and candidate_scales come together");
+        }
+        double* lower = output<double>(out_lower, {q.rows, c.rows}, "out_lower");
+        double* upper = output<double>(out_upper, {q.rows, c.rows}, "out_upper");
+        run_released([&] { hardmine::int8_bounds(q, c, scales, lower, upper); });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("query_scales"), py::arg("candidate_scales"), py::arg("out_lower"), py::arg("out_upper"),
+      "Test-suite diagnostic: every pair's certified int8 score bounds, as topk_int8 screens them.");
+
+  m.def("certified_int8_native", &hardmine::certified_int8_native,
+        "True when this CPU runs the int8 path's AVX-512 VNNI kernel.");
 
   m.def(
       "similarity",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _merge as merge
 from .._draws import Rule
-from .._problem import F32, HOST, Embeddings, Problem, restrict_candidates
+from .._problem import F32, HOST, Embeddings, Problem, restrict_candidates, select_queries
 
 
 def _load_openblas() -> None:
@@ -117,11 +117,38 @@ def _filters(problem: Problem, counts: np.ndarray) -> dict:
 class CpuBackend:
     name = "cpu"
     devices = frozenset({HOST})
-    precisions = frozenset({"fp32"})
+    precisions = frozenset({"fp32", "int8"})
     build_info = dict(_core.BUILD_INFO)
+    #: True when the int8 path runs its AVX-512 VNNI kernel (else a portable one)
+    int8_native = _core.certified_int8_native()
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if problem.precision == "int8":
+            return self.topk_int8(problem, k)[:3]
         return merge.topk(_split(problem, lambda part, _: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
+
+    def topk_int8(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, scores, counts, shortlist): the exact top-k through certified int8 scores
+        (csrc/cpu/certified.cpp); ``shortlist`` is the number of candidates re-scored per query,
+        -1 where the query fell back to the float32 engine (a shortlist past its cap, a zero row)."""
+        if problem.candidate_keys is not None or problem.upper_bounds is not None or \
+                problem.lower_bounds is not None or problem.count_bounds:
+            raise ValueError("precision='int8' serves plain top-k (exclusions, groups); keys, score bounds and "
+                             "tallies run in fp32")
+        num_queries = problem.queries.rows
+        indices = np.empty((num_queries, k), dtype=np.int64)
+        scores = np.empty((num_queries, k), dtype=np.float32)
+        shortlist = np.empty(num_queries, dtype=np.int64)
+        common = _common(problem)
+        for name in ("query_rows", "candidate_rows"):
+            del common[name]
+        _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **common,
+                        **_exclusion(problem))
+        fell_back = np.flatnonzero(shortlist < 0)
+        if fell_back.size:
+            exact = replace(select_queries(problem, fell_back), precision="fp32")
+            indices[fell_back], scores[fell_back], _ = self.topk(exact, k)
+        return indices, scores, np.zeros((num_queries, 0), dtype=np.int64), shortlist
 
     def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
         def run(part: Problem, first: int) -> tuple:

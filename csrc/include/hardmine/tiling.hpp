@@ -68,6 +68,73 @@ inline int resolve_threads(int requested, int64_t work_items = INT64_MAX) {
 #endif
 }
 
+/// The parallel block loop every driver shares: OpenMP workers take blocks in turn (dynamic
+/// schedule); the first exception of any worker stops the others and is rethrown on the
+/// caller; only the calling thread may talk to the host, so it alone polls for Ctrl-C (about
+/// every 100 ms), and Interrupted is thrown when the host asked to stop.
+class BlockLoop {
+ public:
+  explicit BlockLoop(const RunOptions& options)
+      : options_(options), last_poll_(std::chrono::steady_clock::now()) {}
+
+  bool stopped() const { return stop_.load(std::memory_order_relaxed); }
+
+  /// Asks the host whether to stop, on the calling thread (a no-op on the other workers).
+  void poll() {
+#ifdef _OPENMP
+    if (omp_get_thread_num() != 0) return;
+#endif
+    if (!options_.interrupted) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_poll_ < std::chrono::milliseconds(100)) return;
+    last_poll_ = now;
+    if (options_.interrupted()) {
+      interrupted_ = true;
+      stop_.store(true);
+    }
+  }
+
+  /// work(state, block) for every block in [0, num_blocks) on `threads` workers, each with its
+  /// own state = make_state() (an allocation failure there is reported like any other error).
+  template <class MakeState, class Work>
+  void run(int threads, int64_t num_blocks, MakeState make_state, Work work) {
+    if (threads > 1) note_parallel_start();
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+      decltype(make_state()) state;
+      const bool ready = guarded([&] { state = make_state(); });
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t block = 0; block < num_blocks; ++block) {
+        if (!ready || stopped()) continue;
+        guarded([&] { work(state, block); });
+      }
+    }
+    if (first_error_) std::rethrow_exception(first_error_);
+    if (interrupted_) throw Interrupted();
+  }
+
+ private:
+  template <class F>
+  bool guarded(F f) {
+    try {
+      f();
+      return true;
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      if (!first_error_) first_error_ = std::current_exception();
+      stop_.store(true);
+      return false;
+    }
+  }
+
+  const RunOptions& options_;
+  std::atomic<bool> stop_{false};
+  bool interrupted_ = false;
+  std::exception_ptr first_error_;
+  std::mutex error_mutex_;
+  std::chrono::steady_clock::time_point last_poll_;
+};
+
 /// Runs handler over every (query block, candidate tile) pair.
 /// Handler provides: State begin(q0, nq); consume(State&, q0, nq, c0, nc, scores, ld);
 /// finish(State&, q0, nq). Exceptions from any worker are rethrown here.
@@ -90,80 +157,42 @@ void for_each_score_tile(const MatrixView& queries, const MatrixView& candidates
   const int64_t num_blocks = (num_queries + query_rows - 1) / query_rows;
   // A thread per query block at most: more would only allocate idle tiles.
   const int threads = resolve_threads(options.num_threads, num_blocks);
-  if (threads > 1) note_parallel_start();
 
-  std::atomic<bool> stop{false};
-  bool interrupted = false;
-  std::exception_ptr first_error;
-  std::mutex error_mutex;
-  auto last_poll = std::chrono::steady_clock::now();
-
-  // Only the calling thread may talk to the host (it owns the interpreter state),
-  // so it polls for Ctrl-C between its own tiles.
-  auto poll = [&](bool is_caller) {
-    if (!is_caller || !options.interrupted) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_poll < std::chrono::milliseconds(100)) return;
-    last_poll = now;
-    if (options.interrupted()) {
-      interrupted = true;
-      stop.store(true);
-    }
+  struct Buffers {
+    std::vector<float> queries, tile, scores;
   };
-
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-#ifdef _OPENMP
-    const bool is_caller = omp_get_thread_num() == 0;
-#else
-    const bool is_caller = true;
-#endif
-    std::vector<float> query_buffer;
-    std::vector<float> tile_buffer;
-    std::vector<float> score_tile;
-    try {
-      query_buffer.resize(static_cast<size_t>(query_rows * dim));
-      tile_buffer.resize(static_cast<size_t>(tile_rows * dim));
-      score_tile.resize(static_cast<size_t>(query_rows * tile_rows));
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!first_error) first_error = std::current_exception();
-      stop.store(true);
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t block = 0; block < num_blocks; ++block) {
-      if (stop.load(std::memory_order_relaxed)) continue;
-      try {
+  BlockLoop loop(options);
+  loop.run(
+      threads, num_blocks,
+      [&] {
+        Buffers buffers;
+        buffers.queries.resize(static_cast<size_t>(query_rows * dim));
+        buffers.tile.resize(static_cast<size_t>(tile_rows * dim));
+        buffers.scores.resize(static_cast<size_t>(query_rows * tile_rows));
+        return buffers;
+      },
+      [&](Buffers& buffers, int64_t block) {
         const int64_t q0 = block * query_rows;
         const int64_t nq = std::min(query_rows, num_queries - q0);
         int64_t ldq = 0;
-        const float* qptr = rows_as_f32(queries, q0, nq, query_buffer.data(), &ldq);
+        const float* qptr = rows_as_f32(queries, q0, nq, buffers.queries.data(), &ldq);
         auto state = handler.begin(q0, nq);
         for (int64_t c0 = 0; c0 < num_candidates; c0 += tile_rows) {
-          poll(is_caller);
-          if (stop.load(std::memory_order_relaxed)) break;
+          loop.poll();
+          if (loop.stopped()) return;
           const int64_t nc = std::min(tile_rows, num_candidates - c0);
           int64_t ldc = 0;
-          const float* cptr = rows_as_f32(candidates, c0, nc, tile_buffer.data(), &ldc);
-          gemm_nt(nq, nc, dim, qptr, ldq, cptr, ldc, score_tile.data(), nc);
+          const float* cptr = rows_as_f32(candidates, c0, nc, buffers.tile.data(), &ldc);
+          gemm_nt(nq, nc, dim, qptr, ldq, cptr, ldc, buffers.scores.data(), nc);
           if (scales.queries != nullptr || scales.candidates != nullptr) {
-            apply_scales(score_tile.data(), nc, nq, nc,
-                         scales.queries ? scales.queries + q0 : nullptr,
+            apply_scales(buffers.scores.data(), nc, nq, nc, scales.queries ? scales.queries + q0 : nullptr,
                          scales.candidates ? scales.candidates + c0 : nullptr);
           }
-          handler.consume(state, q0, nq, c0, nc, score_tile.data(), nc);
+          handler.consume(state, q0, nq, c0, nc, buffers.scores.data(), nc);
         }
-        if (!stop.load(std::memory_order_relaxed)) handler.finish(state, q0, nq);
-        poll(is_caller);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!first_error) first_error = std::current_exception();
-        stop.store(true);
-      }
-    }
-  }
-  if (first_error) std::rethrow_exception(first_error);
-  if (interrupted) throw Interrupted();
+        handler.finish(state, q0, nq);
+        loop.poll();
+      });
 }
 
 }  // namespace hardmine

@@ -1,0 +1,60 @@
+// The int8 path's kernels (int8_kernels.cpp), dispatched once at load time to AVX-512
+// (VNNI for the products) or portable versions; used by certified.cpp only.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace hardmine::int8 {
+
+constexpr int kRows = 12;   // queries per micro-kernel block
+constexpr int kLanes = 32;  // candidates per packed panel
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+/// A row's int8 codes (x ~ A * code) and what the certified bound needs of it.
+struct RowFacts {
+  double scale = 0;     ///< A, a float32 value: x^ = A * code exactly (0: the row is (nearly) zero)
+  double norm = 0;      ///< ||x||, rounded up
+  double residual = 0;  ///< ||x - x^||, rounded up
+  double coded = 0;     ///< ||x^||, rounded up
+  int32_t code_sum = 0;
+};
+
+/// The per-row inputs of the screen for one micro-kernel block.
+struct ScreenRows {
+  int rows = 0;
+  int32_t offset[kRows] = {};   ///< 128 * the sum of the query's codes (the unsigned candidate codes' bias)
+  float norm[kRows] = {};       ///< ||q|| / A_q, rounded up
+  float residual[kRows] = {};   ///< ||q - q^|| / A_q, rounded up
+  float threshold[kRows] = {};  ///< the query's k-th best lower bound (+inf: skip the row)
+};
+
+/// The smallest float32 >= x (x >= 0).
+inline float float_up(double x) {
+  float f = static_cast<float>(x);
+  if (static_cast<double>(f) < x) f = std::nextafter(f, kInf);
+  return f;
+}
+
+/// Quantises x[0, d) into codes[0, padded) (zeros past d).
+extern RowFacts (*const quantise)(const float* x, int64_t d, int64_t padded, int8_t* codes);
+
+/// products[r * 32 + l] = sum_i query_codes[r * padded + i] * panel code (lane l, i), the panel's
+/// codes stored as [padded / 4][32 lanes][4] unsigned bytes, code + 128.
+extern void (*const products)(const int8_t* query_codes, int64_t padded, const uint8_t* panel, int32_t* out);
+
+/// masks[r] bit l: lane l's upper bound reaches row r's threshold; for such rows every lane's
+/// bounds are in uppers/lowers[r * 32 + l] (docs/precision.md). scale, residual, coded: the
+/// panel's 32 candidate factors in the frame.
+extern void (*const screen)(const int32_t* products, const ScreenRows& rows, const float* scale,
+                            const float* residual, const float* coded, int valid, uint32_t* masks, float* uppers,
+                            float* lowers);
+
+/// sum a[i] * b[i] over float32 rows with float64 products (exact) and float64 sums.
+extern double (*const exact_dot)(const float* a, const float* b, int64_t d);
+
+/// True when the products kernel is the AVX-512 VNNI one.
+bool native();
+
+}  // namespace hardmine::int8

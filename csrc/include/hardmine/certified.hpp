@@ -1,0 +1,31 @@
+// Certified low-precision scoring: int8 approximate scores with a per-pair error bound,
+// exact re-scoring of a shortlist, the exact engine's answer (csrc/cpu/certified.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "hardmine/engine.hpp"
+
+namespace hardmine {
+
+/// Largest d the int8 path takes: |sum of d products of int8 x (uint8 + 128)| stays in int32.
+constexpr int64_t kMaxInt8Dim = 65536;
+
+/// True when this CPU runs the AVX-512 VNNI kernel (otherwise a portable one, far slower).
+bool certified_int8_native();
+
+/// The exact top-k of topk() (ids, groups exclusions; no keys, bounds or tallies), found by
+/// int8 scores screened with a certified bound and a float64 re-score of each query's shortlist.
+/// @param[out] out_shortlist (Q,) candidates re-scored per query, or -1 where the shortlist
+///             outgrew its cap (or the query row is zero): that row of out_indices/out_scores
+///             is -1/-inf and the caller runs the exact engine for it
+void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
+               const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices, float* out_scores,
+               int64_t* out_shortlist);
+
+/// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
+/// score units, as topk_int8 screens them; rows of zero queries are left untouched.
+void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,
+                 double* upper);
+
+}  // namespace hardmine

@@ -1,0 +1,59 @@
+"""The scoring precision of a call (``precision=``): ``"fp32"``, the float32 engine;
+``"int8"``, int8 scores screened by a certified per-pair error bound and the shortlist
+re-scored exactly, which returns the exact engine's answer (docs/precision.md); ``"auto"``,
+the fastest exact path this machine and call allow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backends
+from ._problem import Problem
+
+PRECISIONS = ("auto", "fp32", "int8")
+
+#: the int8 path's int32 sums hold d <= this many products
+MAX_INT8_DIM = 65536
+
+#: ``auto`` takes int8 from this many queries on (below, quantising and packing the candidates,
+#: once per call, costs more than the int8 products save) ...
+AUTO_INT8_MIN_QUERIES = 1024
+#: ... up to this k (past it the shortlists' exact re-scoring outweighs the savings); measured
+#: on Zen 4 at d=384 (docs/precision.md)
+AUTO_INT8_MAX_K = 256
+
+
+def check(value: Any) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {value!r}")
+    return str(value)
+
+
+def int8_kernel() -> tuple[bool, str]:
+    """(whether the int8 path runs its native kernel here, why or why not)."""
+    status = backends.status()["cpu"]
+    if status is not None:
+        return False, f"the compiled core is absent ({status})"
+    if not backends.get("cpu").int8_native:
+        return False, "this CPU lacks AVX-512 VNNI (int8 runs, on a portable kernel far slower than fp32)"
+    return True, "AVX-512 VNNI int8 kernel"
+
+
+def resolve(requested: str, problem: Problem, backend: str | None, *, k: int, check_finite: bool) -> str:
+    """The precision a call runs: ``requested`` checked against the problem, or what ``auto`` picks."""
+    if requested == "int8":
+        if not check_finite:
+            raise ValueError("precision='int8' needs check_finite=True: its error bound holds for finite rows only")
+        if problem.queries.dim > MAX_INT8_DIM:
+            raise ValueError(f"precision='int8' takes d <= {MAX_INT8_DIM}; these rows have d={problem.queries.dim}")
+        return requested
+    if requested == "fp32":
+        return requested
+    native, _ = int8_kernel()
+    large = problem.queries.rows >= AUTO_INT8_MIN_QUERIES and problem.candidates.rows >= 8 * k and k <= AUTO_INT8_MAX_K
+    try:  # the backend the call will get (HARDMINE_BACKEND included) must be the compiled core
+        on_cpu = backends.get(backend, device=problem.device).name == "cpu"
+    except (RuntimeError, ValueError):
+        return "fp32"  # the call itself reports why it cannot run
+    fits = problem.queries.dim <= MAX_INT8_DIM
+    return "int8" if native and large and on_cpu and check_finite and fits else "fp32"
