@@ -20,9 +20,11 @@ st_util = pytest.importorskip("sentence_transformers.util")
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
+from hardmine import backends  # noqa: E402
 from hardmine.integrations.sentence_transformers import FixedEmbeddingModel  # noqa: E402
 
-ROUNDS = 3
+from conftest import flops, run  # noqa: E402  (benches/ is on sys.path)
+
 WINDOW = (10, 100)
 
 
@@ -41,14 +43,6 @@ def world(size):
     return queries, corpus, positives, dataset, corpus_texts
 
 
-def flops(queries, corpus):
-    return 2.0 * queries.shape[0] * corpus.shape[0] * queries.shape[1]
-
-
-def run(benchmark, fn):
-    return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-
-
 def test_hardmine_topk_alone(benchmark, world, record):
     queries, corpus, positives, _, _ = world
     run(benchmark, lambda: hardmine.topk(queries, corpus, WINDOW[1], exclude=positives))
@@ -64,6 +58,21 @@ def test_hardmine_mine(benchmark, world, record, backend):
     ))
     record("mining", f"hardmine mine ({backend})", benchmark, flops(queries, corpus))
     assert np.all(result.num_valid == 5)
+
+
+def test_hardmine_mine_int8(benchmark, world, record):
+    """The same mining with precision="int8": certified int8 screening, exact re-scoring."""
+    if backends.status()["cpu"] is not None:
+        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    queries, corpus, positives, _, _ = world
+    options = dict(positives=positives, strategy="random", rank_range=WINDOW, relative_margin=0.05, num_negatives=5,
+                   seed=0)
+    result = run(benchmark, lambda: hardmine.mine(queries, corpus, precision="int8", **options))
+    record("mining", "hardmine mine (cpu, int8)", benchmark, flops(queries, corpus))
+    fp32 = hardmine.mine(queries, corpus, **options)
+    # the same negatives but where two window scores tie within float32 rounding
+    benchmark.extra_info["rows_identical_to_fp32"] = float((result.indices == fp32.indices).all(axis=1).mean())
+    assert (result.indices == fp32.indices).all(axis=1).mean() > 0.95
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numba"])

@@ -114,7 +114,7 @@ def _mine(args: argparse.Namespace) -> int:
         num_negatives=args.num_negatives, strategy=args.strategy, rank_range=args.rank_range,
         margin=args.margin, relative_margin=args.relative_margin, max_score=args.max_score,
         min_score=args.min_score, temperature=args.temperature, seed=args.seed, metric=args.metric,
-        backend=args.backend,
+        backend=args.backend, precision=args.precision,
     )
     job = offline.Job(
         queries=args.queries, candidates=args.candidates, out=args.out, mining=mining,
@@ -326,6 +326,8 @@ def _mine_command(commands) -> None:
     mine.add_argument("--seed", type=int, default=0)
     mine.add_argument("--metric", default="dot", choices=["dot", "cosine"])
     mine.add_argument("--backend", default="auto")
+    mine.add_argument("--precision", default="fp32", choices=["fp32", "int8", "auto"],
+                      help="int8: certified int8 screening, exact re-scoring, the same negatives (docs/precision.md)")
     mine.add_argument("--threads", type=int)
     mine.add_argument("--memory-limit", help="working-memory bound, e.g. 4GB; sets the query block size")
     mine.add_argument("--block-rows", type=int, help="query rows per block (overrides the --memory-limit choice)")

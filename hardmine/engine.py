@@ -118,8 +118,7 @@ def topk(
         queries, candidates, metric_name=metric, exclude=exclude, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
     )
-    problem = replace(problem, precision=_precision.resolve(precision, problem, backend, k=k,
-                                                            check_finite=check_finite))
+    problem = replace(problem, precision=_precision.resolve(precision, problem, backend, k=k))
     v.check_result_size(problem.queries.rows, k, "k")
     indices, scores, _ = _scan.scan(backend, problem, k)
     return TopK(*like_input(queries, *_scan.padded(indices, scores, k)))

@@ -334,6 +334,8 @@ def test_bad_inputs_fail_cleanly_before_any_work(dump, damage, message):
         (("--memory-limit", "lots"), r"cannot read 'lots'"),
         (("--memory-limit", "10MB"), r"too small"),
         (("--margin", "0.1"), r"need positives"),
+        (("--precision", "int8", "--exclude-keys", "keys.npy"), r"--precision int8 does not take --exclude-keys"),
+        (("--precision", "int8", "--strategy", "random", "--rank-range", "2:"), r"open --rank-range A: is drawn in fp32"),
     ],
 )
 def test_bad_options(dump, args, message):
@@ -468,3 +470,20 @@ def test_sampling_over_an_open_window_matches_the_api_across_blocks(dump, strate
                              num_negatives=5, seed=4, temperature=0.2 if strategy == "softmax" else None)
     table = pq.read_table(folder / "open.parquet").to_pydict()
     np.testing.assert_array_equal(np.array(table["negative_ids"]), expected.indices)
+
+
+@pytest.mark.skipif(hardmine.backends.status()["cpu"] is not None, reason="int8 scoring lives in the compiled core")
+def test_int8_precision_writes_the_exact_negatives(dump):
+    """--precision int8 (certified screening, exact re-scoring) across blocks: the negatives of the
+    in-memory int8 call, the same as fp32's wherever no two scores tie within float32 rounding."""
+    folder, queries, candidates, positives = dump
+    done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
+                         "positives.npy", "--out", "out.npz", "--block-rows", "400", "--precision", "int8", *ARGS)
+    assert done.returncode == 0, done.stderr
+    written = np.load(folder / "out.npz")
+    options = dict(positives=positives, strategy="random", rank_range=(3, 40), relative_margin=0.05,
+                   num_negatives=6, seed=3)
+    expected = hardmine.mine(queries, candidates, precision="int8", **options)
+    np.testing.assert_array_equal(written["negative_ids"], expected.indices)
+    fp32 = hardmine.mine(queries, candidates, **options)
+    assert (written["negative_ids"] == fp32.indices).all(axis=1).mean() > 0.99

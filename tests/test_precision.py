@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,7 +76,7 @@ def _check(ours, reference, queries, candidates, metric, excluded=None, half=Fal
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 @pytest.mark.parametrize("k", [1, 10, 70])
 def test_int8_equals_the_exact_top_k(data, metric, k):
-    rng = np.random.default_rng(hash((data, metric, k)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{data} {metric} {k}".encode()))
     queries, candidates = DATA[data](rng, 37, 19), DATA[data](rng, 400, 19)  # d not a multiple of 4
     exclude = rng.integers(0, 400, (37, 3))
     ours, reference = _exact(queries, candidates, k, metric, exclude=exclude)
@@ -172,7 +175,7 @@ def _problem(queries, candidates, metric="dot"):
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 def test_the_certified_bound_holds_for_every_pair(data, metric):
-    rng = np.random.default_rng(hash((data, metric, "bound")) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{data} {metric} bound".encode()))
     queries, candidates = DATA[data](rng, 30, 33), DATA[data](rng, 250, 33)
     if data == "heavy_tailed":
         candidates[::7] *= np.float32(1e-20)  # tiny rows beside large ones: the frame's underflow guard
@@ -198,18 +201,26 @@ def test_precision_is_checked_and_auto_picks_an_exact_path(monkeypatch):
         hardmine.topk(queries, candidates, 3, precision="int4")
     with pytest.raises(ValueError, match="backend 'numba' reads .* in \\['fp32'\\]; these are host inputs in int8"):
         hardmine.topk(queries, candidates, 3, precision="int8", backend="numba")
-    with pytest.raises(ValueError, match="precision='int8' needs check_finite=True"):
-        hardmine.topk(queries, candidates, 3, precision="int8", check_finite=False)
+    untrusted = candidates.copy()
+    untrusted[3, 1], untrusted[9, 4] = np.nan, np.inf  # unscanned rows the bound cannot cover: the fp32 engine answers
+    for rows in (untrusted, np.vstack([candidates[:5], np.full((1, 8), 3e30, np.float32)])):
+        ours = hardmine.topk(queries, rows, 4, precision="int8", check_finite=False)
+        exact = hardmine.topk(queries, rows, 4, backend="cpu", check_finite=False)
+        np.testing.assert_array_equal(ours.indices, exact.indices)
+    bad_query = queries.copy()
+    bad_query[1, 2] = np.nan
+    ours = hardmine.topk(bad_query, candidates, 4, precision="int8", check_finite=False)
+    exact = hardmine.topk(bad_query, candidates, 4, backend="cpu", check_finite=False)
+    np.testing.assert_array_equal(ours.indices, exact.indices)
     small = _problem(queries, candidates)
-    assert _precision.resolve("auto", small, "auto", k=3, check_finite=True) == "fp32"  # too small to pay off
+    assert _precision.resolve("auto", small, "auto", k=3) == "fp32"  # too small to pay off
     large = _problem(_uniform(rng, 4096, 8), _uniform(rng, 4096, 8))
     native, _ = _precision.int8_kernel()
-    assert _precision.resolve("auto", large, "auto", k=10, check_finite=True) == ("int8" if native else "fp32")
-    assert _precision.resolve("auto", large, "auto", k=300, check_finite=True) == "fp32"  # re-scoring dominates
-    assert _precision.resolve("auto", large, "numba", k=10, check_finite=True) == "fp32"
-    assert _precision.resolve("auto", large, "auto", k=10, check_finite=False) == "fp32"
+    assert _precision.resolve("auto", large, "auto", k=10) == ("int8" if native else "fp32")
+    assert _precision.resolve("auto", large, "auto", k=300) == "fp32"  # re-scoring dominates
+    assert _precision.resolve("auto", large, "numba", k=10) == "fp32"
     monkeypatch.setenv("HARDMINE_BACKEND", "numba")  # auto means numba here: no int8
-    assert _precision.resolve("auto", large, "auto", k=10, check_finite=True) == "fp32"
+    assert _precision.resolve("auto", large, "auto", k=10) == "fp32"
     auto = hardmine.topk(queries, candidates, 3, precision="auto")
     np.testing.assert_array_equal(auto.indices, hardmine.topk(queries, candidates, 3, backend="reference").indices)
 
@@ -279,3 +290,63 @@ def test_random_problems_give_the_exact_answer(case):
         excluded[np.arange(len(queries))[:, None], exclude] = True
     dense = scores64(queries, candidates, metric)
     assert_topk_matches(ours, reference, dense, excluded, tolerance(queries, candidates, metric, False))
+
+
+MINING = [dict(relative_margin=0.05), dict(margin=0.1), dict(strategy="semihard", margin=0.3),
+          dict(max_score=0.3, min_score=-0.1), dict(strategy="random", rank_range=(3, 40), relative_margin=0.02)]
+
+
+@pytest.mark.parametrize("options", MINING)
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+def test_mine_with_int8_equals_the_reference(options, metric):
+    """The window, the filters and their tallies apply to exact scores: the same negatives and
+    counts as the float64 reference (under cosine, near-ties within the float32 inverse norms)."""
+    rng = np.random.default_rng(zlib.crc32(f"{sorted(options.items())} {metric}".encode()))
+    queries, candidates = _clustered(rng, 60, 24), _clustered(rng, 900, 24)
+    if metric == "dot":
+        queries /= np.float32(4)  # scores of the order of the filters' bounds
+    positives = rng.integers(0, 900, 60)
+    positives[::9] = -1  # queries without positives: NaN bounds, answered by the fp32 engine
+    lists = [[] if p < 0 else [p] for p in positives]
+    common = dict(positives=lists, num_negatives=8, metric=metric, **options)
+    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    if metric == "dot":
+        np.testing.assert_array_equal(ours.indices, reference.indices)
+        assert ours.stats.removed == reference.stats.removed
+    else:
+        dense = scores64(queries, candidates, metric)
+        for row in range(60):  # the same scores in every slot; ids may differ only among near-ties
+            np.testing.assert_allclose(ours.scores[row], reference.scores[row], rtol=0, atol=2e-6)
+            found = ours.indices[row][ours.indices[row] >= 0]
+            np.testing.assert_allclose(dense[row, found], ours.scores[row][: found.size], atol=2e-6)
+        for name, count in reference.stats.removed.items():  # a bound equal to a score may round either way
+            assert abs(ours.stats.removed[name] - count) <= 60, name
+    np.testing.assert_array_equal(ours.num_valid, reference.num_valid)
+
+
+def test_mine_int8_scope_and_the_straddle_fallback():
+    rng = np.random.default_rng(10)
+    queries, candidates = _uniform(rng, 40, 16), _uniform(rng, 3000, 16)
+    positives = rng.integers(0, 3000, 40)
+    with pytest.raises(ValueError, match="precision='int8' does not take exclude_keys"):
+        hardmine.mine(queries, candidates, positives=positives, exclude_keys=rng.integers(0, 50, 3000),
+                      precision="int8")
+    with pytest.raises(ValueError, match="open random/softmax window is drawn in fp32"):
+        hardmine.mine(queries, candidates, positives=positives, strategy="random", rank_range=(2, None),
+                      precision="int8")
+    keyed = hardmine.mine(queries, candidates, positives=positives, exclude_keys=rng.integers(0, 50, 3000),
+                          precision="auto")  # auto: fp32 with keys
+    assert keyed.indices.shape == (40, 5)
+    # min_score amid the scores: thousands of candidates may lie either side of it, past the cap
+    # (C/32), so the queries fall back to the fp32 engine; answers and counts unchanged
+    queries, candidates = _uniform(rng, 40, 384), _uniform(rng, 6000, 384)  # about a quarter straddle
+    positives = rng.integers(0, 6000, 40)
+    problem = replace(_problem(queries, candidates), lower_bounds=np.zeros(40, np.float32),
+                      count_bounds=(np.zeros(40, np.float32),), count_below=(True,))
+    assert (backends.get("cpu").topk_int8(problem, 6)[3] < 0).all()
+    common = dict(positives=positives, num_negatives=6, min_score=0.0)
+    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    assert ours.stats.removed == reference.stats.removed

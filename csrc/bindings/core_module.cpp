@@ -165,7 +165,9 @@ PYBIND11_MODULE(_core, m) {
          int64_t k, std::optional<py::array> query_scales, std::optional<py::array> candidate_scales,
          std::optional<py::array> exclude_indptr, std::optional<py::array> exclude_indices,
          std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
-         py::array out_indices, py::array out_scores, py::array out_shortlist, int num_threads) {
+         py::array out_indices, py::array out_scores, py::array out_shortlist, int num_threads,
+         std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds, bool exclusive_bounds,
+         std::vector<py::array> count_bounds, std::vector<bool> count_below, std::optional<py::array> out_counts) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_dims(q, c);
@@ -183,15 +185,20 @@ PYBIND11_MODULE(_core, m) {
         int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
         int64_t* shortlist = output<int64_t>(out_shortlist, {q.rows}, "out_shortlist");
+        const auto bounds = as_bounds(upper_bounds, lower_bounds, exclusive_bounds, q.rows);
+        const auto tallies = as_tallies(count_bounds, count_below, out_counts, q.rows);
         const auto options = run_options(0, 0, num_threads);
         run_released([&] {
-          hardmine::topk_int8(q, c, k, scales, exclusion, options, indices, scores, shortlist);
+          hardmine::topk_int8(q, c, k, scales, exclusion, bounds, tallies, options, indices, scores, shortlist);
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("k"), py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"),
       py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"), py::arg("out_indices"),
       py::arg("out_scores"), py::arg("out_shortlist"), py::arg("num_threads") = 0,
+      py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
+      py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
+      py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
       "Certified int8 top-k into preallocated outputs (rows with out_shortlist -1 are left to the exact "
       "engine). Use hardmine.topk(precision='int8') instead.");
 

@@ -31,6 +31,10 @@ using int8::ScreenRows;
 
 constexpr int64_t kQueryBlock = 240;  // queries per worker block: 20 micro-kernel blocks
 
+// Rows whose norm is finite and at most 2^60 (so that float64 exact scores cannot overflow):
+// the certified bound holds for them. Others reach the int8 path only with check_finite=False.
+bool quantisable(const RowFacts& facts) { return facts.norm <= 0x1p60; }
+
 // heap: a min-heap of the (at most k) largest values offered so far.
 template <class T>
 void keep_best(std::vector<T>& heap, int64_t k, T value) {
@@ -45,13 +49,43 @@ void keep_best(std::vector<T>& heap, int64_t k, T value) {
 }
 
 struct Shortlist {
-  std::vector<float> lower;  // min-heap of the best k lower bounds seen
+  std::vector<float> lower;  // min-heap of the best k lower bounds of certainly admissible candidates
   std::vector<int64_t> ids;
   std::vector<float> upper;
   float threshold = -kInf;   // the k-th best lower bound, -inf until k are seen
   size_t next_compaction = 0;
   bool fell_back = false;
+  // filter tallies: the certain counts, and the candidates that may fall either side of a
+  // bound (with the filters concerned, one bit each), re-scored at the end
+  int64_t tally[FilterCounts::kMaxFilters] = {};
+  std::vector<int64_t> straddlers;
+  std::vector<uint8_t> straddled;
 };
+
+// A query's score limits in the frame, each rounded so that a test on the float32 bounds is
+// certain (docs/precision.md, "Mining filters").
+struct Limits {
+  float in_upper = kInf, out_upper = kInf;    // upper <= in_upper: under the upper bound; lower >= out_upper: over it
+  float in_lower = -kInf, out_lower = -kInf;  // lower >= in_lower: over the lower bound; upper <= out_lower: under it
+  float yes[FilterCounts::kMaxFilters] = {}, no[FilterCounts::kMaxFilters] = {};
+};
+
+// t (a float32 score bound) in the frame, rounded up / down with a margin far above the
+// float64 rounding of the product; infinities stay.
+float frame_up(float t, double to_frame) {
+  if (std::isinf(t)) return t;
+  const double v = t * to_frame;
+  return int8::float_up(v + std::fabs(v) * 0x1p-40 + 0x1p-1000);
+}
+
+float frame_down(float t, double to_frame) {
+  if (std::isinf(t)) return t;
+  const double v = t * to_frame;
+  return int8::float_down(v - std::fabs(v) * 0x1p-40 - 0x1p-1000);
+}
+
+float next_up(float t) { return std::nextafter(t, kInf); }
+float next_down(float t) { return std::nextafter(t, -kInf); }
 
 struct Frame {  // per-candidate float32 factors, in the call's frame (docs/precision.md)
   std::vector<float> scale, residual, coded;
@@ -60,9 +94,10 @@ struct Frame {  // per-candidate float32 factors, in the call's frame (docs/prec
 class Certified {
  public:
   Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-            const Exclusion& exclusion, int64_t* out_indices, float* out_scores, int64_t* out_shortlist)
+            const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+            int64_t* out_indices, float* out_scores, int64_t* out_shortlist)
       : queries_(queries), candidates_(candidates), k_(k), scales_(scales), exclusion_(exclusion),
-        out_indices_(out_indices), out_scores_(out_scores), out_shortlist_(out_shortlist),
+        bounds_(bounds), tallies_(tallies), out_indices_(out_indices), out_scores_(out_scores), out_shortlist_(out_shortlist),
         dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
         panels_((candidates.rows + kLanes - 1) / kLanes),
         cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))) {}
@@ -74,7 +109,12 @@ class Certified {
   void pack_candidates(int threads);
   void quantise_queries(int threads);
   void block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop);
-  void admit(Shortlist& list, int64_t id, float upper, float lower) const;
+  void admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const;
+  bool limits(int64_t query, Limits& out) const;
+  void tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
+             int64_t c0) const;
+  double to_frame(int64_t query) const;
+  void fall_back(Shortlist& list) const;
   void compact(Shortlist& list) const;
   void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
 
@@ -83,6 +123,8 @@ class Certified {
   int64_t k_;
   RowScales scales_;
   Exclusion exclusion_;
+  ScoreBounds bounds_;
+  FilterCounts tallies_;
   int64_t* out_indices_;
   float* out_scores_;
   int64_t* out_shortlist_;
@@ -93,6 +135,7 @@ class Certified {
   std::vector<RowFacts> query_facts_;
   Frame frame_;
   int frame_exponent_ = 0;  // the frame's 2^E on the candidate side
+  bool untrusted_ = false;  // some candidate row is not quantisable
 };
 
 void Certified::pack_candidates(int threads) {
@@ -114,6 +157,9 @@ void Certified::pack_candidates(int threads) {
         panel[(i / 4) * kLanes * 4 + lane * 4 + i % 4] = static_cast<uint8_t>(codes[i] + 128);
       }
     }
+  }
+  for (int64_t c = 0; c < num; ++c) {
+    if (!quantisable(facts[c])) untrusted_ = true;  // NaN, inf or near-overflow rows (check_finite=False)
   }
   // One power of two 2^E brings the largest candidate factor near 1, so that neither side
   // of the frame overflows or underflows float32 (docs/precision.md).
@@ -152,12 +198,78 @@ void Certified::quantise_queries(int threads) {
   }
 }
 
-void Certified::admit(Shortlist& list, int64_t id, float upper, float lower) const {
+void Certified::admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const {
   list.ids.push_back(id);
   list.upper.push_back(upper);
-  keep_best(list.lower, k_, lower);
-  if (static_cast<int64_t>(list.lower.size()) == k_) list.threshold = list.lower.front();
+  if (certain) {  // only a certainly admissible candidate may raise the threshold
+    keep_best(list.lower, k_, lower);
+    if (static_cast<int64_t>(list.lower.size()) == k_) list.threshold = list.lower.front();
+  }
   if (list.ids.size() >= list.next_compaction) compact(list);
+}
+
+double Certified::to_frame(int64_t query) const {
+  const double cosine = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
+  return 1.0 / (std::ldexp(query_facts_[query].scale, frame_exponent_) * cosine);
+}
+
+bool Certified::limits(int64_t query, Limits& out) const {
+  const double unit = to_frame(query);
+  // s is returned as fl32(exact): fl32(x) <= u is certain when x <= u, impossible when x >= the
+  // float after u; the strict (exclusive) and lower-side tests shift by one float likewise.
+  if (bounds_.upper != nullptr) {
+    const float u = bounds_.upper[query];
+    if (std::isnan(u)) return false;
+    out.in_upper = frame_down(bounds_.exclusive ? next_down(u) : u, unit);
+    out.out_upper = frame_up(bounds_.exclusive ? u : next_up(u), unit);
+  }
+  if (bounds_.lower != nullptr) {
+    const float l = bounds_.lower[query];
+    if (std::isnan(l)) return false;
+    out.in_lower = frame_up(bounds_.exclusive ? next_up(l) : l, unit);
+    out.out_lower = frame_down(bounds_.exclusive ? l : next_down(l), unit);
+  }
+  for (int f = 0; f < tallies_.size; ++f) {
+    const float b = tallies_.bound[f][query];
+    if (std::isnan(b)) return false;
+    if (tallies_.below[f]) {  // counts s < b
+      out.yes[f] = frame_down(next_down(b), unit);
+      out.no[f] = frame_up(b, unit);
+    } else {  // counts s > b
+      out.yes[f] = frame_up(next_up(b), unit);
+      out.no[f] = frame_down(b, unit);
+    }
+  }
+  return true;
+}
+
+void Certified::tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
+                      int64_t c0) const {
+  uint32_t unsure_any = 0;
+  uint8_t filters[kLanes];
+  for (int f = 0; f < tallies_.size; ++f) {
+    uint32_t yes = 0, unsure = 0;
+    int8::classify(uppers, lowers, valid, !tallies_.below[f], limits.yes[f], limits.no[f], &yes, &unsure);
+    list.tally[f] += __builtin_popcount(yes);
+    if (unsure == 0) continue;
+    if (unsure_any == 0) std::fill(filters, filters + kLanes, uint8_t{0});
+    unsure_any |= unsure;
+    for (uint32_t mask = unsure; mask != 0; mask &= mask - 1) filters[__builtin_ctz(mask)] |= uint8_t(1u << f);
+  }
+  for (uint32_t mask = unsure_any; mask != 0; mask &= mask - 1) {
+    list.straddlers.push_back(c0 + __builtin_ctz(mask));
+    list.straddled.push_back(filters[__builtin_ctz(mask)]);
+  }
+  if (list.straddlers.size() > cap_) fall_back(list);  // a bound in the thick of the scores
+}
+
+void Certified::fall_back(Shortlist& list) const {
+  list.fell_back = true;
+  list.threshold = kInf;
+  std::vector<int64_t>().swap(list.ids);
+  std::vector<float>().swap(list.upper);
+  std::vector<int64_t>().swap(list.straddlers);
+  std::vector<uint8_t>().swap(list.straddled);
 }
 
 void Certified::compact(Shortlist& list) const {
@@ -172,10 +284,7 @@ void Certified::compact(Shortlist& list) const {
   list.ids.resize(kept);
   list.upper.resize(kept);
   if (kept > cap_) {  // near-ties everywhere (e.g. many duplicates): the exact engine is cheaper
-    list.fell_back = true;
-    list.threshold = kInf;
-    std::vector<int64_t>().swap(list.ids);
-    std::vector<float>().swap(list.upper);
+    fall_back(list);
     return;
   }
   list.next_compaction = std::max<size_t>(2 * kept, static_cast<size_t>(4 * k_ + 256));
@@ -214,7 +323,7 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   };
   constexpr size_t kAhead = 4;
   for (size_t i = 0; i < kAhead; ++i) prefetch(i);
-  std::vector<std::pair<double, int64_t>> exact;
+  std::vector<std::pair<double, int64_t>> exact;  // ranked by the exact score (as the float64 reference), ties by index
   std::vector<double> best;  // min-heap of the k best exact scores, in the frame
   for (size_t i = 0; i < order.size(); ++i) {
     const float upper = order[i].first;
@@ -228,12 +337,14 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
     const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
     const double dot = int8::exact_dot(query_row.data(), c, dim_);
     const double candidate_scale = scales_.candidates != nullptr ? scales_.candidates[id] : 1.0;
-    const double frame_score = dot * candidate_scale * to_frame;
-    keep_best(best, k_, frame_score);
     const double query_scale = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
-    exact.emplace_back(dot * query_scale * candidate_scale, id);
+    const double score = dot * query_scale * candidate_scale;
+    // the mining window applies to the score returned, fl32(score), exactly as the fp32 engine's
+    if (!bounds_.admits(query, static_cast<float>(score))) continue;
+    keep_best(best, k_, dot * candidate_scale * to_frame);
+    exact.emplace_back(score, id);
   }
-  out_shortlist_[query] = static_cast<int64_t>(exact.size());
+  out_shortlist_[query] = static_cast<int64_t>(order.size());
   const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
   const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
   std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
@@ -241,14 +352,31 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
     indices[i] = exact[i].second;
     scores[i] = static_cast<float>(exact[i].first);
   }
+  // candidates that may lie either side of a filter bound: counted on their exact score
+  for (size_t i = 0; i < list.straddlers.size(); ++i) {
+    const int64_t id = list.straddlers[i];
+    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
+    double score = int8::exact_dot(query_row.data(), c, dim_);
+    if (scales_.queries != nullptr) score *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
+    const float value = static_cast<float>(score);
+    for (int f = 0; f < tallies_.size; ++f) {
+      if (!(list.straddled[i] >> f & 1)) continue;
+      const float b = tallies_.bound[f][query];
+      list.tally[f] += tallies_.below[f] ? (value < b && value > -kInf) : value > b;
+    }
+  }
+  for (int f = 0; f < tallies_.size; ++f) tallies_.counts[query * tallies_.size + f] += list.tally[f];
 }
 
 void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop) {
   lists.assign(static_cast<size_t>(nq), Shortlist{});
   std::vector<float> query_norm(static_cast<size_t>(nq), 0.0f), query_residual(query_norm.size(), 0.0f);
+  std::vector<Limits> row_limits(static_cast<size_t>(nq));
   for (int64_t r = 0; r < nq; ++r) {
     const RowFacts& facts = query_facts_[q0 + r];
-    if (facts.scale == 0) {  // a zero (or vanishing) row: every score is (nearly) 0; the exact engine ranks them
+    // a zero (or vanishing) row: every score is (nearly) 0; a NaN, inf or near-overflow row
+    // (check_finite=False): the bound does not hold. The exact engine answers both.
+    if (facts.scale == 0 || !quantisable(facts)) {
       lists[r].fell_back = true;
       lists[r].threshold = kInf;
       continue;
@@ -257,11 +385,13 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
     query_norm[r] = float_up(facts.norm / facts.scale);
     query_residual[r] = float_up(facts.residual / facts.scale);
     lists[r].next_compaction = static_cast<size_t>(4 * k_ + 256);
+    if (!limits(q0 + r, row_limits[r])) fall_back(lists[r]);  // a NaN bound: the exact engine's rules decide
   }
   alignas(64) int32_t products[kRows * kLanes];
   float uppers[kRows * kLanes], lowers[kRows * kLanes];
   uint32_t masks[kRows];
   ScreenRows screened;
+  screened.every_lane = tallies_.size > 0;
   for (int64_t panel = 0; panel < panels_; ++panel) {
     loop.poll();
     if (loop.stopped()) return;
@@ -281,10 +411,18 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
              valid, masks, uppers, lowers);
       for (int r = 0; r < screened.rows; ++r) {
         Shortlist& list = lists[r0 + r];
+        if (list.fell_back) continue;
         const int64_t query = q0 + r0 + r;
+        const Limits& limit = row_limits[r0 + r];
         for (uint32_t mask = masks[r]; mask != 0 && !list.fell_back; mask &= mask - 1) {
           const int l = __builtin_ctz(mask);
-          if (!exclusion_.excludes(query, c0 + l)) admit(list, c0 + l, uppers[r * kLanes + l], lowers[r * kLanes + l]);
+          const float upper = uppers[r * kLanes + l], lower = lowers[r * kLanes + l];
+          if (lower >= limit.out_upper || upper <= limit.out_lower) continue;  // certainly outside the window
+          if (exclusion_.excludes(query, c0 + l)) continue;
+          admit(list, c0 + l, upper, lower, upper <= limit.in_upper && lower >= limit.in_lower);
+        }
+        if (tallies_.size > 0 && !list.fell_back) {
+          tally(list, limit, uppers + r * kLanes, lowers + r * kLanes, valid, c0);
         }
       }
     }
@@ -298,6 +436,15 @@ void Certified::run(const RunOptions& options) {
   const int threads = resolve_threads(options.num_threads, std::max(num_blocks, panels_));
   if (threads > 1) note_parallel_start();
   pack_candidates(threads);
+  if (untrusted_) {  // a candidate row the bound cannot hold for: the exact engine answers every query
+    for (int64_t q = 0; q < num_queries; ++q) {
+      Shortlist list;
+      list.fell_back = true;
+      std::vector<float> unused;
+      finish(q, list, unused);
+    }
+    return;
+  }
   quantise_queries(threads);
   struct Worker {
     std::vector<Shortlist> lists;
@@ -357,12 +504,13 @@ bool certified_int8_native() { return int8::native(); }
 
 void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,
                  double* upper) {
-  Certified(queries, candidates, 1, scales, Exclusion{}, nullptr, nullptr, nullptr).bounds(lower, upper);
+  Certified(queries, candidates, 1, scales, Exclusion{}, ScoreBounds{}, FilterCounts{}, nullptr, nullptr, nullptr)
+      .bounds(lower, upper);
 }
 
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-               const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices, float* out_scores,
-               int64_t* out_shortlist) {
+               const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist) {
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
   if (queries.cols != candidates.cols) {
     throw std::invalid_argument("queries and candidates must have the same number of columns");
@@ -374,7 +522,8 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
   if (exclusion.candidate_keys != nullptr || exclusion.key_indptr != nullptr) {
     throw std::invalid_argument("int8 scoring does not take candidate keys");
   }
-  Certified(queries, candidates, k, scales, exclusion, out_indices, out_scores, out_shortlist).run(options);
+  Certified(queries, candidates, k, scales, exclusion, bounds, tallies, out_indices, out_scores, out_shortlist)
+      .run(options);
 }
 
 }  // namespace hardmine

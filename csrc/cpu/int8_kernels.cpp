@@ -150,6 +150,18 @@ __attribute__((target("avx512f,avx512bw"))) RowFacts quantise_avx512(const float
 }
 #endif
 
+void classify_portable(const float* uppers, const float* lowers, int valid, bool above, float yes_at, float no_at,
+                       uint32_t* yes_mask, uint32_t* unsure_mask) {
+  uint32_t yes = 0, no = 0;
+  for (int l = 0; l < valid; ++l) {
+    yes |= static_cast<uint32_t>(above ? lowers[l] >= yes_at : uppers[l] <= yes_at) << l;
+    no |= static_cast<uint32_t>(above ? uppers[l] <= no_at : lowers[l] >= no_at) << l;
+  }
+  const uint32_t inside = valid >= 32 ? ~0u : (1u << valid) - 1;
+  *yes_mask = yes & inside;
+  *unsure_mask = inside & ~yes & ~no;
+}
+
 double exact_dot_portable(const float* a, const float* b, int64_t d) {
   double sum[8] = {};
   int64_t i = 0;
@@ -213,12 +225,31 @@ __attribute__((target("avx512f"))) void screen_avx512(const int32_t* products, c
       mask |= static_cast<uint32_t>(_mm512_mask_cmp_ps_mask(inside[half], upper[half], limit, _CMP_GE_OQ)) << (16 * half);
     }
     masks[r] = mask;
-    if (mask == 0) continue;
+    if (mask == 0 && !in.every_lane) continue;
     for (int half = 0; half < 2; ++half) {
       _mm512_storeu_ps(uppers + r * kLanes + 16 * half, upper[half]);
       _mm512_storeu_ps(lowers + r * kLanes + 16 * half, lower[half]);
     }
   }
+}
+
+__attribute__((target("avx512f"))) void classify_avx512(const float* uppers, const float* lowers, int valid,
+                                                        bool above, float yes_at, float no_at, uint32_t* yes_mask,
+                                                        uint32_t* unsure_mask) {
+  const __m512 yes_limit = _mm512_set1_ps(yes_at), no_limit = _mm512_set1_ps(no_at);
+  uint32_t yes = 0, no = 0;
+  for (int half = 0; half < 2; ++half) {
+    const __m512 upper = _mm512_loadu_ps(uppers + 16 * half), lower = _mm512_loadu_ps(lowers + 16 * half);
+    const __mmask16 y = above ? _mm512_cmp_ps_mask(lower, yes_limit, _CMP_GE_OQ)
+                              : _mm512_cmp_ps_mask(upper, yes_limit, _CMP_LE_OQ);
+    const __mmask16 n = above ? _mm512_cmp_ps_mask(upper, no_limit, _CMP_LE_OQ)
+                              : _mm512_cmp_ps_mask(lower, no_limit, _CMP_GE_OQ);
+    yes |= static_cast<uint32_t>(y) << (16 * half);
+    no |= static_cast<uint32_t>(n) << (16 * half);
+  }
+  const uint32_t inside = valid >= 32 ? ~0u : (1u << valid) - 1;
+  *yes_mask = yes & inside;
+  *unsure_mask = inside & ~yes & ~no;
 }
 
 __attribute__((target("avx512f"))) double exact_dot_avx512(const float* a, const float* b, int64_t d) {
@@ -274,12 +305,15 @@ void (*const products)(const int8_t*, int64_t, const uint8_t*, int32_t*) =
 void (*const screen)(const int32_t*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
                      float*, float*) = has_avx512() ? screen_avx512 : screen_portable;
 double (*const exact_dot)(const float*, const float*, int64_t) = has_avx512() ? exact_dot_avx512 : exact_dot_portable;
+void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) =
+    has_avx512() ? classify_avx512 : classify_portable;
 #else
 RowFacts (*const quantise)(const float*, int64_t, int64_t, int8_t*) = quantise_portable;
 void (*const products)(const int8_t*, int64_t, const uint8_t*, int32_t*) = int8_products_portable;
 void (*const screen)(const int32_t*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
                      float*, float*) = screen_portable;
 double (*const exact_dot)(const float*, const float*, int64_t) = exact_dot_portable;
+void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) = classify_portable;
 #endif
 
 bool native() { return has_vnni(); }

@@ -28,12 +28,20 @@ struct ScreenRows {
   float norm[kRows] = {};       ///< ||q|| / A_q, rounded up
   float residual[kRows] = {};   ///< ||q - q^|| / A_q, rounded up
   float threshold[kRows] = {};  ///< the query's k-th best lower bound (+inf: skip the row)
+  bool every_lane = false;      ///< store every row's bounds, not only those with a passing lane
 };
 
-/// The smallest float32 >= x (x >= 0).
+/// The smallest float32 >= x.
 inline float float_up(double x) {
   float f = static_cast<float>(x);
   if (static_cast<double>(f) < x) f = std::nextafter(f, kInf);
+  return f;
+}
+
+/// The largest float32 <= x.
+inline float float_down(double x) {
+  float f = static_cast<float>(x);
+  if (static_cast<double>(f) > x) f = std::nextafter(f, -kInf);
   return f;
 }
 
@@ -50,6 +58,13 @@ extern void (*const products)(const int8_t* query_codes, int64_t padded, const u
 extern void (*const screen)(const int32_t* products, const ScreenRows& rows, const float* scale,
                             const float* residual, const float* coded, int valid, uint32_t* masks, float* uppers,
                             float* lowers);
+
+/// A filter's tally over one row of 32 lanes: yes_mask = lanes certainly beyond the bound,
+/// unsure_mask = lanes that may be either way (to re-score). For a count of s > bound
+/// (above): yes when lower >= yes_at, certainly not when upper <= no_at; for s < bound: yes when
+/// upper <= yes_at, certainly not when lower >= no_at.
+extern void (*const classify)(const float* uppers, const float* lowers, int valid, bool above, float yes_at,
+                              float no_at, uint32_t* yes_mask, uint32_t* unsure_mask);
 
 /// sum a[i] * b[i] over float32 rows with float64 products (exact) and float64 sums.
 extern double (*const exact_dot)(const float* a, const float* b, int64_t d);

@@ -129,26 +129,29 @@ class CpuBackend:
 
     def topk_int8(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(indices, scores, counts, shortlist): the exact top-k through certified int8 scores
-        (csrc/cpu/certified.cpp); ``shortlist`` is the number of candidates re-scored per query,
-        -1 where the query fell back to the float32 engine (a shortlist past its cap, a zero row)."""
-        if problem.candidate_keys is not None or problem.upper_bounds is not None or \
-                problem.lower_bounds is not None or problem.count_bounds:
-            raise ValueError("precision='int8' serves plain top-k (exclusions, groups); keys, score bounds and "
-                             "tallies run in fp32")
+        (csrc/cpu/certified.cpp), the mining window and filter tallies included; ``shortlist`` is
+        the number of candidates re-scored per query, -1 where the query fell back to the float32
+        engine (a shortlist past its cap, a zero row, a NaN bound)."""
+        if problem.candidate_keys is not None:
+            raise ValueError("precision='int8' does not take candidate keys (exclude_keys) yet; use precision='fp32'")
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
         shortlist = np.empty(num_queries, dtype=np.int64)
+        counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
+        filters = _filters(problem, counts)
+        for name in ("candidate_keys", "excluded_key_indptr", "excluded_key_indices"):
+            del filters[name]
         common = _common(problem)
         for name in ("query_rows", "candidate_rows"):
             del common[name]
         _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **common,
-                        **_exclusion(problem))
+                        **_exclusion(problem), **filters)
         fell_back = np.flatnonzero(shortlist < 0)
         if fell_back.size:
             exact = replace(select_queries(problem, fell_back), precision="fp32")
-            indices[fell_back], scores[fell_back], _ = self.topk(exact, k)
-        return indices, scores, np.zeros((num_queries, 0), dtype=np.int64), shortlist
+            indices[fell_back], scores[fell_back], counts[fell_back] = self.topk(exact, k)
+        return indices, scores, counts, shortlist
 
     def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
         def run(part: Problem, first: int) -> tuple:

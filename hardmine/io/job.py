@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _validation, api, backends, cluster
+from .. import _precision, _validation, api, backends, cluster
 from ..mining import mining_options
 from ..mining.pipeline import POSITIVES_NEEDED
 from . import state
@@ -122,11 +122,16 @@ def _check_parameters(job: Job) -> None:
     if job.memory_limit:
         parse_size(job.memory_limit)
     with_positives = bool(job.positives or job.query_groups)
-    options = {name: value for name, value in job.mining.items() if name not in ("metric", "backend")}
+    options = {name: value for name, value in job.mining.items() if name not in ("metric", "backend", "precision")}
     try:
         checked = mining_options(**options, exclude_keys_given=bool(job.exclude_keys),
                                  clusters_given=job.mining["strategy"] == "cluster")
         _validation.metric(job.mining["metric"])
+        if _precision.check(job.mining.get("precision", "fp32")) == "int8":
+            if job.exclude_keys:
+                raise JobError("--precision int8 does not take --exclude-keys yet; use --precision fp32 or auto")
+            if checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None:
+                raise JobError("--precision int8 serves ranked windows; an open --rank-range A: is drawn in fp32")
         backends.get(job.mining["backend"])
         if checked.strategy == "cluster":
             if job.cluster_thresholds is None:

@@ -4,11 +4,12 @@ strategy's pick -> statistics -> results in the caller's array library."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _positives, _scan, cluster
+from .. import _positives, _precision, _scan, cluster
 from .. import _validation as v
 from .._draws import Rule
 from .._interop import like_input
@@ -59,6 +60,7 @@ def mine(
     num_threads: int | None = None,
     check_finite: bool = True,
     verbose: bool = False,
+    precision: str = "fp32",
 ) -> Negatives:
     """Hard negatives per query: filtered, ranked and picked inside the blocked engine.
 
@@ -95,6 +97,13 @@ def mine(
     ``u`` depends on the seed, the query row and the candidate id (its key under
     ``exclude_keys``).
 
+    ``precision="int8"`` (or ``"auto"``, see :func:`hardmine.topk`) screens the candidates of the
+    ranked window with certified int8 scores and re-scores exactly what the bound leaves
+    uncertain — the window, the filters and their counts apply to the exact scores, so the
+    negatives are the exact engine's. It serves the ranked-window strategies (``top``,
+    ``semihard``, a bounded ``random``/``softmax`` window) without ``exclude_keys``; a query
+    whose filter bound lies amid many scores falls back to fp32 (docs/precision.md).
+
     Returns
     -------
     Negatives
@@ -118,13 +127,15 @@ def mine(
         seed=seed, query_offset=query_offset, exclude_keys_given=exclude_keys is not None,
         clusters_given=clusters is not None,
     )
+    precision = _precision.check(precision)
     problem = _inputs(queries, candidates, positives, query_groups, candidate_groups, metric, block_size,
                       num_threads, check_finite, options)
     members = _positives.positive_members(problem)
     if options.strategy == "cluster":
         indices, scores, positive_scores, stats = _cluster_draw(problem, members, clusters, options)
     else:
-        indices, scores, positive_scores, stats = _window_mine(problem, members, exclude_keys, options, backend)
+        indices, scores, positive_scores, stats = _window_mine(problem, members, exclude_keys, options, backend,
+                                                               precision)
     if verbose:
         print(stats.table())
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
@@ -143,7 +154,8 @@ def _inputs(queries, candidates, positives, query_groups, candidate_groups, metr
     return problem
 
 
-def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions, backend: str):
+def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions, backend: str,
+                 requested: str = "fp32"):
     """Steps 2-5 of the window strategies: positive scores -> filters -> the admissible rank
     window from the engine -> the strategy's pick -> statistics."""
     if members is None and options.positive_aware:
@@ -156,9 +168,16 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
     keys = filters.candidate_keys(exclude_keys, problem.candidates.rows)
     filtered = filters.apply(problem, options, positive_scores, members, keys)
     if options.strategy in WINDOW_SAMPLERS and (options.end or np.inf) >= problem.candidates.rows:
+        if requested == "int8" and options.end is None:  # (a bounded window past C is drawn this way too, in fp32)
+            raise ValueError("precision='int8' serves ranked windows; an open random/softmax window is drawn in fp32")
         indices, scores, tallies = _draw_open_window(filtered.problem, options, backend)
     else:
-        window_indices, window_scores, tallies = _scan.scan(backend, filtered.problem, options.end)
+        scanned = filtered.problem
+        if requested == "int8" and scanned.candidate_keys is not None:
+            raise ValueError("precision='int8' does not take exclude_keys yet; use precision='fp32'")
+        if scanned.candidate_keys is None:
+            scanned = replace(scanned, precision=_precision.resolve(requested, scanned, backend, k=options.end))
+        window_indices, window_scores, tallies = _scan.scan(backend, scanned, options.end)
         indices, scores = select(
             options.strategy, window_indices[:, options.first:], window_scores[:, options.first:], options.count,
             options.seed, options.temperature, options.query_offset, keys,

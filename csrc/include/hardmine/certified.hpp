@@ -14,14 +14,17 @@ constexpr int64_t kMaxInt8Dim = 65536;
 /// True when this CPU runs the AVX-512 VNNI kernel (otherwise a portable one, far slower).
 bool certified_int8_native();
 
-/// The exact top-k of topk() (ids, groups exclusions; no keys, bounds or tallies), found by
-/// int8 scores screened with a certified bound and a float64 re-score of each query's shortlist.
+/// The exact top-k of topk() (ids and groups exclusions, the mining window, filter tallies; no
+/// candidate keys), found by int8 scores screened with a certified bound and a float64 re-score
+/// of each query's shortlist and of the candidates that may lie either side of a tally bound.
+/// Scores are fl32 of the exact score; the window and the tallies apply to them.
 /// @param[out] out_shortlist (Q,) candidates re-scored per query, or -1 where the shortlist
-///             outgrew its cap (or the query row is zero): that row of out_indices/out_scores
-///             is -1/-inf and the caller runs the exact engine for it
+///             outgrew its cap, the query row is zero or a bound is NaN: that row of
+///             out_indices/out_scores is -1/-inf, its tallies untouched, and the caller runs the
+///             exact engine for it
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-               const Exclusion& exclusion, const RunOptions& options, int64_t* out_indices, float* out_scores,
-               int64_t* out_shortlist);
+               const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist);
 
 /// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
 /// score units, as topk_int8 screens them; rows of zero queries are left untouched.
