@@ -487,3 +487,15 @@ def test_int8_precision_writes_the_exact_negatives(dump):
     np.testing.assert_array_equal(written["negative_ids"], expected.indices)
     fp32 = hardmine.mine(queries, candidates, **options)
     assert (written["negative_ids"] == fp32.indices).all(axis=1).mean() > 0.99
+
+
+def test_int8_scoring_is_counted_in_the_memory_plan():
+    """--precision int8 (or auto) holds the candidates' int8 codes and the shortlists: fewer rows fit."""
+    common = dict(limit=2 << 30, dim=384, window=1000, num_candidates=1_000_000, num_queries=10**6, threads=2,
+                  width=5)
+    fp32 = offline.block_rows_for(**common)
+    int8 = offline.block_rows_for(**common, precision="int8")
+    expected_extra = (384 + 56) * 1_000_000 + 2 * 240 * 12 * (1_000_000 // 32)
+    per_row = 4 * 384 + 48 * 1000 + 24 * 5 + 256
+    assert int8 < fp32
+    assert fp32 - int8 >= expected_extra // (per_row + 384 + 40) - 1

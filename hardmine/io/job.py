@@ -77,17 +77,23 @@ BASELINE_BYTES = 128 << 20
 
 
 def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int, num_queries: int,
-                   threads: int, width: int = 0) -> int:
+                   threads: int, width: int = 0, precision: str = "fp32") -> int:
     """Query rows per block so that working memory stays under ``limit``.
 
     Counted: the interpreter and libraries (BASELINE_BYTES), per-candidate arrays
     (norms, groups, keys: 20 bytes each), the engine's per-thread tiles (~16 MiB
     each), and per query row its float32 copy, the score window and the outputs
-    (``width`` negatives, padded, held twice while a part is written).
+    (``width`` negatives, padded, held twice while a part is written). With int8 scoring (or
+    ``auto``, which may choose it) also the candidates' int8 codes and bound factors (d + 56 bytes
+    each), each query row's codes (d + 40 bytes) and each thread's shortlists (240 queries of at
+    most max(16 k + 256, C / 32) entries of 12 bytes).
     Without a limit, blocks are cut at 16384 rows, fewer if that would not fit in the
     memory available now; a row that alone would not fit is refused, naming its size.
     """
     per_row = 4 * dim + 48 * window + 24 * width + 256
+    int8 = precision != "fp32"
+    if int8:
+        per_row += dim + 40
     if limit is None:
         available = _validation.available_memory()
         if per_row > available // 2:
@@ -96,6 +102,8 @@ def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int
                            f"negatives or a narrower --rank-range")
         return max(1, min(num_queries, 16384, available // 4 // per_row))
     fixed = BASELINE_BYTES + 20 * num_candidates + threads * (16 << 20) + (32 << 20)
+    if int8:
+        fixed += (dim + 56) * num_candidates + threads * 240 * 12 * max(16 * window + 256, num_candidates // 32)
     budget = limit - fixed
     if budget < per_row * MIN_BLOCK_ROWS:
         raise JobError(
@@ -222,6 +230,7 @@ def _run(job: Job, out: Path) -> int:
         block_rows = job.block_rows or block_rows_for(
             parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"],
             min(window, inputs["num_candidates"]), inputs["num_candidates"], num_queries, threads, width,
+            job.mining.get("precision", "fp32"),
         )
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
             shutil.rmtree(parts)
