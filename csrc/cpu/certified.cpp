@@ -325,7 +325,8 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   for (size_t i = 0; i < kAhead; ++i) prefetch(i);
   std::vector<std::pair<double, int64_t>> exact;  // ranked by the exact score (as the float64 reference), ties by index
   std::vector<double> best;  // min-heap of the k best exact scores, in the frame
-  for (size_t i = 0; i < order.size(); ++i) {
+  size_t rescored = 0;
+  for (size_t i = 0; i < order.size(); ++i, ++rescored) {
     const float upper = order[i].first;
     if (static_cast<int64_t>(best.size()) == k_) {
       const double kth = best.front();
@@ -344,7 +345,7 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
     keep_best(best, k_, dot * candidate_scale * to_frame);
     exact.emplace_back(score, id);
   }
-  out_shortlist_[query] = static_cast<int64_t>(order.size());
+  out_shortlist_[query] = static_cast<int64_t>(rescored);
   const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
   const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
   std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
