@@ -8,11 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-
-
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
@@ -45,6 +41,28 @@ def uniform(seed: int, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
     state *= _MIX2
     state ^= state >> np.uint64(31)
     return ((state >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+
+
+def uniform_one(seed, row, key):
+    """:func:`uniform` for one (seed, row, id or key), as plain scalar code that numba compiles
+    for the Numba sampler (``numba.njit``) and the CUDA kernels (``cuda.jit(device=True)``)."""
+    state = np.uint64(seed) * _GOLDEN
+    state ^= np.uint64(row) * _MIX1
+    state ^= np.uint64(key) * _MIX2
+    state ^= state >> np.uint64(30)
+    state *= _MIX1
+    state ^= state >> np.uint64(27)
+    state *= _MIX2
+    state ^= state >> np.uint64(31)
+    return (np.float64(state >> np.uint64(11)) + 0.5) / 9007199254740992.0
+
+
+def kept_before(value_a, score_a, id_a, value_b, score_b, id_b):
+    """The order a draw keeps entries in, a before b: higher priority (or value), then higher
+    score, then the smaller index — the C++ core's rule; compiled by numba like :func:`uniform_one`."""
+    if value_a != value_b:
+        return value_a > value_b
+    return score_a > score_b or (score_a == score_b and id_a < id_b)
 
 
 def priorities(seed: int, rows: np.ndarray, ids: np.ndarray, scores: np.ndarray,

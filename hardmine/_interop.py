@@ -31,7 +31,7 @@ def _simulated(x: Any) -> bool:
 def is_device_array(x: Any) -> bool:
     """True for arrays in GPU memory: CuPy, torch CUDA tensors, Numba device arrays, any
     ``__cuda_array_interface__`` exporter, and the CUDA simulator's stand-ins."""
-    if isinstance(x, np.ndarray) or isinstance(x, DeviceMatrix):
+    if isinstance(x, (np.ndarray, DeviceMatrix)):
         return isinstance(x, DeviceMatrix)
     if _module(x) == "torch":
         return x.device.type == "cuda"

@@ -8,135 +8,14 @@
 // products) and the k best are selected, ties by the smaller index. Every member of the exact
 // top-k has score >= the k-th best score >= the k-th best lower bound, so it is never dropped:
 // the answer is the exact engine's on every input. docs/precision.md derives the float32 slack.
-#include <algorithm>
+#include "certified.hpp"
+
 #include <cmath>
-#include <functional>
 #include <stdexcept>
 #include <string>
-#include <vector>
-
-#include "hardmine/certified.hpp"
-#include "hardmine/tiling.hpp"
-#include "int8_kernels.hpp"
 
 namespace hardmine {
-namespace {
-
-using int8::float_up;
-using int8::kInf;
-using int8::kLanes;
-using int8::kRows;
-using int8::RowFacts;
-using int8::ScreenRows;
-
-constexpr int64_t kQueryBlock = 240;  // queries per worker block: 20 micro-kernel blocks
-
-// Rows whose norm is finite and at most 2^60 (so that float64 exact scores cannot overflow):
-// the certified bound holds for them. Others reach the int8 path only with check_finite=False.
-bool quantisable(const RowFacts& facts) { return facts.norm <= 0x1p60; }
-
-// heap: a min-heap of the (at most k) largest values offered so far.
-template <class T>
-void keep_best(std::vector<T>& heap, int64_t k, T value) {
-  if (static_cast<int64_t>(heap.size()) < k) {
-    heap.push_back(value);
-    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
-  } else if (value > heap.front()) {
-    std::pop_heap(heap.begin(), heap.end(), std::greater<T>());
-    heap.back() = value;
-    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
-  }
-}
-
-struct Shortlist {
-  std::vector<float> lower;  // min-heap of the best k lower bounds of certainly admissible candidates
-  std::vector<int64_t> ids;
-  std::vector<float> upper;
-  float threshold = -kInf;   // the k-th best lower bound, -inf until k are seen
-  size_t next_compaction = 0;
-  bool fell_back = false;
-  // filter tallies: the certain counts, and the candidates that may fall either side of a
-  // bound (with the filters concerned, one bit each), re-scored at the end
-  int64_t tally[FilterCounts::kMaxFilters] = {};
-  std::vector<int64_t> straddlers;
-  std::vector<uint8_t> straddled;
-};
-
-// A query's score limits in the frame, each rounded so that a test on the float32 bounds is
-// certain (docs/precision.md, "Mining filters").
-struct Limits {
-  float in_upper = kInf, out_upper = kInf;    // upper <= in_upper: under the upper bound; lower >= out_upper: over it
-  float in_lower = -kInf, out_lower = -kInf;  // lower >= in_lower: over the lower bound; upper <= out_lower: under it
-  float yes[FilterCounts::kMaxFilters] = {}, no[FilterCounts::kMaxFilters] = {};
-};
-
-// t (a float32 score bound) in the frame, rounded up / down with a margin far above the
-// float64 rounding of the product; infinities stay.
-float frame_up(float t, double to_frame) {
-  if (std::isinf(t)) return t;
-  const double v = t * to_frame;
-  return int8::float_up(v + std::fabs(v) * 0x1p-40 + 0x1p-1000);
-}
-
-float frame_down(float t, double to_frame) {
-  if (std::isinf(t)) return t;
-  const double v = t * to_frame;
-  return int8::float_down(v - std::fabs(v) * 0x1p-40 - 0x1p-1000);
-}
-
-float next_up(float t) { return std::nextafter(t, kInf); }
-float next_down(float t) { return std::nextafter(t, -kInf); }
-
-struct Frame {  // per-candidate float32 factors, in the call's frame (docs/precision.md)
-  std::vector<float> scale, residual, coded;
-};
-
-class Certified {
- public:
-  Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-            const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-            int64_t* out_indices, float* out_scores, int64_t* out_shortlist)
-      : queries_(queries), candidates_(candidates), k_(k), scales_(scales), exclusion_(exclusion),
-        bounds_(bounds), tallies_(tallies), out_indices_(out_indices), out_scores_(out_scores), out_shortlist_(out_shortlist),
-        dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
-        panels_((candidates.rows + kLanes - 1) / kLanes),
-        cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))) {}
-
-  void run(const RunOptions& options);
-  void bounds(double* lower, double* upper);
-
- private:
-  void pack_candidates(int threads);
-  void quantise_queries(int threads);
-  void block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop);
-  void admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const;
-  bool limits(int64_t query, Limits& out) const;
-  void tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
-             int64_t c0) const;
-  double to_frame(int64_t query) const;
-  void fall_back(Shortlist& list) const;
-  void compact(Shortlist& list) const;
-  void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
-
-  const MatrixView& queries_;
-  const MatrixView& candidates_;
-  int64_t k_;
-  RowScales scales_;
-  Exclusion exclusion_;
-  ScoreBounds bounds_;
-  FilterCounts tallies_;
-  int64_t* out_indices_;
-  float* out_scores_;
-  int64_t* out_shortlist_;
-  int64_t dim_, padded_, panels_;
-  size_t cap_;
-  std::vector<uint8_t> panel_codes_;  // panels of [padded/4][32 lanes][4] bytes, code + 128
-  std::vector<int8_t> query_codes_;   // (Q + kRows) x padded
-  std::vector<RowFacts> query_facts_;
-  Frame frame_;
-  int frame_exponent_ = 0;  // the frame's 2^E on the candidate side
-  bool untrusted_ = false;  // some candidate row is not quantisable
-};
+namespace certified {
 
 void Certified::pack_candidates(int threads) {
   const int64_t num = candidates_.rows;
@@ -198,201 +77,42 @@ void Certified::quantise_queries(int threads) {
   }
 }
 
-void Certified::admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const {
-  list.ids.push_back(id);
-  list.upper.push_back(upper);
-  if (certain) {  // only a certainly admissible candidate may raise the threshold
-    keep_best(list.lower, k_, lower);
-    if (static_cast<int64_t>(list.lower.size()) == k_) list.threshold = list.lower.front();
+void Certified::screen_rows(int64_t first, int count, ScreenRows& out) const {
+  out.rows = count;
+  for (int r = 0; r < count; ++r) {
+    const RowFacts& facts = query_facts_[first + r];
+    out.offset[r] = 128 * facts.code_sum;
+    if (facts.scale == 0) continue;  // such a row falls back: its factors are never read
+    // the query's side of the bound, in units of its scale A_q (docs/precision.md)
+    out.norm[r] = float_up(facts.norm / facts.scale);
+    out.residual[r] = float_up(facts.residual / facts.scale);
   }
-  if (list.ids.size() >= list.next_compaction) compact(list);
-}
-
-double Certified::to_frame(int64_t query) const {
-  const double cosine = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
-  return 1.0 / (std::ldexp(query_facts_[query].scale, frame_exponent_) * cosine);
-}
-
-bool Certified::limits(int64_t query, Limits& out) const {
-  const double unit = to_frame(query);
-  // s is returned as fl32(exact): fl32(x) <= u is certain when x <= u, impossible when x >= the
-  // float after u; the strict (exclusive) and lower-side tests shift by one float likewise.
-  if (bounds_.upper != nullptr) {
-    const float u = bounds_.upper[query];
-    if (std::isnan(u)) return false;
-    out.in_upper = frame_down(bounds_.exclusive ? next_down(u) : u, unit);
-    out.out_upper = frame_up(bounds_.exclusive ? u : next_up(u), unit);
-  }
-  if (bounds_.lower != nullptr) {
-    const float l = bounds_.lower[query];
-    if (std::isnan(l)) return false;
-    out.in_lower = frame_up(bounds_.exclusive ? next_up(l) : l, unit);
-    out.out_lower = frame_down(bounds_.exclusive ? l : next_down(l), unit);
-  }
-  for (int f = 0; f < tallies_.size; ++f) {
-    const float b = tallies_.bound[f][query];
-    if (std::isnan(b)) return false;
-    if (tallies_.below[f]) {  // counts s < b
-      out.yes[f] = frame_down(next_down(b), unit);
-      out.no[f] = frame_up(b, unit);
-    } else {  // counts s > b
-      out.yes[f] = frame_up(next_up(b), unit);
-      out.no[f] = frame_down(b, unit);
-    }
-  }
-  return true;
-}
-
-void Certified::tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
-                      int64_t c0) const {
-  uint32_t unsure_any = 0;
-  uint8_t filters[kLanes];
-  for (int f = 0; f < tallies_.size; ++f) {
-    uint32_t yes = 0, unsure = 0;
-    int8::classify(uppers, lowers, valid, !tallies_.below[f], limits.yes[f], limits.no[f], &yes, &unsure);
-    list.tally[f] += __builtin_popcount(yes);
-    if (unsure == 0) continue;
-    if (unsure_any == 0) std::fill(filters, filters + kLanes, uint8_t{0});
-    unsure_any |= unsure;
-    for (uint32_t mask = unsure; mask != 0; mask &= mask - 1) filters[__builtin_ctz(mask)] |= uint8_t(1u << f);
-  }
-  for (uint32_t mask = unsure_any; mask != 0; mask &= mask - 1) {
-    list.straddlers.push_back(c0 + __builtin_ctz(mask));
-    list.straddled.push_back(filters[__builtin_ctz(mask)]);
-  }
-  if (list.straddlers.size() > cap_) fall_back(list);  // a bound in the thick of the scores
-}
-
-void Certified::fall_back(Shortlist& list) const {
-  list.fell_back = true;
-  list.threshold = kInf;
-  std::vector<int64_t>().swap(list.ids);
-  std::vector<float>().swap(list.upper);
-  std::vector<int64_t>().swap(list.straddlers);
-  std::vector<uint8_t>().swap(list.straddled);
-}
-
-void Certified::compact(Shortlist& list) const {
-  size_t kept = 0;
-  for (size_t i = 0; i < list.ids.size(); ++i) {
-    if (list.upper[i] >= list.threshold) {
-      list.ids[kept] = list.ids[i];
-      list.upper[kept] = list.upper[i];
-      ++kept;
-    }
-  }
-  list.ids.resize(kept);
-  list.upper.resize(kept);
-  if (kept > cap_) {  // near-ties everywhere (e.g. many duplicates): the exact engine is cheaper
-    fall_back(list);
-    return;
-  }
-  list.next_compaction = std::max<size_t>(2 * kept, static_cast<size_t>(4 * k_ + 256));
-}
-
-void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const {
-  int64_t* indices = out_indices_ + query * k_;
-  float* scores = out_scores_ + query * k_;
-  std::fill(indices, indices + k_, int64_t{-1});
-  std::fill(scores, scores + k_, -kInf);
-  if (!list.fell_back) compact(list);  // the survivors of the final threshold (or too many of them)
-  if (list.fell_back) {
-    out_shortlist_[query] = -1;
-    return;
-  }
-  int64_t leading = 0;
-  std::vector<float> query_row(static_cast<size_t>(dim_));
-  const float* q = rows_as_f32(queries_, query, 1, row_buffer.data(), &leading);
-  std::copy(q, q + dim_, query_row.begin());
-  // Re-score by decreasing upper bound, keeping the k-th best exact score: once the next upper
-  // bound is below it, no candidate left can enter (ties included: they would need upper >= it).
-  std::vector<std::pair<float, int64_t>> order(list.ids.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = {list.upper[i], list.ids[i]};
-  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  // The frame's unit (A_q 2^E) turns an exact dot product into the bounds' units.
-  const double to_frame = 1.0 / std::ldexp(query_facts_[query].scale, frame_exponent_);
-  // Shortlisted rows are scattered over the candidate matrix: fetch a few rows ahead of the dot
-  // products, so that their memory latency overlaps.
-  const auto* base = static_cast<const char*>(candidates_.data);
-  const int64_t item = candidates_.dtype == DType::F32 ? 4 : 2;
-  const int64_t row_bytes = candidates_.col_stride == 1 ? candidates_.cols * item : 0;
-  const auto prefetch = [&](size_t i) {
-    if (i >= order.size()) return;
-    const char* row = base + order[i].second * candidates_.row_stride * item;
-    for (int64_t offset = 0; offset < row_bytes; offset += 64) __builtin_prefetch(row + offset);
-  };
-  constexpr size_t kAhead = 4;
-  for (size_t i = 0; i < kAhead; ++i) prefetch(i);
-  std::vector<std::pair<double, int64_t>> exact;  // ranked by the exact score (as the float64 reference), ties by index
-  std::vector<double> best;  // min-heap of the k best exact scores, in the frame
-  size_t rescored = 0;
-  for (size_t i = 0; i < order.size(); ++i, ++rescored) {
-    const float upper = order[i].first;
-    if (static_cast<int64_t>(best.size()) == k_) {
-      const double kth = best.front();
-      // a margin far above the float64 rounding of the frame scores
-      if (static_cast<double>(upper) < kth - std::fabs(kth) * 0x1p-40 - 0x1p-1000) break;
-    }
-    prefetch(i + kAhead);
-    const int64_t id = order[i].second;
-    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    const double dot = int8::exact_dot(query_row.data(), c, dim_);
-    const double candidate_scale = scales_.candidates != nullptr ? scales_.candidates[id] : 1.0;
-    const double query_scale = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
-    const double score = dot * query_scale * candidate_scale;
-    // the mining window applies to the score returned, fl32(score), exactly as the fp32 engine's
-    if (!bounds_.admits(query, static_cast<float>(score))) continue;
-    keep_best(best, k_, dot * candidate_scale * to_frame);
-    exact.emplace_back(score, id);
-  }
-  out_shortlist_[query] = static_cast<int64_t>(rescored);
-  const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-  const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
-  std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
-  for (size_t i = 0; i < take; ++i) {
-    indices[i] = exact[i].second;
-    scores[i] = static_cast<float>(exact[i].first);
-  }
-  // candidates that may lie either side of a filter bound: counted on their exact score
-  for (size_t i = 0; i < list.straddlers.size(); ++i) {
-    const int64_t id = list.straddlers[i];
-    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    double score = int8::exact_dot(query_row.data(), c, dim_);
-    if (scales_.queries != nullptr) score *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
-    const float value = static_cast<float>(score);
-    for (int f = 0; f < tallies_.size; ++f) {
-      if (!(list.straddled[i] >> f & 1)) continue;
-      const float b = tallies_.bound[f][query];
-      list.tally[f] += tallies_.below[f] ? (value < b && value > -kInf) : value > b;
-    }
-  }
-  for (int f = 0; f < tallies_.size; ++f) tallies_.counts[query * tallies_.size + f] += list.tally[f];
 }
 
 void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop) {
   lists.assign(static_cast<size_t>(nq), Shortlist{});
-  std::vector<float> query_norm(static_cast<size_t>(nq), 0.0f), query_residual(query_norm.size(), 0.0f);
   std::vector<Limits> row_limits(static_cast<size_t>(nq));
   for (int64_t r = 0; r < nq; ++r) {
     const RowFacts& facts = query_facts_[q0 + r];
     // a zero (or vanishing) row: every score is (nearly) 0; a NaN, inf or near-overflow row
     // (check_finite=False): the bound does not hold. The exact engine answers both.
     if (facts.scale == 0 || !quantisable(facts)) {
-      lists[r].fell_back = true;
-      lists[r].threshold = kInf;
+      fall_back(lists[r]);
       continue;
     }
-    // the query's side of the bound, in units of its scale A_q (docs/precision.md)
-    query_norm[r] = float_up(facts.norm / facts.scale);
-    query_residual[r] = float_up(facts.residual / facts.scale);
     lists[r].next_compaction = static_cast<size_t>(4 * k_ + 256);
     if (!limits(q0 + r, row_limits[r])) fall_back(lists[r]);  // a NaN bound: the exact engine's rules decide
+  }
+  // the queries' side of the screen, per micro-kernel block; only the thresholds change per panel
+  std::vector<ScreenRows> groups(static_cast<size_t>((nq + kRows - 1) / kRows));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    screen_rows(q0 + static_cast<int64_t>(g) * kRows, static_cast<int>(std::min<int64_t>(kRows, nq - g * kRows)),
+                groups[g]);
+    groups[g].every_lane = tallies_.size > 0;
   }
   alignas(64) int32_t products[kRows * kLanes];
   float uppers[kRows * kLanes], lowers[kRows * kLanes];
   uint32_t masks[kRows];
-  ScreenRows screened;
-  screened.every_lane = tallies_.size > 0;
   for (int64_t panel = 0; panel < panels_; ++panel) {
     loop.poll();
     if (loop.stopped()) return;
@@ -401,13 +121,8 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
     const int valid = static_cast<int>(std::min<int64_t>(kLanes, candidates_.rows - c0));
     for (int64_t r0 = 0; r0 < nq; r0 += kRows) {
       int8::products(query_codes_.data() + (q0 + r0) * padded_, padded_, codes, products);
-      screened.rows = static_cast<int>(std::min<int64_t>(kRows, nq - r0));
-      for (int r = 0; r < screened.rows; ++r) {
-        screened.offset[r] = 128 * query_facts_[q0 + r0 + r].code_sum;
-        screened.norm[r] = query_norm[r0 + r];
-        screened.residual[r] = query_residual[r0 + r];
-        screened.threshold[r] = lists[r0 + r].threshold;  // +inf once a row fell back
-      }
+      ScreenRows& screened = groups[static_cast<size_t>(r0 / kRows)];
+      for (int r = 0; r < screened.rows; ++r) screened.threshold[r] = lists[r0 + r].threshold;  // +inf: fell back
       int8::screen(products, screened, frame_.scale.data() + c0, frame_.residual.data() + c0, frame_.coded.data() + c0,
              valid, masks, uppers, lowers);
       for (int r = 0; r < screened.rows; ++r) {
@@ -480,10 +195,7 @@ void Certified::bounds(double* lower, double* upper) {
     std::vector<int8_t> block(static_cast<size_t>(kRows * padded_), int8_t{0});
     std::copy(query_codes_.begin() + q * padded_, query_codes_.begin() + (q + 1) * padded_, block.begin());
     ScreenRows screened;
-    screened.rows = 1;
-    screened.offset[0] = 128 * facts.code_sum;
-    screened.norm[0] = float_up(facts.norm / facts.scale);
-    screened.residual[0] = float_up(facts.residual / facts.scale);
+    screen_rows(q, 1, screened);
     screened.threshold[0] = -kInf;
     for (int64_t panel = 0; panel < panels_; ++panel) {
       const int64_t c0 = panel * kLanes;
@@ -499,7 +211,9 @@ void Certified::bounds(double* lower, double* upper) {
   }
 }
 
-}  // namespace
+}  // namespace certified
+
+using certified::Certified;
 
 bool certified_int8_native() { return int8::native(); }
 
@@ -528,3 +242,4 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
 }
 
 }  // namespace hardmine
+

@@ -23,39 +23,17 @@ import numba
 import numpy as np
 from numba import cuda
 
+from .. import _draws as draws
+
 #: threads per block; the simulator runs one Python thread per CUDA thread, so it gets few
 THREADS = 8 if numba.config.ENABLE_CUDASIM else 256
 
 TOP, DRAW_UNIFORM, DRAW_SOFTMAX = 0, 1, 2
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _LAST = np.iinfo(np.int64).max
-
-
-@cuda.jit(device=True)
-def uniform(seed, row, key):
-    """hardmine._draws.uniform for one (seed, row, id): splitmix64, bit for bit."""
-    state = np.uint64(seed) * _GOLDEN
-    state ^= np.uint64(row) * _MIX1
-    state ^= np.uint64(key) * _MIX2
-    state ^= state >> np.uint64(30)
-    state *= _MIX1
-    state ^= state >> np.uint64(27)
-    state *= _MIX2
-    state ^= state >> np.uint64(31)
-    return (np.float64(state >> np.uint64(11)) + 0.5) / 9007199254740992.0
-
-
-@cuda.jit(device=True)
-def kept_before(v_a, s_a, i_a, v_b, s_b, i_b):
-    """a before b: higher value, then higher score, then the smaller index."""
-    if v_a != v_b:
-        return v_a > v_b
-    if s_a != s_b:
-        return s_a > s_b
-    return i_a < i_b
+# the draw hash and the entry order of the CPU kernels, compiled for the device
+uniform = cuda.jit(device=True)(draws.uniform_one)
+kept_before = cuda.jit(device=True)(draws.kept_before)
 
 
 @cuda.jit(device=True)

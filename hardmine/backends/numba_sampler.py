@@ -8,33 +8,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._draws import kept_before, uniform_one
 from .numba_kernels import BOUNDS_ARGS, EXCLUSION_ARGS, admits, better_order, excluded
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-@numba.njit("float64(uint64, int64, int64)", cache=True, nogil=True)
-def _uniform(seed, row, key):
-    """hardmine._draws.uniform for one (seed, row, id)."""
-    state = seed * _GOLDEN
-    state ^= np.uint64(row) * _MIX1
-    state ^= np.uint64(key) * _MIX2
-    state ^= state >> np.uint64(30)
-    state *= _MIX1
-    state ^= state >> np.uint64(27)
-    state *= _MIX2
-    state ^= state >> np.uint64(31)
-    return (np.float64(state >> np.uint64(11)) + 0.5) / 9007199254740992.0
-
-
-@numba.njit("boolean(float64, float32, int64, float64, float32, int64)", cache=True, nogil=True)
-def _kept_before(p_a, s_a, i_a, p_b, s_b, i_b):
-    """Higher priority first, then higher score, then the smaller index (the core's rule)."""
-    if p_a != p_b:
-        return p_a > p_b
-    return s_a > s_b or (s_a == s_b and i_a < i_b)
+_uniform = numba.njit("float64(uint64, int64, int64)", cache=True, nogil=True)(uniform_one)
+_kept_before = numba.njit("boolean(float64, float32, int64, float64, float32, int64)", cache=True,
+                          nogil=True)(kept_before)
 
 
 @numba.njit("void(float64[::1], float32[::1], int64[::1], int64[::1], int64, int64)", cache=True, nogil=True)

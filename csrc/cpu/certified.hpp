@@ -1,0 +1,117 @@
+// The certified int8 top-k's driver (precision="int8"), shared by certified.cpp (quantisation,
+// the screened scan, the entry points) and certified_select.cpp (shortlists, the mining window
+// and its counts, exact re-scoring). Private to the core; docs/precision.md explains the method.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "hardmine/certified.hpp"
+#include "hardmine/tiling.hpp"
+#include "int8_kernels.hpp"
+
+namespace hardmine::certified {
+
+using int8::float_up;
+using int8::kInf;
+using int8::kLanes;
+using int8::kRows;
+using int8::RowFacts;
+using int8::ScreenRows;
+
+constexpr int64_t kQueryBlock = 240;  // queries per worker block: 20 micro-kernel blocks
+
+// Rows whose norm is finite and at most 2^60 (so that float64 exact scores cannot overflow):
+// the certified bound holds for them. Others reach the int8 path only with check_finite=False.
+inline bool quantisable(const RowFacts& facts) { return facts.norm <= 0x1p60; }
+
+// heap: a min-heap of the (at most k) largest values offered so far.
+template <class T>
+void keep_best(std::vector<T>& heap, int64_t k, T value) {
+  if (static_cast<int64_t>(heap.size()) < k) {
+    heap.push_back(value);
+    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
+  } else if (value > heap.front()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<T>());
+    heap.back() = value;
+    std::push_heap(heap.begin(), heap.end(), std::greater<T>());
+  }
+}
+
+struct Shortlist {
+  std::vector<float> lower;  // min-heap of the best k lower bounds of certainly admissible candidates
+  std::vector<int64_t> ids;
+  std::vector<float> upper;
+  float threshold = -kInf;   // the k-th best lower bound, -inf until k are seen
+  size_t next_compaction = 0;
+  bool fell_back = false;
+  // filter tallies: the certain counts, and the candidates that may fall either side of a
+  // bound (with the filters concerned, one bit each), re-scored at the end
+  int64_t tally[FilterCounts::kMaxFilters] = {};
+  std::vector<int64_t> straddlers;
+  std::vector<uint8_t> straddled;
+};
+
+// A query's score limits in the frame, each rounded so that a test on the float32 bounds is
+// certain (docs/precision.md, "Mining filters").
+struct Limits {
+  float in_upper = kInf, out_upper = kInf;    // upper <= in_upper: under the upper bound; lower >= out_upper: over it
+  float in_lower = -kInf, out_lower = -kInf;  // lower >= in_lower: over the lower bound; upper <= out_lower: under it
+  float yes[FilterCounts::kMaxFilters] = {}, no[FilterCounts::kMaxFilters] = {};
+};
+
+struct Frame {  // per-candidate float32 factors, in the call's frame (docs/precision.md)
+  std::vector<float> scale, residual, coded;
+};
+
+class Certified {
+ public:
+  Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
+            const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+            int64_t* out_indices, float* out_scores, int64_t* out_shortlist)
+      : queries_(queries), candidates_(candidates), k_(k), scales_(scales), exclusion_(exclusion),
+        bounds_(bounds), tallies_(tallies), out_indices_(out_indices), out_scores_(out_scores), out_shortlist_(out_shortlist),
+        dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
+        panels_((candidates.rows + kLanes - 1) / kLanes),
+        cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))) {}
+
+  void run(const RunOptions& options);
+  void bounds(double* lower, double* upper);
+
+ private:
+  void pack_candidates(int threads);
+  void quantise_queries(int threads);
+  void screen_rows(int64_t first, int count, ScreenRows& out) const;
+  void block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop);
+  void admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const;
+  bool limits(int64_t query, Limits& out) const;
+  void tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
+             int64_t c0) const;
+  double to_frame(int64_t query) const;
+  void fall_back(Shortlist& list) const;
+  void compact(Shortlist& list) const;
+  void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
+
+  const MatrixView& queries_;
+  const MatrixView& candidates_;
+  int64_t k_;
+  RowScales scales_;
+  Exclusion exclusion_;
+  ScoreBounds bounds_;
+  FilterCounts tallies_;
+  int64_t* out_indices_;
+  float* out_scores_;
+  int64_t* out_shortlist_;
+  int64_t dim_, padded_, panels_;
+  size_t cap_;
+  std::vector<uint8_t> panel_codes_;  // panels of [padded/4][32 lanes][4] bytes, code + 128
+  std::vector<int8_t> query_codes_;   // (Q + kRows) x padded
+  std::vector<RowFacts> query_facts_;
+  Frame frame_;
+  int frame_exponent_ = 0;  // the frame's 2^E on the candidate side
+  bool untrusted_ = false;  // some candidate row is not quantisable
+};
+
+}  // namespace hardmine::certified

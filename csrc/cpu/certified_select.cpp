@@ -1,0 +1,201 @@
+// The certified int8 top-k's shortlists (certified.hpp): admission against the running k-th best
+// lower bound, the mining window and filter counts decided from the bounds where they are certain,
+// and the exact float64 re-scoring of what is left (docs/precision.md).
+#include <cmath>
+
+#include "certified.hpp"
+
+namespace hardmine::certified {
+namespace {
+
+// t (a float32 score bound) in the frame, rounded up / down with a margin far above the
+// float64 rounding of the product; infinities stay.
+float frame_up(float t, double to_frame) {
+  if (std::isinf(t)) return t;
+  const double v = t * to_frame;
+  return int8::float_up(v + std::fabs(v) * 0x1p-40 + 0x1p-1000);
+}
+
+float frame_down(float t, double to_frame) {
+  if (std::isinf(t)) return t;
+  const double v = t * to_frame;
+  return int8::float_down(v - std::fabs(v) * 0x1p-40 - 0x1p-1000);
+}
+
+float next_up(float t) { return std::nextafter(t, kInf); }
+float next_down(float t) { return std::nextafter(t, -kInf); }
+
+}  // namespace
+
+void Certified::admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const {
+  list.ids.push_back(id);
+  list.upper.push_back(upper);
+  if (certain) {  // only a certainly admissible candidate may raise the threshold
+    keep_best(list.lower, k_, lower);
+    if (static_cast<int64_t>(list.lower.size()) == k_) list.threshold = list.lower.front();
+  }
+  if (list.ids.size() >= list.next_compaction) compact(list);
+}
+
+double Certified::to_frame(int64_t query) const {
+  const double cosine = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
+  return 1.0 / (std::ldexp(query_facts_[query].scale, frame_exponent_) * cosine);
+}
+
+bool Certified::limits(int64_t query, Limits& out) const {
+  const double unit = to_frame(query);
+  // s is returned as fl32(exact): fl32(x) <= u is certain when x <= u, impossible when x >= the
+  // float after u; the strict (exclusive) and lower-side tests shift by one float likewise.
+  if (bounds_.upper != nullptr) {
+    const float u = bounds_.upper[query];
+    if (std::isnan(u)) return false;
+    out.in_upper = frame_down(bounds_.exclusive ? next_down(u) : u, unit);
+    out.out_upper = frame_up(bounds_.exclusive ? u : next_up(u), unit);
+  }
+  if (bounds_.lower != nullptr) {
+    const float l = bounds_.lower[query];
+    if (std::isnan(l)) return false;
+    out.in_lower = frame_up(bounds_.exclusive ? next_up(l) : l, unit);
+    out.out_lower = frame_down(bounds_.exclusive ? l : next_down(l), unit);
+  }
+  for (int f = 0; f < tallies_.size; ++f) {
+    const float b = tallies_.bound[f][query];
+    if (std::isnan(b)) return false;
+    if (tallies_.below[f]) {  // counts s < b
+      out.yes[f] = frame_down(next_down(b), unit);
+      out.no[f] = frame_up(b, unit);
+    } else {  // counts s > b
+      out.yes[f] = frame_up(next_up(b), unit);
+      out.no[f] = frame_down(b, unit);
+    }
+  }
+  return true;
+}
+
+void Certified::tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
+                      int64_t c0) const {
+  uint32_t unsure_any = 0;
+  uint8_t filters[kLanes];
+  for (int f = 0; f < tallies_.size; ++f) {
+    uint32_t yes = 0, unsure = 0;
+    int8::classify(uppers, lowers, valid, !tallies_.below[f], limits.yes[f], limits.no[f], &yes, &unsure);
+    list.tally[f] += __builtin_popcount(yes);
+    if (unsure == 0) continue;
+    if (unsure_any == 0) std::fill(filters, filters + kLanes, uint8_t{0});
+    unsure_any |= unsure;
+    for (uint32_t mask = unsure; mask != 0; mask &= mask - 1) filters[__builtin_ctz(mask)] |= uint8_t(1u << f);
+  }
+  for (uint32_t mask = unsure_any; mask != 0; mask &= mask - 1) {
+    list.straddlers.push_back(c0 + __builtin_ctz(mask));
+    list.straddled.push_back(filters[__builtin_ctz(mask)]);
+  }
+  if (list.straddlers.size() > cap_) fall_back(list);  // a bound in the thick of the scores
+}
+
+void Certified::fall_back(Shortlist& list) const {
+  list.fell_back = true;
+  list.threshold = kInf;
+  std::vector<int64_t>().swap(list.ids);
+  std::vector<float>().swap(list.upper);
+  std::vector<int64_t>().swap(list.straddlers);
+  std::vector<uint8_t>().swap(list.straddled);
+}
+
+void Certified::compact(Shortlist& list) const {
+  size_t kept = 0;
+  for (size_t i = 0; i < list.ids.size(); ++i) {
+    if (list.upper[i] >= list.threshold) {
+      list.ids[kept] = list.ids[i];
+      list.upper[kept] = list.upper[i];
+      ++kept;
+    }
+  }
+  list.ids.resize(kept);
+  list.upper.resize(kept);
+  if (kept > cap_) {  // near-ties everywhere (e.g. many duplicates): the exact engine is cheaper
+    fall_back(list);
+    return;
+  }
+  list.next_compaction = std::max<size_t>(2 * kept, static_cast<size_t>(4 * k_ + 256));
+}
+
+void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const {
+  int64_t* indices = out_indices_ + query * k_;
+  float* scores = out_scores_ + query * k_;
+  std::fill(indices, indices + k_, int64_t{-1});
+  std::fill(scores, scores + k_, -kInf);
+  if (!list.fell_back) compact(list);  // the survivors of the final threshold (or too many of them)
+  if (list.fell_back) {
+    out_shortlist_[query] = -1;
+    return;
+  }
+  int64_t leading = 0;
+  std::vector<float> query_row(static_cast<size_t>(dim_));
+  const float* q = rows_as_f32(queries_, query, 1, row_buffer.data(), &leading);
+  std::copy(q, q + dim_, query_row.begin());
+  // Re-score by decreasing upper bound, keeping the k-th best exact score: once the next upper
+  // bound is below it, no candidate left can enter (ties included: they would need upper >= it).
+  std::vector<std::pair<float, int64_t>> order(list.ids.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = {list.upper[i], list.ids[i]};
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  // The frame's unit (A_q 2^E) turns an exact dot product into the bounds' units.
+  const double to_frame = 1.0 / std::ldexp(query_facts_[query].scale, frame_exponent_);
+  // Shortlisted rows are scattered over the candidate matrix: fetch a few rows ahead of the dot
+  // products, so that their memory latency overlaps.
+  const auto* base = static_cast<const char*>(candidates_.data);
+  const int64_t item = candidates_.dtype == DType::F32 ? 4 : 2;
+  const int64_t row_bytes = candidates_.col_stride == 1 ? candidates_.cols * item : 0;
+  const auto prefetch = [&](size_t i) {
+    if (i >= order.size()) return;
+    const char* row = base + order[i].second * candidates_.row_stride * item;
+    for (int64_t offset = 0; offset < row_bytes; offset += 64) __builtin_prefetch(row + offset);
+  };
+  constexpr size_t kAhead = 4;
+  for (size_t i = 0; i < kAhead; ++i) prefetch(i);
+  std::vector<std::pair<double, int64_t>> exact;  // ranked by the exact score (as the float64 reference), ties by index
+  std::vector<double> best;  // min-heap of the k best exact scores, in the frame
+  size_t rescored = 0;
+  for (size_t i = 0; i < order.size(); ++i, ++rescored) {
+    const float upper = order[i].first;
+    if (static_cast<int64_t>(best.size()) == k_) {
+      const double kth = best.front();
+      // a margin far above the float64 rounding of the frame scores
+      if (static_cast<double>(upper) < kth - std::fabs(kth) * 0x1p-40 - 0x1p-1000) break;
+    }
+    prefetch(i + kAhead);
+    const int64_t id = order[i].second;
+    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
+    const double dot = int8::exact_dot(query_row.data(), c, dim_);
+    const double candidate_scale = scales_.candidates != nullptr ? scales_.candidates[id] : 1.0;
+    const double query_scale = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
+    const double score = dot * query_scale * candidate_scale;
+    // the mining window applies to the score returned, fl32(score), exactly as the fp32 engine's
+    if (!bounds_.admits(query, static_cast<float>(score))) continue;
+    keep_best(best, k_, dot * candidate_scale * to_frame);
+    exact.emplace_back(score, id);
+  }
+  out_shortlist_[query] = static_cast<int64_t>(rescored);
+  const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
+  std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
+  for (size_t i = 0; i < take; ++i) {
+    indices[i] = exact[i].second;
+    scores[i] = static_cast<float>(exact[i].first);
+  }
+  // candidates that may lie either side of a filter bound: counted on their exact score
+  for (size_t i = 0; i < list.straddlers.size(); ++i) {
+    const int64_t id = list.straddlers[i];
+    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
+    double score = int8::exact_dot(query_row.data(), c, dim_);
+    if (scales_.queries != nullptr) score *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
+    const float value = static_cast<float>(score);
+    for (int f = 0; f < tallies_.size; ++f) {
+      if (!(list.straddled[i] >> f & 1)) continue;
+      const float b = tallies_.bound[f][query];
+      list.tally[f] += tallies_.below[f] ? (value < b && value > -kInf) : value > b;
+    }
+  }
+  for (int f = 0; f < tallies_.size; ++f) tallies_.counts[query * tallies_.size + f] += list.tally[f];
+}
+
+}  // namespace hardmine::certified
