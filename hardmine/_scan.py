@@ -11,16 +11,20 @@ from ._draws import Rule
 from ._problem import Problem, RowShards, restrict_candidates, restrict_queries
 
 
-def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """The backend's fused top-k over every query and candidate shard, merged into one exact
-    top-k: (indices, scores, per-filter tallies), as for unsharded matrices. Only
-    min(k, candidates) columns are computed: past the candidate count there is only padding."""
+    top-k: (indices, scores, per-filter tallies, re-scored), as for unsharded matrices;
+    ``re-scored`` (int8 only, else None) counts the candidates re-scored exactly per query
+    over all shards, -1 where a query fell back to fp32. Only min(k, candidates) columns are
+    computed: past the candidate count there is only padding."""
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
     width = max(1, min(k, problem.candidates.rows))
     results = [scan_candidates(engine, part, width) for part in query_shards(problem)]
     if len(results) == 1:
         return results[0]
-    return tuple(np.concatenate(columns) for columns in zip(*results))
+    indices, scores, tallies, rescored = zip(*results)
+    return (np.concatenate(indices), np.concatenate(scores), np.concatenate(tallies),
+            None if rescored[0] is None else np.concatenate(rescored))
 
 
 def sample(backend: str, problem: Problem, count: int, rule: Rule, skip: int = 0
@@ -63,21 +67,27 @@ def query_shards(problem: Problem) -> list[Problem]:
     return [restrict_queries(problem, start, start + shard.rows, shard) for start, shard in problem.queries.shards()]
 
 
-def scan_candidates(engine, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def scan_candidates(engine, problem: Problem, k: int) -> tuple:
+    """:func:`scan` over one query shard."""
+    int8 = problem.precision == "int8"
+    run = (lambda part: engine.topk_int8(part, k)) if int8 else (lambda part: (*engine.topk(part, k), None))
     if not isinstance(problem.candidates.array, RowShards):
-        return engine.topk(problem, k)
-    indices, scores, tallies = None, None, 0
+        return run(problem)
+    indices, scores, tallies, rescored = None, None, 0, None
     for offset, shard in problem.candidates.shards():
-        found, found_scores, counts = engine.topk(restrict_candidates(problem, offset, shard), k)
+        found, found_scores, counts, shortlist = run(restrict_candidates(problem, offset, shard))
         found = np.where(found >= 0, found + offset, -1)
         tallies = tallies + counts
+        if int8:  # a query that fell back in any shard is reported as fallen back
+            rescored = shortlist if rescored is None else np.where((rescored < 0) | (shortlist < 0), -1,
+                                                                    rescored + shortlist)
         if indices is None:
             indices, scores = found, found_scores
         else:  # a running merge keeps memory at two windows however many shards there are
             indices, scores = merge.windows(np.concatenate([indices, found], axis=1),
                                             np.concatenate([scores, found_scores], axis=1), k,
                                             problem.candidate_keys)
-    return indices, scores, tallies
+    return indices, scores, tallies, rescored
 
 
 def padded(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

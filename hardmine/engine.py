@@ -120,7 +120,7 @@ def topk(
     )
     problem = replace(problem, precision=_precision.resolve(precision, problem, backend, k=k))
     v.check_result_size(problem.queries.rows, k, "k")
-    indices, scores, _ = _scan.scan(backend, problem, k)
+    indices, scores, _, _ = _scan.scan(backend, problem, k)
     return TopK(*like_input(queries, *_scan.padded(indices, scores, k)))
 
 
@@ -176,6 +176,7 @@ def violations(
     block_size: int | tuple[int, int] | None = None,
     num_threads: int | None = None,
     check_finite: bool = True,
+    precision: str = "fp32",
 ) -> Violations:
     """Triplet margin violations per query in one blocked pass.
 
@@ -195,6 +196,12 @@ def violations(
         Every candidate of the query's group is a positive.
     margin : float
         The triplet margin m (default 0.2, as in VSE++).
+    precision : {"fp32", "int8", "auto"}
+        As in :func:`topk`, the same answer: with ``"int8"`` the hardest negative is the
+        certified top-1 and every candidate that may violate the margin is re-scored exactly,
+        so it pays where violators are few (a trained model); a query with more possible
+        violators than the shortlist cap runs on fp32. ``"auto"`` stays on fp32 here: the
+        violator counts are unknown before the scan.
 
     Examples
     --------
@@ -206,6 +213,7 @@ def violations(
     (1, 1)
     """
     margin = v.real(margin, "margin")
+    precision = _precision.check(precision)
     problem = v.problem(
         queries, candidates, metric_name=metric, exclude=positives, query_groups=query_groups,
         candidate_groups=candidate_groups, block=block_size, threads=num_threads, check_finite=check_finite,
@@ -239,6 +247,8 @@ def violations(
                 f"(or pass positive_scores)"
             )
         scores = _positives.positive_scores(problem, *members)[0]
+    if precision == "int8":
+        problem = replace(problem, precision=_precision.resolve(precision, problem, backend, k=1))
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
     parts = _scan.query_shards(problem)
     firsts = np.cumsum([0] + [part.queries.rows for part in parts])

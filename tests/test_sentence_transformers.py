@@ -10,6 +10,7 @@ datasets = pytest.importorskip("datasets")
 st_util = pytest.importorskip("sentence_transformers.util")
 
 from hardmine.integrations.sentence_transformers import FixedEmbeddingModel, mine_hard_negatives  # noqa: E402
+from hardmine import backends  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,22 @@ def test_embeddings_must_align(world):
         mine_hard_negatives(dataset, query_embeddings=q, corpus_embeddings=q, corpus=corpus, verbose=False)
     with pytest.raises(ValueError, match="either model, or both"):
         mine_hard_negatives(dataset, query_embeddings=q, verbose=False)
+
+
+@pytest.mark.skipif(backends.status()["cpu"] is not None, reason="int8 scoring lives in the compiled core")
+@pytest.mark.parametrize("filters", [{}, {"relative_margin": 0.05}, {"range_min": 2, "range_max": 12,
+                                                                      "sampling_strategy": "random"}])
+def test_int8_precision_gives_the_same_dataset(world, filters):
+    """precision="int8" reaches the engine: the same rows as fp32 (certified screening, exact re-scoring)."""
+    dataset, _, model = world
+    options = dict(num_negatives=4, output_format="n-tuple", output_scores=True, verbose=False, **filters)
+    fp32 = mine_hard_negatives(dataset, model, **options)
+    int8 = mine_hard_negatives(dataset, model, precision="int8", **options)
+    assert fp32.column_names == int8.column_names and len(fp32) == len(int8)
+    for column in fp32.column_names:
+        if column == "scores":  # float64 re-scored sums rounded to float32 against the fp32 engine's sums
+            np.testing.assert_allclose(np.array(int8[column]), np.array(fp32[column]), atol=2e-6)
+        else:
+            assert int8[column] == fp32[column], column
+    with pytest.raises(ValueError, match="precision must be one of"):
+        mine_hard_negatives(dataset, model, precision="int4", verbose=False)

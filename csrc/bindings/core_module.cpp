@@ -18,6 +18,27 @@
 namespace py = pybind11;
 using namespace hardmine_bindings;  // NOLINT: the argument helpers of arguments.hpp
 
+namespace {
+
+void check_int8_dims(const MatrixView& q, const MatrixView& c) {
+  check_dims(q, c);
+  if (q.cols > hardmine::kMaxInt8Dim) {
+    throw py::value_error("int8 scoring takes d <= " + std::to_string(hardmine::kMaxInt8Dim));
+  }
+}
+
+hardmine::RowScales int8_scales(const std::optional<py::array>& query_scales,
+                                const std::optional<py::array>& candidate_scales, int64_t queries, int64_t candidates) {
+  hardmine::RowScales scales{contiguous_input<float>(query_scales, queries, "query_scales"),
+                             contiguous_input<float>(candidate_scales, candidates, "candidate_scales")};
+  if ((scales.queries == nullptr) != (scales.candidates == nullptr)) {
+    throw py::value_error("query_scales and candidate_scales come together");
+  }
+  return scales;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "hardmine CPU core (C++17, OpenMP, BLAS score tiles)";
 
@@ -167,21 +188,16 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> query_groups, std::optional<py::array> candidate_groups,
          py::array out_indices, py::array out_scores, py::array out_shortlist, int num_threads,
          std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds, bool exclusive_bounds,
-         std::vector<py::array> count_bounds, std::vector<bool> count_below, std::optional<py::array> out_counts) {
+         std::vector<py::array> count_bounds, std::vector<bool> count_below, std::optional<py::array> out_counts,
+         std::optional<py::array> candidate_keys, std::optional<py::array> excluded_key_indptr,
+         std::optional<py::array> excluded_key_indices) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
-        check_dims(q, c);
+        check_int8_dims(q, c);
         if (k < 1) throw py::value_error("k must be >= 1; got " + std::to_string(k));
-        if (q.cols > hardmine::kMaxInt8Dim) {
-          throw py::value_error("int8 scoring takes d <= " + std::to_string(hardmine::kMaxInt8Dim));
-        }
-        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
-                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
-        if ((scales.queries == nullptr) != (scales.candidates == nullptr)) {
-          throw py::value_error("query_scales and candidate_scales come together");
-        }
-        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
-                                            q.rows, c.rows);
+        const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
+        auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups, q.rows, c.rows);
+        add_keys(exclusion, candidate_keys, excluded_key_indptr, excluded_key_indices, q.rows, c.rows);
         int64_t* indices = output<int64_t>(out_indices, {q.rows, k}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, k}, "out_scores");
         int64_t* shortlist = output<int64_t>(out_shortlist, {q.rows}, "out_shortlist");
@@ -199,8 +215,45 @@ PYBIND11_MODULE(_core, m) {
       py::arg("upper_bounds") = py::none(), py::arg("lower_bounds") = py::none(),
       py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
       py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
+      py::arg("candidate_keys") = py::none(), py::arg("excluded_key_indptr") = py::none(),
+      py::arg("excluded_key_indices") = py::none(),
       "Certified int8 top-k into preallocated outputs (rows with out_shortlist -1 are left to the exact "
       "engine). Use hardmine.topk(precision='int8') instead.");
+
+  m.def(
+      "violations_int8",
+      [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
+         const py::array& positive_scores, float margin, std::optional<py::array> query_scales,
+         std::optional<py::array> candidate_scales, std::optional<py::array> exclude_indptr,
+         std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
+         std::optional<py::array> candidate_groups, py::array out_count, py::array out_hinge_sum,
+         py::array out_best_scores, py::array out_argmax, py::array out_shortlist, int num_threads) {
+        const MatrixView q = as_view(queries, queries_dtype, "queries");
+        const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
+        check_int8_dims(q, c);
+        const float* positives =
+            contiguous_input<float>(std::optional<py::array>(positive_scores), q.rows, "positive_scores");
+        const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
+        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
+                                            q.rows, c.rows);
+        int64_t* count = output<int64_t>(out_count, {q.rows}, "out_count");
+        double* hinge_sum = output<double>(out_hinge_sum, {q.rows}, "out_hinge_sum");
+        float* best_scores = output<float>(out_best_scores, {q.rows}, "out_best_scores");
+        int64_t* argmax = output<int64_t>(out_argmax, {q.rows}, "out_argmax");
+        int64_t* shortlist = output<int64_t>(out_shortlist, {q.rows}, "out_shortlist");
+        const auto options = run_options(0, 0, num_threads);
+        run_released([&] {
+          hardmine::violations_int8(q, c, positives, margin, scales, exclusion, options, count, hinge_sum,
+                                    best_scores, argmax, shortlist);
+        });
+      },
+      py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
+      py::arg("positive_scores"), py::arg("margin"), py::arg("query_scales"), py::arg("candidate_scales"),
+      py::arg("exclude_indptr"), py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"),
+      py::arg("out_count"), py::arg("out_hinge_sum"), py::arg("out_best_scores"), py::arg("out_argmax"),
+      py::arg("out_shortlist"), py::arg("num_threads") = 0,
+      "Certified int8 violations into preallocated outputs (rows with out_shortlist -1 are left to the exact "
+      "engine). Use hardmine.violations(precision='int8') instead.");
 
   m.def(
       "_int8_bounds",
@@ -209,12 +262,8 @@ PYBIND11_MODULE(_core, m) {
          py::array out_upper) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
-        check_dims(q, c);
-        hardmine::RowScales scales{contiguous_input<float>(query_scales, q.rows, "query_scales"),
-                                   contiguous_input<float>(candidate_scales, c.rows, "candidate_scales")};
-        if ((scales.queries == nullptr) != (scales.candidates == nullptr)) {
-          throw py::value_error("query_scales and candidate_scales come together");
-        }
+        check_int8_dims(q, c);
+        const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
         double* lower = output<double>(out_lower, {q.rows, c.rows}, "out_lower");
         double* upper = output<double>(out_upper, {q.rows, c.rows}, "out_upper");
         run_released([&] { hardmine::int8_bounds(q, c, scales, lower, upper); });

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace hardmine {
 namespace certified {
@@ -223,10 +224,9 @@ void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const 
       .bounds(lower, upper);
 }
 
-void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
-               const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist) {
-  if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
+namespace {
+
+void check_int8(const MatrixView& queries, const MatrixView& candidates) {
   if (queries.cols != candidates.cols) {
     throw std::invalid_argument("queries and candidates must have the same number of columns");
   }
@@ -234,10 +234,33 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
     throw std::invalid_argument("int8 scoring takes d <= " + std::to_string(kMaxInt8Dim) + " (int32 sums); got " +
                                 std::to_string(queries.cols));
   }
-  if (exclusion.candidate_keys != nullptr || exclusion.key_indptr != nullptr) {
-    throw std::invalid_argument("int8 scoring does not take candidate keys");
-  }
+}
+
+}  // namespace
+
+void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
+               const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
+               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist) {
+  if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
+  check_int8(queries, candidates);
   Certified(queries, candidates, k, scales, exclusion, bounds, tallies, out_indices, out_scores, out_shortlist)
+      .run(options);
+}
+
+void violations_int8(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
+                     float margin, const RowScales& scales, const Exclusion& exclusion, const RunOptions& options,
+                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist) {
+  check_int8(queries, candidates);
+  // as the exact engine: a violation is s > fl32(s_p - margin)
+  std::vector<float> thresholds(static_cast<size_t>(queries.rows));
+  for (int64_t q = 0; q < queries.rows; ++q) thresholds[q] = positive_scores[q] - margin;
+  std::fill(count, count + queries.rows, int64_t{0});
+  FilterCounts tallies;
+  tallies.size = 1;
+  tallies.bound[0] = thresholds.data();
+  tallies.counts = count;
+  Certified(queries, candidates, 1, scales, exclusion, ScoreBounds{}, tallies, argmax, best_scores, out_shortlist,
+            certified::Hinges{positive_scores, margin, hinge_sum})
       .run(options);
 }
 

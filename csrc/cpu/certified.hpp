@@ -42,6 +42,7 @@ void keep_best(std::vector<T>& heap, int64_t k, T value) {
 
 struct Shortlist {
   std::vector<float> lower;  // min-heap of the best k lower bounds of certainly admissible candidates
+  std::vector<int64_t> lower_keys;  // with candidate keys: the key of each heap entry (one entry per key)
   std::vector<int64_t> ids;
   std::vector<float> upper;
   float threshold = -kInf;   // the k-th best lower bound, -inf until k are seen
@@ -62,6 +63,14 @@ struct Limits {
   float yes[FilterCounts::kMaxFilters] = {}, no[FilterCounts::kMaxFilters] = {};
 };
 
+// violations (precision="int8"): tally 0 counts s > positive - margin over non-excluded
+// candidates; every candidate it may count is re-scored, for the exact hinge sum
+struct Hinges {
+  const float* positive = nullptr;  // (Q,) s_p; null: not a violations call
+  float margin = 0;
+  double* out_sums = nullptr;       // (Q,) sum of margin + s - s_p over the violators
+};
+
 struct Frame {  // per-candidate float32 factors, in the call's frame (docs/precision.md)
   std::vector<float> scale, residual, coded;
 };
@@ -70,9 +79,10 @@ class Certified {
  public:
   Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-            int64_t* out_indices, float* out_scores, int64_t* out_shortlist)
+            int64_t* out_indices, float* out_scores, int64_t* out_shortlist, const Hinges& hinges = {})
       : queries_(queries), candidates_(candidates), k_(k), scales_(scales), exclusion_(exclusion),
-        bounds_(bounds), tallies_(tallies), out_indices_(out_indices), out_scores_(out_scores), out_shortlist_(out_shortlist),
+        bounds_(bounds), tallies_(tallies), hinges_(hinges), out_indices_(out_indices), out_scores_(out_scores),
+        out_shortlist_(out_shortlist),
         dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
         panels_((candidates.rows + kLanes - 1) / kLanes),
         cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))) {}
@@ -86,6 +96,7 @@ class Certified {
   void screen_rows(int64_t first, int count, ScreenRows& out) const;
   void block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop);
   void admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const;
+  void raise_threshold(Shortlist& list, int64_t id, float lower) const;
   bool limits(int64_t query, Limits& out) const;
   void tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
              int64_t c0) const;
@@ -93,6 +104,7 @@ class Certified {
   void fall_back(Shortlist& list) const;
   void compact(Shortlist& list) const;
   void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
+  void count_straddlers(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
 
   const MatrixView& queries_;
   const MatrixView& candidates_;
@@ -101,6 +113,7 @@ class Certified {
   Exclusion exclusion_;
   ScoreBounds bounds_;
   FilterCounts tallies_;
+  Hinges hinges_;
   int64_t* out_indices_;
   float* out_scores_;
   int64_t* out_shortlist_;

@@ -1,6 +1,7 @@
 // The certified int8 top-k's shortlists (certified.hpp): admission against the running k-th best
 // lower bound, the mining window and filter counts decided from the bounds where they are certain,
 // and the exact float64 re-scoring of what is left (docs/precision.md).
+#include <algorithm>
 #include <cmath>
 
 #include "certified.hpp"
@@ -30,11 +31,36 @@ float next_down(float t) { return std::nextafter(t, -kInf); }
 void Certified::admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const {
   list.ids.push_back(id);
   list.upper.push_back(upper);
-  if (certain) {  // only a certainly admissible candidate may raise the threshold
+  if (certain) raise_threshold(list, id, lower);  // only a certainly admissible candidate may
+  if (list.ids.size() >= list.next_compaction) compact(list);
+}
+
+void Certified::raise_threshold(Shortlist& list, int64_t id, float lower) const {
+  if (exclusion_.candidate_keys == nullptr) {
     keep_best(list.lower, k_, lower);
     if (static_cast<int64_t>(list.lower.size()) == k_) list.threshold = list.lower.front();
+    return;
   }
-  if (list.ids.size() >= list.next_compaction) compact(list);
+  // A top-k keeps one candidate per key, so the threshold is the k-th best lower bound over
+  // distinct keys: the entries are (lower, key) pairs, one per key, unordered (k is small).
+  const int64_t key = exclusion_.candidate_keys[id];
+  const auto same = std::find(list.lower_keys.begin(), list.lower_keys.end(), key);
+  if (same != list.lower_keys.end()) {
+    float& held = list.lower[static_cast<size_t>(same - list.lower_keys.begin())];
+    if (lower <= held) return;
+    held = lower;
+  } else if (static_cast<int64_t>(list.lower.size()) < k_) {
+    list.lower.push_back(lower);
+    list.lower_keys.push_back(key);
+  } else {
+    const auto least = std::min_element(list.lower.begin(), list.lower.end());
+    if (lower <= *least) return;
+    *least = lower;
+    list.lower_keys[static_cast<size_t>(least - list.lower.begin())] = key;
+  }
+  if (static_cast<int64_t>(list.lower.size()) == k_) {
+    list.threshold = *std::min_element(list.lower.begin(), list.lower.end());
+  }
 }
 
 double Certified::to_frame(int64_t query) const {
@@ -79,7 +105,11 @@ void Certified::tally(Shortlist& list, const Limits& limits, const float* uppers
   for (int f = 0; f < tallies_.size; ++f) {
     uint32_t yes = 0, unsure = 0;
     int8::classify(uppers, lowers, valid, !tallies_.below[f], limits.yes[f], limits.no[f], &yes, &unsure);
-    list.tally[f] += __builtin_popcount(yes);
+    if (hinges_.positive != nullptr) {
+      unsure |= yes;  // a violation's hinge needs its exact score
+    } else {
+      list.tally[f] += __builtin_popcount(yes);
+    }
     if (unsure == 0) continue;
     if (unsure_any == 0) std::fill(filters, filters + kLanes, uint8_t{0});
     unsure_any |= unsure;
@@ -157,7 +187,8 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   size_t rescored = 0;
   for (size_t i = 0; i < order.size(); ++i, ++rescored) {
     const float upper = order[i].first;
-    if (static_cast<int64_t>(best.size()) == k_) {
+    // (with keys the k best are over distinct keys: every survivor is re-scored)
+    if (static_cast<int64_t>(best.size()) == k_ && exclusion_.candidate_keys == nullptr) {
       const double kth = best.front();
       // a margin far above the float64 rounding of the frame scores
       if (static_cast<double>(upper) < kth - std::fabs(kth) * 0x1p-40 - 0x1p-1000) break;
@@ -176,26 +207,53 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   }
   out_shortlist_[query] = static_cast<int64_t>(rescored);
   const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  const int64_t* keys = exclusion_.candidate_keys;
+  if (keys != nullptr) {  // the best candidate of each key, as the exact engine keeps
+    std::sort(exact.begin(), exact.end(), better);
+    std::vector<int64_t> seen;
+    size_t kept = 0;
+    for (size_t i = 0; i < exact.size() && static_cast<int64_t>(kept) < k_; ++i) {
+      if (std::find(seen.begin(), seen.end(), keys[exact[i].second]) != seen.end()) continue;
+      seen.push_back(keys[exact[i].second]);
+      exact[kept++] = exact[i];
+    }
+    exact.resize(kept);
+  }
   const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
   std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
   for (size_t i = 0; i < take; ++i) {
     indices[i] = exact[i].second;
     scores[i] = static_cast<float>(exact[i].first);
   }
-  // candidates that may lie either side of a filter bound: counted on their exact score
+  count_straddlers(query, list, query_row.data(), row_buffer);
+}
+
+// Candidates that may lie either side of a filter bound (violations: every possible violator),
+// counted on their exact score.
+void Certified::count_straddlers(int64_t query, Shortlist& list, const float* query_row,
+                                 std::vector<float>& row_buffer) const {
+  double hinge_sum = 0;
+  int64_t leading = 0;
   for (size_t i = 0; i < list.straddlers.size(); ++i) {
     const int64_t id = list.straddlers[i];
+    if (hinges_.positive != nullptr && exclusion_.excludes(query, id)) continue;  // a positive
     const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    double score = int8::exact_dot(query_row.data(), c, dim_);
+    double score = int8::exact_dot(query_row, c, dim_);
     if (scales_.queries != nullptr) score *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
     const float value = static_cast<float>(score);
     for (int f = 0; f < tallies_.size; ++f) {
       if (!(list.straddled[i] >> f & 1)) continue;
       const float b = tallies_.bound[f][query];
-      list.tally[f] += tallies_.below[f] ? (value < b && value > -kInf) : value > b;
+      const bool counted = tallies_.below[f] ? (value < b && value > -kInf) : value > b;
+      list.tally[f] += counted;
+      if (counted && hinges_.positive != nullptr) {  // as the exact engine sums them
+        hinge_sum += static_cast<double>(hinges_.margin) + static_cast<double>(value) -
+                     static_cast<double>(hinges_.positive[query]);
+      }
     }
   }
   for (int f = 0; f < tallies_.size; ++f) tallies_.counts[query * tallies_.size + f] += list.tally[f];
+  if (hinges_.positive != nullptr) hinges_.out_sums[query] = hinge_sum;
 }
 
 }  // namespace hardmine::certified

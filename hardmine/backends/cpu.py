@@ -55,6 +55,13 @@ def _common(problem: Problem) -> dict:
     )
 
 
+def _int8_common(problem: Problem) -> dict:
+    """:func:`_common` for the int8 path, which sizes its own blocks."""
+    common = _common(problem)
+    del common["query_rows"], common["candidate_rows"]
+    return common
+
+
 def _exclusion(problem: Problem) -> dict:
     return dict(
         exclude_indptr=problem.exclude_indptr,
@@ -132,21 +139,13 @@ class CpuBackend:
         (csrc/cpu/certified.cpp), the mining window and filter tallies included; ``shortlist`` is
         the number of candidates re-scored per query, -1 where the query fell back to the float32
         engine (a shortlist past its cap, a zero row, a NaN bound)."""
-        if problem.candidate_keys is not None:
-            raise ValueError("precision='int8' does not take candidate keys (exclude_keys) yet; use precision='fp32'")
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
         shortlist = np.empty(num_queries, dtype=np.int64)
         counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
-        filters = _filters(problem, counts)
-        for name in ("candidate_keys", "excluded_key_indptr", "excluded_key_indices"):
-            del filters[name]
-        common = _common(problem)
-        for name in ("query_rows", "candidate_rows"):
-            del common[name]
-        _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **common,
-                        **_exclusion(problem), **filters)
+        _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **_int8_common(problem),
+                        **_exclusion(problem), **_filters(problem, counts))
         fell_back = np.flatnonzero(shortlist < 0)
         if fell_back.size:
             exact = replace(select_queries(problem, fell_back), precision="fp32")
@@ -161,8 +160,11 @@ class CpuBackend:
         return merge.samples(_split(problem, run, ids_at=0), count, problem.candidate_keys)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
-        parts = _split(problem, lambda part, _: self._violations(part, positive_scores, margin), ids_at=3)
-        count, hinge_sum, best_scores, argmax = merge.violations(parts)
+        if problem.precision == "int8":
+            count, hinge_sum, best_scores, argmax = self._violations_int8(problem, positive_scores, margin)
+        else:
+            parts = _split(problem, lambda part, _: self._violations(part, positive_scores, margin), ids_at=3)
+            count, hinge_sum, best_scores, argmax = merge.violations(parts)
         hinge = np.float32(margin) + best_scores - positive_scores  # as the core computes it
         return count, hinge_sum, np.where(argmax >= 0, np.maximum(hinge, np.float32(0)), np.float32(0)), argmax
 
@@ -208,6 +210,26 @@ class CpuBackend:
             **_common(problem),
             **_exclusion(problem),
         )
+        return count, hinge_sum, best_scores, argmax
+
+    def _violations_int8(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+        """(count, hinge_sum, best_scores, argmax) through certified int8 scores: the hardest
+        negative is the certified top-1 and every possible violator is re-scored exactly; the
+        queries with more possible violators than the shortlist cap run on the float32 engine."""
+        num_queries = problem.queries.rows
+        count = np.empty(num_queries, dtype=np.int64)
+        hinge_sum = np.empty(num_queries, dtype=np.float64)
+        best_scores = np.empty(num_queries, dtype=np.float32)
+        argmax = np.empty(num_queries, dtype=np.int64)
+        shortlist = np.empty(num_queries, dtype=np.int64)
+        _core.violations_int8(positive_scores=positive_scores, margin=margin, out_count=count,
+                              out_hinge_sum=hinge_sum, out_best_scores=best_scores, out_argmax=argmax,
+                              out_shortlist=shortlist, **_int8_common(problem), **_exclusion(problem))
+        fell_back = np.flatnonzero(shortlist < 0)
+        if fell_back.size:
+            exact = replace(select_queries(problem, fell_back), precision="fp32")
+            parts = _split(exact, lambda part, _: self._violations(part, positive_scores[fell_back], margin), ids_at=3)
+            count[fell_back], hinge_sum[fell_back], best_scores[fell_back], argmax[fell_back] = merge.violations(parts)
         return count, hinge_sum, best_scores, argmax
 
     def similarity(self, problem: Problem) -> np.ndarray:

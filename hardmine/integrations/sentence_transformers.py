@@ -35,6 +35,11 @@ Differences, by decision:
   cross-encoder is not used, as in the original.
 - ``include_positives=True`` with a margin is allowed, as in the original (which
   warns that positives may then be discarded).
+
+Additional keywords: ``query_embeddings``/``corpus_embeddings`` (above), ``seed``, and
+hardmine's ``backend`` and ``precision`` (``"fp32"``, ``"int8"``, ``"auto"``: the same
+negatives, certified int8 screening where the engine mines, see :func:`hardmine.mine`; the
+cross-encoder path and similarities the engine does not compute score in float32).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import numpy as np
 
 import logging
 
-from .. import _positives, api
+from .. import _positives, _precision, api
 from . import _st_encoding, _st_mining, _st_output
 
 logger = logging.getLogger(__name__)
@@ -191,6 +196,7 @@ def mine_hard_negatives(
     corpus_embeddings: Any = None,
     seed: int = 0,
     backend: str = "auto",
+    precision: str = "fp32",
 ):
     """Hard negatives for a dataset of (anchor, positive) text pairs; see the module docstring.
 
@@ -201,6 +207,8 @@ def mine_hard_negatives(
     else one per dataset row, aligned with the positive column), scored by cosine.
     """
     from datasets import Dataset
+
+    precision = _precision.check(precision)
 
     output_format, output_scores, absolute_margin = _arguments(
         dataset, range_min, range_max, max_score, min_score, absolute_margin, relative_margin, num_negatives,
@@ -304,7 +312,8 @@ def mine_hard_negatives(
     else:
         options: dict[str, Any] = {"num_negatives": num_negatives, "rank_range": (range_min, range_max),
                                    "max_score": max_score, "min_score": min_score, "seed": seed,
-                                   "strategy": sampling_strategy, "metric": metric, "backend": backend}
+                                   "strategy": sampling_strategy, "metric": metric, "backend": backend,
+                                   "precision": precision}
         if include_positives:
             mined = api.mine(query_vectors, corpus_vectors, **options)
         else:

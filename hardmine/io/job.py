@@ -136,8 +136,6 @@ def _check_parameters(job: Job) -> None:
                                  clusters_given=job.mining["strategy"] == "cluster")
         _validation.metric(job.mining["metric"])
         if _precision.check(job.mining.get("precision", "fp32")) == "int8":
-            if job.exclude_keys:
-                raise JobError("--precision int8 does not take --exclude-keys yet; use --precision fp32 or auto")
             if checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None:
                 raise JobError("--precision int8 serves ranked windows; an open --rank-range A: is drawn in fp32")
         backends.get(job.mining["backend"])

@@ -4,6 +4,6 @@ the modules beside it."""
 
 from .options import MiningOptions, mining_options
 from .pipeline import Negatives, mine
-from .stats import MiningStats
+from .stats import MiningStats, Shortlists
 
-__all__ = ["MiningOptions", "MiningStats", "Negatives", "mine", "mining_options"]
+__all__ = ["MiningOptions", "MiningStats", "Negatives", "Shortlists", "mine", "mining_options"]

@@ -171,20 +171,18 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
         if requested == "int8" and options.end is None:  # (a bounded window past C is drawn this way too, in fp32)
             raise ValueError("precision='int8' serves ranked windows; an open random/softmax window is drawn in fp32")
         indices, scores, tallies = _draw_open_window(filtered.problem, options, backend)
+        rescored = None
     else:
-        scanned = filtered.problem
-        if requested == "int8" and scanned.candidate_keys is not None:
-            raise ValueError("precision='int8' does not take exclude_keys yet; use precision='fp32'")
-        if scanned.candidate_keys is None:
-            scanned = replace(scanned, precision=_precision.resolve(requested, scanned, backend, k=options.end))
-        window_indices, window_scores, tallies = _scan.scan(backend, scanned, options.end)
+        scanned = replace(filtered.problem,
+                          precision=_precision.resolve(requested, filtered.problem, backend, k=options.end))
+        window_indices, window_scores, tallies, rescored = _scan.scan(backend, scanned, options.end)
         indices, scores = select(
             options.strategy, window_indices[:, options.first:], window_scores[:, options.first:], options.count,
             options.seed, options.temperature, options.query_offset, keys,
         )
     num_valid = (indices >= 0).sum(axis=1).astype(np.int64)
     stats = mining_stats(filtered.problem, members, pair_scores, filtered.keys, filtered.key_csr, filtered.tallied,
-                         tallies, positive_scores, scores, num_valid)
+                         tallies, positive_scores, scores, num_valid, rescored)
     return indices, scores, positive_scores, stats
 
 

@@ -8,6 +8,24 @@ import dataclasses
 import numpy as np
 
 
+@dataclasses.dataclass(frozen=True)
+class Shortlists:
+    """How much exact re-scoring ``precision="int8"`` needed: candidates re-scored per query
+    (over the queries that stayed on the int8 path) and the queries that fell back to fp32
+    (shortlist past its cap, a zero row, a NaN bound; docs/precision.md)."""
+
+    mean: float
+    p99: float
+    max: int
+    fell_back: int
+
+    @classmethod
+    def of(cls, rescored: np.ndarray) -> Shortlists:
+        kept = rescored[rescored >= 0]
+        if not kept.size:
+            return cls(float("nan"), float("nan"), 0, int(rescored.size))
+        return cls(float(kept.mean()), float(np.percentile(kept, 99)), int(kept.max()), int(rescored.size - kept.size))
+
 
 @dataclasses.dataclass(frozen=True)
 class MiningStats:
@@ -16,7 +34,8 @@ class MiningStats:
     ``removed[name]`` counts the non-positive candidates scoring beyond that
     filter's bound (a candidate may fail several filters; key-excluded ones are
     included); ``key_excluded`` counts non-positive candidates sharing a key with
-    one of the query's positives.
+    one of the query's positives; ``shortlists`` says how much the int8 path re-scored
+    (None when the scan ran in fp32).
     """
 
     num_queries: int
@@ -27,6 +46,7 @@ class MiningStats:
     mean_positive_score: float
     mean_negative_score: float
     negatives_returned: int
+    shortlists: Shortlists | None = None
 
     def table(self) -> str:
         pairs = self.num_queries * self.num_candidates
@@ -39,11 +59,15 @@ class MiningStats:
         lines = [f"{name:<{width}}  {count:>14,}  {100.0 * count / max(pairs, 1):6.2f}%" for name, count in rows]
         lines.append(f"mean positive score {self.mean_positive_score:.4f}, "
                      f"mean negative score {self.mean_negative_score:.4f}")
+        if self.shortlists is not None:
+            s = self.shortlists
+            lines.append(f"int8: re-scored per query mean {s.mean:.1f}, p99 {s.p99:.0f}, max {s.max:,}; "
+                         f"{s.fell_back:,} queries on fp32")
         return "\n".join(lines)
 
 
 def mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies, positive_scores, scores,
-                  num_valid):
+                 num_valid, rescored=None):
     removed = {}
     if members is not None:
         rows = np.repeat(np.arange(problem.queries.rows), np.diff(members[0]))
@@ -69,6 +93,7 @@ def mining_stats(problem, members, pair_scores, keys, key_csr, filters, tallies,
         mean_positive_score=float(np.nanmean(positive_scores)) if np.isfinite(positive_scores).any() else float("nan"),
         mean_negative_score=float(valid.mean()) if valid.size else float("nan"),
         negatives_returned=int(num_valid.sum()),
+        shortlists=None if rescored is None else Shortlists.of(rescored),
     )
 
 

@@ -14,8 +14,7 @@ constexpr int64_t kMaxInt8Dim = 65536;
 /// True when this CPU runs the AVX-512 VNNI kernel (otherwise a portable one, far slower).
 bool certified_int8_native();
 
-/// The exact top-k of topk() (ids and groups exclusions, the mining window, filter tallies; no
-/// candidate keys), found by int8 scores screened with a certified bound and a float64 re-score
+/// The exact top-k of topk() (exclusions, candidate keys, the mining window, filter tallies), found by int8 scores screened with a certified bound and a float64 re-score
 /// of each query's shortlist and of the candidates that may lie either side of a tally bound.
 /// Scores are fl32 of the exact score; the window and the tallies apply to them.
 /// @param[out] out_shortlist (Q,) candidates re-scored per query, or -1 where the shortlist
@@ -25,6 +24,17 @@ bool certified_int8_native();
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
                const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
                const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist);
+
+/// The exact engine's violations() through the same screen: the hardest negative is the
+/// certified top-1, and every candidate that may violate the margin is re-scored (float64,
+/// rounded to float32) for the count and the hinge sum. Scores, ids and out_shortlist as in
+/// topk_int8; a query with -1 (more possible violators than the cap, ...) is left untouched
+/// for the caller's exact engine.
+/// @param[out] count, hinge_sum, best_scores, argmax  (Q,) each (best_scores: the hardest
+///             negative's score, -inf when none)
+void violations_int8(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
+                     float margin, const RowScales& scales, const Exclusion& exclusion, const RunOptions& options,
+                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist);
 
 /// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
 /// score units, as topk_int8 screens them; rows of zero queries are left untouched.
