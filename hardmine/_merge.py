@@ -157,3 +157,11 @@ def violations(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
         best_scores = np.where(better, part_best, best_scores)
         best_ids = np.where(better, part_ids, best_ids)
     return count, hinge_sum, best_scores, best_ids
+
+
+def runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """The (start, stop) of each run of consecutive values in the sorted ``rows``."""
+    if rows.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(part[0]), int(part[-1]) + 1) for part in np.split(rows, breaks)]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _positives, api
+from . import _positives, _precision, api
 
 STRATEGIES = ("hardest", "semihard", "top", "random")
 
@@ -64,6 +64,7 @@ def mine_in_batch(
     metric: str = "cosine",
     seed: int = 0,
     backend: str = "auto",
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triplets ``(anchor_idx, positive_idx, negative_idx)`` from one batch.
 
@@ -87,7 +88,10 @@ def mine_in_batch(
     go to the smaller index. ``backend``: ``"auto"`` (hardmine's engine for CPU
     tensors, torch operations on the tensors' device otherwise), ``"engine"`` or
     ``"torch"``. The two give the same triplets except for ``random``, whose
-    draws come from a seeded ``torch.Generator`` on the torch path.
+    draws come from a seeded ``torch.Generator`` on the torch path. ``precision``
+    (``"fp32"``, ``"int8"``, ``"auto"``; see :func:`hardmine.topk`) applies on the
+    engine path, where it pays against a large reference set (a :class:`MemoryBank`);
+    the torch path scores in the tensors' dtype.
 
     Examples
     --------
@@ -118,6 +122,7 @@ def mine_in_batch(
         raise ValueError(f"num_negatives must be >= 1; got {num_negatives}")
     if backend not in ("auto", "engine", "torch"):
         raise ValueError(f"backend must be 'auto', 'engine' or 'torch'; got {backend!r}")
+    precision = _precision.check(precision)
     if metric not in ("cosine", "dot"):
         raise ValueError(f"metric must be 'cosine' or 'dot'; got {metric!r}")
     if reference.device != emb_a.device:
@@ -145,7 +150,8 @@ def mine_in_batch(
         anchors, members, pair_scores = anchors[first], members[first], pair_scores[first]
     with_positive = np.unique(anchors)
 
-    groups = {"query_groups": anchor_labels[with_positive], "candidate_groups": reference_labels, "metric": metric}
+    groups = {"query_groups": anchor_labels[with_positive], "candidate_groups": reference_labels, "metric": metric,
+              "precision": precision}
     if strategy in ("hardest", "top"):  # the plain fused top-k: same-label rows are excluded by the groups
         result = api.topk(emb_a[with_positive], reference, count, **groups)
     elif strategy == "semihard":

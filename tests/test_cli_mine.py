@@ -334,7 +334,10 @@ def test_bad_inputs_fail_cleanly_before_any_work(dump, damage, message):
         (("--memory-limit", "lots"), r"cannot read 'lots'"),
         (("--memory-limit", "10MB"), r"too small"),
         (("--margin", "0.1"), r"need positives"),
-        (("--precision", "int8", "--strategy", "random", "--rank-range", "2:"), r"open --rank-range A: is drawn in fp32"),
+        (("--precision", "int8", "--strategy", "softmax", "--temperature", "0.1", "--rank-range", "2:"),
+         r"softmax and keyed open windows are drawn in fp32"),
+        (("--precision", "int8", "--strategy", "random", "--rank-range", "2:", "--exclude-keys", "keys.npy"),
+         r"softmax and keyed open windows are drawn in fp32"),
     ],
 )
 def test_bad_options(dump, args, message):
@@ -472,21 +475,22 @@ def test_sampling_over_an_open_window_matches_the_api_across_blocks(dump, strate
 
 
 @pytest.mark.skipif(hardmine.backends.status()["cpu"] is not None, reason="int8 scoring lives in the compiled core")
-@pytest.mark.parametrize("keyed", [False, True])
-def test_int8_precision_writes_the_exact_negatives(dump, keyed):
-    """--precision int8 (certified screening, exact re-scoring) across blocks, with and without
-    --exclude-keys: the negatives of the in-memory int8 call, the same as fp32's wherever no two
-    scores tie within float32 rounding."""
+@pytest.mark.parametrize("variant", ["plain", "keyed", "open"])
+def test_int8_precision_writes_the_exact_negatives(dump, variant):
+    """--precision int8 (certified screening, exact re-scoring) across blocks, with --exclude-keys
+    and with an open window: the negatives of the in-memory int8 call, the same as fp32's
+    wherever no two scores tie within float32 rounding."""
     folder, queries, candidates, positives = dump
     keys = np.random.default_rng(1).integers(0, 700, candidates.shape[0])
     np.save(folder / "keys.npy", keys)
+    extra = {"plain": (), "keyed": ("--exclude-keys", "keys.npy"), "open": ("--rank-range", "3:")}[variant]
     done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
                          "positives.npy", "--out", "out.npz", "--block-rows", "400", "--precision", "int8", *ARGS,
-                         *(("--exclude-keys", "keys.npy") if keyed else ()))
+                         *extra)
     assert done.returncode == 0, done.stderr
     written = np.load(folder / "out.npz")
-    options = dict(positives=positives, strategy="random", rank_range=(3, 40), relative_margin=0.05,
-                   num_negatives=6, seed=3, exclude_keys=keys if keyed else None)
+    options = dict(positives=positives, strategy="random", rank_range=(3, None if variant == "open" else 40),
+                   relative_margin=0.05, num_negatives=6, seed=3, exclude_keys=keys if variant == "keyed" else None)
     expected = hardmine.mine(queries, candidates, precision="int8", **options)
     np.testing.assert_array_equal(written["negative_ids"], expected.indices)
     fp32 = hardmine.mine(queries, candidates, **options)

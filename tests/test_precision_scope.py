@@ -167,3 +167,45 @@ def test_mining_stats_report_the_shortlists():
     sharded = hardmine.mine(queries, [candidates[:1000], candidates[1000:]], precision="int8", **common)
     assert sharded.stats.shortlists.fell_back >= 4 and sharded.stats.shortlists.mean >= 20
     np.testing.assert_array_equal(sharded.indices, ours.indices)
+
+
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+@pytest.mark.parametrize("options", [dict(), dict(rank_range=(4, None)), dict(rank_range=(3, None), relative_margin=0.05),
+                                     dict(max_score=0.0, seed=7), dict(rank_range=(2, 5000)), dict(query_offset=1000)])
+def test_open_random_window_with_int8_equals_the_reference(metric, options):
+    """Uniform draws over the whole window visit candidates by priority and score only those:
+    the reference's draws (same seeded priorities), scores exact, counts from the int8 screen."""
+    rng = np.random.default_rng(zlib.crc32(f"{metric} {sorted(options.items())}".encode()))
+    queries, candidates = _clustered(rng, 80, 20, 1.0), _clustered(rng, 1500, 20, 1.0)
+    positives = [list(rng.integers(0, 1500, rng.integers(0, 3))) for _ in range(80)]
+    common = dict(positives=positives, num_negatives=7, strategy="random", metric=metric, **options)
+    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
+    for name, count in reference.stats.removed.items():  # a bound equal to a score may round either way
+        assert abs(ours.stats.removed[name] - count) <= 2, name
+
+
+def test_open_random_window_int8_fallback_shards_and_scope():
+    rng = np.random.default_rng(21)
+    queries, candidates = _clustered(rng, 40, 16, 1.0), _clustered(rng, 6400, 16, 1.0)
+    positives = rng.integers(0, 6400, 40)
+    # a window that admits about 1 candidate in 500: more draws to score than the cap (C/32), so
+    # those queries are drawn by the fp32 sampler (the same rows, hence the same draws)
+    limit = np.quantile(queries @ candidates.T, 0.002, axis=1).min()
+    common = dict(positives=positives, num_negatives=5, strategy="random", max_score=float(limit), seed=3)
+    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    fp32 = hardmine.mine(queries, candidates, **common)
+    np.testing.assert_array_equal(ours.indices, fp32.indices)
+    assert (ours.num_valid > 0).any()
+    # candidate shards: the draws carry global ids
+    common = dict(positives=positives, num_negatives=6, strategy="random", rank_range=(2, None), seed=9)
+    sharded = hardmine.mine(queries, [candidates[:2500], candidates[2500:]], precision="int8", **common)
+    np.testing.assert_array_equal(sharded.indices, hardmine.mine(queries, candidates, **common).indices)
+    for scope in (dict(strategy="softmax", temperature=0.1), dict(strategy="random", exclude_keys=np.arange(6400) % 90)):
+        with pytest.raises(ValueError, match="softmax and keyed open windows are drawn in fp32"):
+            hardmine.mine(queries, candidates, positives=positives, precision="int8", **scope)
+        auto = hardmine.mine(queries, candidates, positives=positives, precision="auto", **scope)
+        np.testing.assert_array_equal(auto.indices, hardmine.mine(queries, candidates, positives=positives,
+                                                                  **scope).indices)

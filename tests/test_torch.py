@@ -163,3 +163,23 @@ def test_cuda_tensors_are_mined_on_the_device():
         assert all(t.is_cuda for t in on_device)
         assert triplets(tuple(t.cpu() for t in on_device)) == triplets(
             mine_in_batch(emb, labels=labels, strategy=strategy, num_negatives=3))
+
+
+@pytest.mark.parametrize("strategy", ["hardest", "semihard", "top"])
+def test_memory_bank_mines_with_int8_precision(strategy):
+    """precision='int8' reaches the engine from mine_in_batch and MemoryBank.mine: the same triplets."""
+    from hardmine import backends
+
+    if backends.status()["cpu"] is not None:
+        pytest.skip("int8 scoring lives in the compiled core")
+    generator = torch.Generator().manual_seed(3)
+    bank = MemoryBank(2000, 24)
+    bank.add(torch.randn(2000, 24, generator=generator), torch.randint(0, 200, (2000,), generator=generator))
+    batch, labels = torch.randn(64, 24, generator=generator), torch.randint(0, 200, (64,), generator=generator)
+    common = dict(strategy=strategy, num_negatives=3, margin=0.3)
+    fp32 = bank.mine(batch, labels, **common)
+    int8 = bank.mine(batch, labels, precision="int8", **common)
+    for ours, theirs in zip(int8, fp32):
+        assert torch.equal(ours, theirs)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        mine_in_batch(batch, labels=labels, precision="bf16")

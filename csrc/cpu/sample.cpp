@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "hardmine/draws.hpp"
+#include "seeded_draws.hpp"
 #include "hardmine/topk_handler.hpp"
 
 namespace hardmine {
@@ -268,6 +269,10 @@ struct SampleAndTop {
 }  // namespace
 
 double uniform_draw(uint64_t seed, int64_t row, int64_t id) { return draw_of(seed, row, id); }
+
+void detail::seeded_draws(uint64_t seed, int64_t row, int64_t first_id, int64_t n, double* out) {
+  draws(seed, row, nullptr, first_id, n, out);
+}
 
 void sample(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,

@@ -153,6 +153,9 @@ class CpuBackend:
         return indices, scores, counts, shortlist
 
     def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
+        if problem.precision == "int8":
+            return self._sample_int8(problem, count, rule, top_k)
+
         def run(part: Problem, first: int) -> tuple:
             found = self._sample(part, count, rule._replace(first_id=rule.first_id + first), top_k)
             return (*found[:4], *_global_ids(found[4:], first, 0))
@@ -211,6 +214,33 @@ class CpuBackend:
             **_exclusion(problem),
         )
         return count, hinge_sum, best_scores, argmax
+
+    def _sample_int8(self, problem: Problem, count: int, rule: Rule, top_k: int):
+        """:meth:`sample` for uniform draws (no keys) with exact scores: the draws visit candidates
+        by priority and score only those (csrc/cpu/exact_draws.cpp); the top ``top_k`` and the
+        filter tallies come from the certified int8 top-k. A query whose window admits too few
+        candidates for that is drawn by the fp32 sampler."""
+        num_queries = problem.queries.rows
+        indices = np.empty((num_queries, count), dtype=np.int64)
+        scores = np.empty((num_queries, count), dtype=np.float32)
+        priorities = np.empty((num_queries, count), dtype=np.float64)
+        scored = np.empty(num_queries, dtype=np.int64)
+        _core.draw_uniform_exact(count=count, seed=rule.seed % 2**64, first_row=rule.first_row, first_id=rule.first_id,
+                                 upper_bounds=problem.upper_bounds, lower_bounds=problem.lower_bounds,
+                                 exclusive_bounds=problem.exclusive_bounds, out_indices=indices, out_scores=scores,
+                                 out_priorities=priorities, out_scored=scored, **_int8_common(problem),
+                                 **_exclusion(problem))
+        fp32 = replace(problem, precision="fp32")
+        for start, stop in merge.runs(np.flatnonzero(scored < 0)):  # draws depend on the row: whole runs
+            found = self.sample(select_queries(fp32, np.arange(start, stop)), count,
+                                rule._replace(first_row=rule.first_row + start))
+            indices[start:stop], scores[start:stop], priorities[start:stop] = found[:3]
+        if top_k or problem.count_bounds:
+            top_indices, top_scores, counts, _ = self.topk_int8(problem, max(top_k, 1))
+        else:
+            top_indices, top_scores = np.empty((num_queries, 1), np.int64), np.empty((num_queries, 1), np.float32)
+            counts = np.zeros((num_queries, 0), dtype=np.int64)
+        return indices, scores, priorities, counts, top_indices[:, :top_k], top_scores[:, :top_k]
 
     def _violations_int8(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         """(count, hinge_sum, best_scores, argmax) through certified int8 scores: the hardest

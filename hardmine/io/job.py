@@ -136,8 +136,10 @@ def _check_parameters(job: Job) -> None:
                                  clusters_given=job.mining["strategy"] == "cluster")
         _validation.metric(job.mining["metric"])
         if _precision.check(job.mining.get("precision", "fp32")) == "int8":
-            if checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None:
-                raise JobError("--precision int8 serves ranked windows; an open --rank-range A: is drawn in fp32")
+            open_window = checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None
+            if open_window and (checked.strategy == "softmax" or job.exclude_keys):
+                raise JobError("--precision int8 draws an open --rank-range A: for --strategy random without "
+                               "--exclude-keys; softmax and keyed open windows are drawn in fp32 (--precision auto)")
         backends.get(job.mining["backend"])
         if checked.strategy == "cluster":
             if job.cluster_thresholds is None:

@@ -168,9 +168,14 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
     keys = filters.candidate_keys(exclude_keys, problem.candidates.rows)
     filtered = filters.apply(problem, options, positive_scores, members, keys)
     if options.strategy in WINDOW_SAMPLERS and (options.end or np.inf) >= problem.candidates.rows:
-        if requested == "int8" and options.end is None:  # (a bounded window past C is drawn this way too, in fp32)
-            raise ValueError("precision='int8' serves ranked windows; an open random/softmax window is drawn in fp32")
-        indices, scores, tallies = _draw_open_window(filtered.problem, options, backend)
+        drawn = filtered.problem
+        if options.strategy == "random" and drawn.candidate_keys is None:  # uniform draws, scored exactly
+            drawn = replace(drawn, precision=_precision.resolve(requested, drawn, backend,
+                                                                k=options.first + options.count))
+        elif requested == "int8":
+            raise ValueError("precision='int8' draws an open window for strategy='random' without exclude_keys; "
+                             "softmax and keyed open windows are drawn in fp32 (precision='fp32' or 'auto')")
+        indices, scores, tallies = _draw_open_window(drawn, options, backend)
         rescored = None
     else:
         scanned = replace(filtered.problem,

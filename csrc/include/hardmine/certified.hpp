@@ -36,6 +36,18 @@ void violations_int8(const MatrixView& queries, const MatrixView& candidates, co
                      float margin, const RowScales& scales, const Exclusion& exclusion, const RunOptions& options,
                      int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist);
 
+/// The sampler's uniform draw (sample(), temperature 0, no candidate keys) with exact scores:
+/// per query the non-excluded candidates are visited by decreasing priority (-u) and only
+/// those are scored (float64 sums rounded to float32) and tested against the window, until
+/// `count` are admissible. Outputs as sample()'s (window order, -1 / -inf padded).
+/// @param[out] out_scored (Q,) candidates scored per query, or -1 where the window admits so
+///             few candidates that more than max(16 count + 256, C/32) would be needed: that row
+///             is left for the caller's sampler
+void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates, int64_t count,
+                        const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
+                        const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
+                        double* out_priorities, int64_t* out_scored);
+
 /// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
 /// score units, as topk_int8 screens them; rows of zero queries are left untouched.
 void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,

@@ -1,0 +1,171 @@
+// Uniform seeded draws over the admissible candidates, scored exactly (precision="int8", an
+// open `random` window). A draw's priority, -u with u the seeded uniform of (seed, row, id),
+// does not depend on the score, so per query the candidates are visited by decreasing
+// priority and only those visited are scored (float64 sums rounded to float32, as the int8
+// path returns scores) and tested against the window, until `count` are admissible: the
+// sampler's draw (sample.cpp, temperature 0, no keys) without scoring every candidate.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "hardmine/certified.hpp"
+#include "hardmine/draws.hpp"
+#include "hardmine/tiling.hpp"
+#include "int8_kernels.hpp"
+#include "seeded_draws.hpp"
+
+namespace hardmine {
+namespace {
+
+struct Drawn {
+  double u;
+  int64_t id;
+  float score;
+};
+
+constexpr int64_t kQueriesPerBlock = 16;
+constexpr int64_t kChunk = 256;
+
+class ExactDraws {
+ public:
+  ExactDraws(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
+             const Exclusion& exclusion, const ScoreBounds& bounds, const SampleRule& rule)
+      : queries_(queries), candidates_(candidates), count_(count), scales_(scales), exclusion_(exclusion),
+        bounds_(bounds), rule_(rule),
+        cap_(std::max<int64_t>(16 * count + 256, candidates.rows / 32)) {}
+
+  struct Worker {
+    std::vector<Drawn> kept;
+    std::vector<float> query, buffer;
+  };
+
+  // The query's draws into out (count, window order); returns the candidates scored, or -1
+  // when more than the cap would be needed (a window that admits few candidates).
+  int64_t draw(int64_t query, Worker& worker, int64_t* indices, float* scores, double* priorities) const {
+    std::fill(indices, indices + count_, int64_t{-1});
+    std::fill(scores, scores + count_, -std::numeric_limits<float>::infinity());
+    std::fill(priorities, priorities + count_, -std::numeric_limits<double>::infinity());
+    int64_t leading = 0;
+    const float* q = rows_as_f32(queries_, query, 1, worker.buffer.data(), &leading);
+    std::copy(q, q + queries_.cols, worker.query.begin());
+    for (int64_t width = 4 * count_ + 64;; width *= 8) {
+      double edge = 0;
+      const bool all = smallest(query, std::min(width, cap_), worker.kept, edge);
+      std::vector<Drawn> taken;
+      int64_t scored = 0;
+      for (size_t i = 0; i < worker.kept.size() && static_cast<int64_t>(taken.size()) < count_;) {
+        // a run of equal draws is kept in window order: score them all first
+        size_t j = i;
+        while (j < worker.kept.size() && worker.kept[j].u == worker.kept[i].u) score(query, worker, worker.kept[j++]);
+        scored += static_cast<int64_t>(j - i);
+        std::sort(worker.kept.begin() + i, worker.kept.begin() + j,
+                  [](const Drawn& a, const Drawn& b) { return ranks_before(a.score, a.id, b.score, b.id); });
+        for (; i < j && static_cast<int64_t>(taken.size()) < count_; ++i) {
+          const float s = worker.kept[i].score;
+          if (s > -std::numeric_limits<float>::infinity() && bounds_.admits(query, s)) taken.push_back(worker.kept[i]);
+        }
+        i = j;
+      }
+      // complete when every candidate was seen, or the draws stopped short of the unseen ones
+      const bool complete = all || (static_cast<int64_t>(taken.size()) == count_ && taken.back().u < edge);
+      if (!complete) {
+        if (width >= cap_) return -1;
+        continue;
+      }
+      std::sort(taken.begin(), taken.end(),
+                [](const Drawn& a, const Drawn& b) { return ranks_before(a.score, a.id, b.score, b.id); });
+      for (size_t r = 0; r < taken.size(); ++r) {
+        indices[r] = taken[r].id;
+        scores[r] = taken[r].score;
+        priorities[r] = -taken[r].u;
+      }
+      return scored;
+    }
+  }
+
+ private:
+  // The `width` smallest draws of the query's non-excluded candidates, by u ascending; `edge` is
+  // the smallest u left out (+inf when none was). Returns whether none was left out.
+  bool smallest(int64_t query, int64_t width, std::vector<Drawn>& kept, double& edge) const {
+    kept.clear();
+    const auto larger_u = [](const Drawn& a, const Drawn& b) { return a.u < b.u; };  // max-heap on u
+    double u[kChunk];
+    bool dropped = false;
+    edge = std::numeric_limits<double>::infinity();
+    for (int64_t c0 = 0; c0 < candidates_.rows; c0 += kChunk) {
+      const int64_t n = std::min(kChunk, candidates_.rows - c0);
+      detail::seeded_draws(rule_.seed, rule_.first_row + query, rule_.first_id + c0, n, u);
+      for (int64_t t = 0; t < n; ++t) {
+        const bool full = static_cast<int64_t>(kept.size()) == width;
+        if (full && !(u[t] < kept.front().u)) {
+          if (u[t] < edge && !exclusion_.excludes(query, c0 + t)) edge = u[t], dropped = true;
+          continue;
+        }
+        if (exclusion_.excludes(query, c0 + t)) continue;
+        if (full) {
+          std::pop_heap(kept.begin(), kept.end(), larger_u);
+          edge = std::min(edge, kept.back().u);
+          dropped = true;
+          kept.back() = Drawn{u[t], c0 + t, 0.0f};
+        } else {
+          kept.push_back(Drawn{u[t], c0 + t, 0.0f});
+        }
+        std::push_heap(kept.begin(), kept.end(), larger_u);
+      }
+    }
+    std::sort_heap(kept.begin(), kept.end(), larger_u);
+    return !dropped;
+  }
+
+  void score(int64_t query, Worker& worker, Drawn& drawn) const {
+    int64_t leading = 0;
+    const float* c = rows_as_f32(candidates_, drawn.id, 1, worker.buffer.data(), &leading);
+    double value = int8::exact_dot(worker.query.data(), c, queries_.cols);
+    if (scales_.queries != nullptr) value *= static_cast<double>(scales_.queries[query]) * scales_.candidates[drawn.id];
+    drawn.score = static_cast<float>(value);
+  }
+
+  const MatrixView& queries_;
+  const MatrixView& candidates_;
+  int64_t count_;
+  RowScales scales_;
+  Exclusion exclusion_;
+  ScoreBounds bounds_;
+  SampleRule rule_;
+  int64_t cap_;
+};
+
+}  // namespace
+
+void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates, int64_t count,
+                        const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
+                        const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
+                        double* out_priorities, int64_t* out_scored) {
+  if (count < 1) throw std::invalid_argument("count must be >= 1; got " + std::to_string(count));
+  if (queries.cols != candidates.cols) {
+    throw std::invalid_argument("queries and candidates must have the same number of columns");
+  }
+  if (exclusion.candidate_keys != nullptr) throw std::invalid_argument("exact draws do not take candidate keys");
+  const int64_t num_blocks = (queries.rows + kQueriesPerBlock - 1) / kQueriesPerBlock;
+  const ExactDraws draws(queries, candidates, count, scales, exclusion, bounds, rule);
+  BlockLoop loop(options);
+  loop.run(
+      resolve_threads(options.num_threads, num_blocks), num_blocks,
+      [&] {
+        return ExactDraws::Worker{{}, std::vector<float>(static_cast<size_t>(queries.cols)),
+                                  std::vector<float>(static_cast<size_t>(queries.cols))};
+      },
+      [&](ExactDraws::Worker& worker, int64_t block) {
+        const int64_t q1 = std::min(queries.rows, (block + 1) * kQueriesPerBlock);
+        for (int64_t q = block * kQueriesPerBlock; q < q1; ++q) {
+          out_scored[q] = draws.draw(q, worker, out_indices + q * count, out_scores + q * count,
+                                     out_priorities + q * count);
+        }
+        loop.poll();
+      });
+}
+
+}  // namespace hardmine

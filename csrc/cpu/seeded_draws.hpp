@@ -1,0 +1,11 @@
+// The sampler's vectorised seeded draws (sample.cpp), shared with exact_draws.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace hardmine::detail {
+
+/// out[t] = draw_of(seed, row, first_id + t) for t in [0, n).
+void seeded_draws(uint64_t seed, int64_t row, int64_t first_id, int64_t n, double* out);
+
+}  // namespace hardmine::detail
