@@ -7,7 +7,9 @@ NumPy's sgemm (the fp32 floor), faiss.knn and torch's bf16 matmul + topk, in one
 Shapes: Q x C x d from benches/conftest.py (full: 8192 x 262144, d = 384 and 768; ci: 1024 x
 32768 x 384), k = 10 and 100, uniform and clustered rows. int8 returns the exact answer (checked
 here against the fp32 engine on every row, ties and near-ties within SPEC 6's tolerance); its
-shortlist sizes (candidates re-scored per query) go into the JSON's extra_info.
+shortlist sizes (candidates re-scored per query) go into the JSON's extra_info. Then
+`violations` and open `random` draws (ranks 0: and 10:) in fp32 and int8 on paired data (each
+query near its positive), the int8 answers checked against fp32's.
 """
 
 from __future__ import annotations
@@ -113,3 +115,45 @@ def test_torch_bf16(benchmark, inputs, record, dim, k):
 
     run(benchmark, bf16_topk)
     record(f"uniform d={dim} k={k}", "torch bf16 mm+topk (approx.)", benchmark, flops(queries, candidates))
+
+
+@pytest.fixture(scope="module")
+def paired(size):
+    """Candidates on the unit sphere and each query near its positive (candidate q), as after
+    training: the case violations and draws serve (few violators, most candidates admissible)."""
+    rng = np.random.default_rng(7)
+    candidates = rng.standard_normal((size["candidates"], size["dim"]), dtype=np.float32)
+    candidates /= np.linalg.norm(candidates, axis=1, keepdims=True)
+    noise = rng.standard_normal((size["queries"], size["dim"]), dtype=np.float32) / np.float32(np.sqrt(size["dim"]))
+    return candidates[: size["queries"]] + np.float32(0.7) * noise, candidates, np.arange(size["queries"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_violations(benchmark, paired, record, precision):
+    if backends.status()["cpu"] is not None:
+        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    queries, candidates, positives = paired
+    result = run(benchmark, lambda: hardmine.violations(queries, candidates, positives=positives, margin=0.2,
+                                                        metric="cosine", precision=precision))
+    record("violations, margin 0.2", f"hardmine {precision}", benchmark, flops(queries, candidates))
+    if precision == "int8":
+        exact = hardmine.violations(queries, candidates, positives=positives, margin=0.2, metric="cosine")
+        np.testing.assert_array_equal(result.count, exact.count)
+        np.testing.assert_allclose(result.max, exact.max, atol=1e-5)
+
+
+@pytest.mark.parametrize("first", [0, 10])
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_open_random_draw(benchmark, paired, record, first, precision):
+    if backends.status()["cpu"] is not None:
+        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    queries, candidates, positives = paired
+    options = dict(positives=positives, strategy="random", num_negatives=10, rank_range=(first, None),
+                   metric="cosine")
+    result = run(benchmark, lambda: hardmine.mine(queries, candidates, precision=precision, **options))
+    record(f"mine random, ranks {first}:", f"hardmine {precision}", benchmark, flops(queries, candidates))
+    if precision == "int8":
+        exact = hardmine.mine(queries, candidates, **options)
+        same = (result.indices == exact.indices).all(axis=1)
+        benchmark.extra_info["rows_identical_to_fp32"] = float(same.mean())
+        assert same.mean() > 0.999  # the same seeded draws; only a float32-rounding tie may differ
