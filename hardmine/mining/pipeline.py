@@ -101,8 +101,11 @@ def mine(
     ranked window with certified int8 scores and re-scores exactly what the bound leaves
     uncertain — the window, the filters and their counts apply to the exact scores, so the
     negatives are the exact engine's. It serves the ranked-window strategies (``top``,
-    ``semihard``, a bounded ``random``/``softmax`` window) without ``exclude_keys``; a query
-    whose filter bound lies amid many scores falls back to fp32 (docs/precision.md).
+    ``semihard``, a bounded ``random``/``softmax`` window, with or without ``exclude_keys``)
+    and an open ``random`` window without keys, whose draws score only the candidates they
+    visit; the softmax and keyed open draws run in fp32. A query whose filter bound lies amid
+    many scores falls back to fp32; ``stats.shortlists`` says how much was re-scored
+    (docs/precision.md).
 
     Returns
     -------
