@@ -60,15 +60,16 @@ def test_hardmine_mine(benchmark, world, record, backend):
     assert np.all(result.num_valid == 5)
 
 
-def test_hardmine_mine_int8(benchmark, world, record):
-    """The same mining with precision="int8": certified int8 screening, exact re-scoring."""
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_hardmine_mine_certified(benchmark, world, record, precision):
+    """The same mining with precision="int8" / "bf16": certified screening, exact re-scoring."""
     if backends.status()["cpu"] is not None:
         pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
     queries, corpus, positives, _, _ = world
     options = dict(positives=positives, strategy="random", rank_range=WINDOW, relative_margin=0.05, num_negatives=5,
                    seed=0)
-    result = run(benchmark, lambda: hardmine.mine(queries, corpus, precision="int8", **options))
-    record("mining", "hardmine mine (cpu, int8)", benchmark, flops(queries, corpus))
+    result = run(benchmark, lambda: hardmine.mine(queries, corpus, precision=precision, **options))
+    record("mining", f"hardmine mine (cpu, {precision})", benchmark, flops(queries, corpus))
     fp32 = hardmine.mine(queries, corpus, **options)
     # the same negatives but where two window scores tie within float32 rounding
     benchmark.extra_info["rows_identical_to_fp32"] = float((result.indices == fp32.indices).all(axis=1).mean())

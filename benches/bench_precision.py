@@ -1,18 +1,20 @@
-"""Exact top-k past the fp32 limit: hardmine's certified int8 path beside its fp32 engine,
+"""Exact top-k past the fp32 limit: hardmine's certified int8 and bf16 paths beside its fp32 engine,
 NumPy's sgemm (the fp32 floor), faiss.knn and torch's bf16 matmul + topk, in one process.
 
     HARDMINE_BENCH_SIZE=full python -m pytest benches/bench_precision.py \
         --benchmark-json benches/results/precision_full.json
 
 Shapes: Q x C x d from benches/conftest.py (full: 8192 x 262144, d = 384 and 768; ci: 1024 x
-32768 x 384), k = 10 and 100, uniform and clustered rows. int8 returns the exact answer (checked
+32768 x 384), k = 10 and 100, uniform and clustered rows. int8 and bf16 return the exact answer (checked
 here against the fp32 engine on every row, ties and near-ties within SPEC 6's tolerance); its
 shortlist sizes (candidates re-scored per query) go into the JSON's extra_info. Then
-`violations` and open `random` draws (ranks 0: and 10:) in fp32 and int8 on paired data (each
-query near its positive), the int8 answers checked against fp32's.
+`violations` and open `random` draws (ranks 0: and 10:) in fp32, int8 and bf16 on paired data (each
+query near its positive), the certified answers checked against fp32's.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,16 +67,16 @@ def test_sgemm(benchmark, inputs, record, dim):
 
 @pytest.mark.parametrize("k", KS)
 @pytest.mark.parametrize("kind", DATA)
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
 def test_hardmine(benchmark, inputs, record, dim, kind, k, precision):
     if backends.status()["cpu"] is not None:
         pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
     queries, candidates = inputs(kind, dim)
     result = run(benchmark, lambda: hardmine.topk(queries, candidates, k, metric="cosine", precision=precision))
     record(f"{kind} d={dim} k={k}", f"hardmine {precision}", benchmark, flops(queries, candidates))
-    if precision == "int8":
+    if precision != "fp32":
         problem = _validation.problem(queries, candidates, metric_name="cosine")
-        shortlist = backends.get("cpu").topk_int8(problem, k)[3]
+        shortlist = backends.get("cpu").topk_certified(replace(problem, precision=precision), k)[3]
         kept = shortlist[shortlist >= 0]
         benchmark.extra_info.update(shortlist_mean=float(kept.mean()), shortlist_p99=float(np.percentile(kept, 99)),
                                     shortlist_max=int(kept.max()), fell_back=int((shortlist < 0).sum()))
@@ -128,7 +130,7 @@ def paired(size):
     return candidates[: size["queries"]] + np.float32(0.7) * noise, candidates, np.arange(size["queries"])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
 def test_violations(benchmark, paired, record, precision):
     if backends.status()["cpu"] is not None:
         pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
@@ -136,14 +138,14 @@ def test_violations(benchmark, paired, record, precision):
     result = run(benchmark, lambda: hardmine.violations(queries, candidates, positives=positives, margin=0.2,
                                                         metric="cosine", precision=precision))
     record("violations, margin 0.2", f"hardmine {precision}", benchmark, flops(queries, candidates))
-    if precision == "int8":
+    if precision != "fp32":
         exact = hardmine.violations(queries, candidates, positives=positives, margin=0.2, metric="cosine")
         np.testing.assert_array_equal(result.count, exact.count)
         np.testing.assert_allclose(result.max, exact.max, atol=1e-5)
 
 
 @pytest.mark.parametrize("first", [0, 10])
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
 def test_open_random_draw(benchmark, paired, record, first, precision):
     if backends.status()["cpu"] is not None:
         pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
@@ -152,7 +154,7 @@ def test_open_random_draw(benchmark, paired, record, first, precision):
                    metric="cosine")
     result = run(benchmark, lambda: hardmine.mine(queries, candidates, precision=precision, **options))
     record(f"mine random, ranks {first}:", f"hardmine {precision}", benchmark, flops(queries, candidates))
-    if precision == "int8":
+    if precision != "fp32":
         exact = hardmine.mine(queries, candidates, **options)
         same = (result.indices == exact.indices).all(axis=1)
         benchmark.extra_info["rows_identical_to_fp32"] = float(same.mean())

@@ -117,6 +117,10 @@ class Embeddings:
         return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
 
 
+#: the precisions screened with certified low-precision scores and re-scored exactly
+CERTIFIED = ("int8", "bf16")
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything a backend needs for one call; built by :func:`problem`."""
@@ -133,7 +137,7 @@ class Problem:
     block_size: tuple[int, int]  # (query_rows, candidate_rows); 0 = backend's choice
     num_threads: int  # 0 = all cores
     device: str = HOST  # where the arrays live, so that "auto" can pick a backend that reads them
-    precision: str = "fp32"  # the scoring path asked for
+    precision: str = "fp32"  # the scoring path asked for: "fp32" or one of CERTIFIED
     # Mining only (hardmine.mine sets them with dataclasses.replace):
     candidate_keys: np.ndarray | None = None  # (C,) int64; at most one result per key
     excluded_key_indptr: np.ndarray | None = None  # (Q+1,) keys a query may not get

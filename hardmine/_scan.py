@@ -8,7 +8,7 @@ import numpy as np
 from . import _merge as merge
 from . import backends
 from ._draws import Rule
-from ._problem import Problem, RowShards, restrict_candidates, restrict_queries
+from ._problem import CERTIFIED, Problem, RowShards, restrict_candidates, restrict_queries
 
 
 def scan(backend: str, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -69,8 +69,8 @@ def query_shards(problem: Problem) -> list[Problem]:
 
 def scan_candidates(engine, problem: Problem, k: int) -> tuple:
     """:func:`scan` over one query shard."""
-    int8 = problem.precision == "int8"
-    run = (lambda part: engine.topk_int8(part, k)) if int8 else (lambda part: (*engine.topk(part, k), None))
+    int8 = problem.precision in CERTIFIED
+    run = (lambda part: engine.topk_certified(part, k)) if int8 else (lambda part: (*engine.topk(part, k), None))
     if not isinstance(problem.candidates.array, RowShards):
         return run(problem)
     indices, scores, tallies, rescored = None, None, 0, None

@@ -326,8 +326,9 @@ def _mine_command(commands) -> None:
     mine.add_argument("--seed", type=int, default=0)
     mine.add_argument("--metric", default="dot", choices=["dot", "cosine"])
     mine.add_argument("--backend", default="auto")
-    mine.add_argument("--precision", default="fp32", choices=["fp32", "int8", "auto"],
-                      help="int8: certified int8 screening, exact re-scoring, the same negatives (docs/precision.md)")
+    mine.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16", "auto"],
+                      help="int8 / bf16: certified low-precision screening, exact re-scoring, the same negatives "
+                           "(docs/precision.md)")
     mine.add_argument("--threads", type=int)
     mine.add_argument("--memory-limit", help="working-memory bound, e.g. 4GB; sets the query block size")
     mine.add_argument("--block-rows", type=int, help="query rows per block (overrides the --memory-limit choice)")

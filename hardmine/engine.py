@@ -247,7 +247,7 @@ def violations(
                 f"(or pass positive_scores)"
             )
         scores = _positives.positive_scores(problem, *members)[0]
-    if precision == "int8":
+    if precision != "auto":  # (auto stays fp32 here: see above)
         problem = replace(problem, precision=_precision.resolve(precision, problem, backend, k=1))
     engine = backends.get(backend, device=problem.device, precision=problem.precision)
     parts = _scan.query_shards(problem)

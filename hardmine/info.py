@@ -31,7 +31,8 @@ def info(print_result: bool = True) -> dict[str, Any]:
         "backends": status,
         "cpu_build": build,
         "cuda": backends.cuda_status(),
-        "int8": dict(zip(("native", "reason"), _precision.int8_kernel())),
+        "certified": {codes: dict(zip(("native", "reason"), _precision.kernel(codes))) for codes in ("int8", "bf16")},
+        "auto": _precision.auto_codes(),
     }
     if print_result:
         print(format_info(facts))
@@ -50,9 +51,9 @@ def format_info(facts: dict[str, Any]) -> str:
         lines.append(f"  built ({cuda['architectures']}), no usable device: {cuda['reason']}")
     else:
         lines.append(f"  built ({cuda['architectures']}), {cuda['devices']} device(s)")
-    int8 = facts["int8"]
-    lines.append(f"precision='int8' (certified, exact answers): {int8['reason']}; precision='auto' "
-                 f"{'takes it for large top-k calls' if int8['native'] else 'stays on fp32'}")
+    for codes, kernel in facts["certified"].items():
+        lines.append(f"precision={codes!r} (certified, exact answers): {kernel['reason']}")
+    lines.append(f"precision='auto': {'takes ' + repr(facts['auto']) + ' for large calls' if facts['auto'] else 'stays on fp32'}")
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")

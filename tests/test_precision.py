@@ -1,4 +1,4 @@
-"""precision="int8" (csrc/cpu/certified.cpp, docs/precision.md): int8 scores screened by a
+"""precision="int8" and "bf16" (csrc/cpu/certified.cpp, docs/precision.md): int8 or bf16 scores screened by a
 certified per-pair bound, the shortlist re-scored exactly. Checked against the float64
 reference on uniform, clustered, duplicated, tied, heavy-tailed and extreme-scale rows, half
 inputs, memory maps and strided views; the bound itself is checked on every pair."""
@@ -58,8 +58,13 @@ DATA = {"uniform": _uniform, "clustered": _clustered, "duplicates": _duplicates,
         "heavy_tailed": _heavy_tailed}
 
 
-def _exact(queries, candidates, k, metric, **kwargs):
-    ours = hardmine.topk(queries, candidates, k, metric=metric, precision="int8", **kwargs)
+def pytest_generate_tests(metafunc):
+    if "codes" in metafunc.fixturenames:  # every certified test runs with both low-precision codes
+        metafunc.parametrize("codes", ["int8", "bf16"])
+
+
+def _exact(queries, candidates, k, metric, codes, **kwargs):
+    ours = hardmine.topk(queries, candidates, k, metric=metric, precision=codes, **kwargs)
     reference = hardmine.topk(queries, candidates, k, metric=metric, backend="reference", **kwargs)
     return ours, reference
 
@@ -75,26 +80,26 @@ def _check(ours, reference, queries, candidates, metric, excluded=None, half=Fal
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 @pytest.mark.parametrize("k", [1, 10, 70])
-def test_int8_equals_the_exact_top_k(data, metric, k):
+def test_certified_equals_the_exact_top_k(data, metric, k, codes):
     rng = np.random.default_rng(zlib.crc32(f"{data} {metric} {k}".encode()))
     queries, candidates = DATA[data](rng, 37, 19), DATA[data](rng, 400, 19)  # d not a multiple of 4
     exclude = rng.integers(0, 400, (37, 3))
-    ours, reference = _exact(queries, candidates, k, metric, exclude=exclude)
+    ours, reference = _exact(queries, candidates, k, metric, codes, exclude=exclude)
     excluded = np.zeros((37, 400), dtype=bool)
     excluded[np.arange(37)[:, None], exclude] = True
     _check(ours, reference, queries, candidates, metric, excluded)
 
 
-def test_integer_ties_are_broken_by_index_exactly():
+def test_integer_ties_are_broken_by_index_exactly(codes):
     rng = np.random.default_rng(1)
     queries, candidates = _ties(rng, 50, 8), _ties(rng, 3000, 8)
-    ours, reference = _exact(queries, candidates, 40, "dot")
+    ours, reference = _exact(queries, candidates, 40, "dot", codes)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_array_equal(ours.scores, reference.scores)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_inputs(dtype):
+def test_half_inputs(dtype, codes):
     rng = np.random.default_rng(2)
     if dtype == "bfloat16":
         ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -103,56 +108,57 @@ def test_half_inputs(dtype):
         cast = np.float16
     queries, candidates = _uniform(rng, 20, 40).astype(cast), _uniform(rng, 900, 40).astype(cast)
     for metric in ("dot", "cosine"):
-        ours, reference = _exact(queries, candidates, 15, metric)
+        ours, reference = _exact(queries, candidates, 15, metric, codes)
         _check(ours, reference, queries, candidates, metric, half=True)
         np.testing.assert_array_equal(ours.indices, hardmine.topk(queries, candidates, 15, metric=metric,
                                                                   backend="reference").indices)
 
 
-def test_memory_maps_strided_views_and_groups(tmp_path):
+def test_memory_maps_strided_views_and_groups(tmp_path, codes):
     rng = np.random.default_rng(3)
     path = tmp_path / "candidates.npy"
     np.save(path, _clustered(rng, 700, 24))
     candidates = np.load(path, mmap_mode="r")
     queries = np.asfortranarray(_clustered(rng, 60, 48))[:, ::2]  # non-contiguous, d=24
     groups_q, groups_c = rng.integers(0, 5, 60), rng.integers(0, 5, 700)
-    ours, reference = _exact(queries, candidates, 9, "cosine", query_groups=groups_q, candidate_groups=groups_c)
+    ours, reference = _exact(queries, candidates, 9, "cosine", codes, query_groups=groups_q,
+                             candidate_groups=groups_c)
     _check(ours, reference, queries, np.asarray(candidates), "cosine", groups_q[:, None] == groups_c[None, :])
     shards = [candidates[:250], candidates[250:600], candidates[600:]]  # each shard screened on its own, merged
-    sharded = hardmine.topk(queries, shards, 9, metric="cosine", precision="int8", query_groups=groups_q,
+    sharded = hardmine.topk(queries, shards, 9, metric="cosine", precision=codes, query_groups=groups_q,
                             candidate_groups=groups_c)
     np.testing.assert_array_equal(sharded.indices, ours.indices)
     np.testing.assert_array_equal(sharded.scores, ours.scores)
 
 
-def test_extreme_scales_under_cosine_and_tiny_dot_products():
+def test_extreme_scales_under_cosine_and_tiny_dot_products(codes):
     rng = np.random.default_rng(4)
     queries, candidates = _uniform(rng, 25, 16), _uniform(rng, 500, 16)
     candidates *= np.float32(10.0) ** rng.integers(-30, 31, (500, 1)).astype(np.float32)
     queries *= np.float32(10.0) ** rng.integers(-30, 31, (25, 1)).astype(np.float32)
-    ours, reference = _exact(queries, candidates, 12, "cosine")
+    ours, reference = _exact(queries, candidates, 12, "cosine", codes)
     _check(ours, reference, queries, candidates, "cosine")
     tiny_q, tiny_c = _uniform(rng, 10, 16) * np.float32(1e-18), _uniform(rng, 300, 16) * np.float32(1e-17)
-    ours, reference = _exact(tiny_q, tiny_c, 5, "dot")
+    ours, reference = _exact(tiny_q, tiny_c, 5, "dot", codes)
     np.testing.assert_array_equal(ours.indices, reference.indices)
 
 
-def test_edges_k_past_the_candidates_empty_inputs_and_zero_rows():
+def test_edges_k_past_the_candidates_empty_inputs_and_zero_rows(codes):
     rng = np.random.default_rng(5)
     queries, candidates = _uniform(rng, 9, 5), _uniform(rng, 30, 5)
     queries[4] = 0  # every score 0: left to the exact engine, first k ids by index
-    ours, reference = _exact(queries, candidates, 45, "dot", exclude=rng.integers(0, 30, 9))
+    ours, reference = _exact(queries, candidates, 45, "dot", codes, exclude=rng.integers(0, 30, 9))
     np.testing.assert_array_equal(ours.indices, reference.indices)
     assert (ours.indices[:, 29:] == -1).all() and (ours.scores[:, 29:] == -np.inf).all()
-    empty = hardmine.topk(queries, candidates[:0], 3, precision="int8")
+    empty = hardmine.topk(queries, candidates[:0], 3, precision=codes)
     assert (empty.indices == -1).all()
-    assert hardmine.topk(queries[:0], candidates, 3, precision="int8").indices.shape == (0, 3)
+    assert hardmine.topk(queries[:0], candidates, 3, precision=codes).indices.shape == (0, 3)
     narrow_q, narrow_c = np.ascontiguousarray(queries[:, :1]), np.ascontiguousarray(candidates[:, :1])  # d = 1
-    ours, reference = _exact(narrow_q, narrow_c, 4, "dot")
+    ours, reference = _exact(narrow_q, narrow_c, 4, "dot", codes)
     np.testing.assert_array_equal(ours.indices, reference.indices)
 
 
-def test_exploding_shortlists_fall_back_to_the_exact_engine():
+def test_exploding_shortlists_fall_back_to_the_exact_engine(codes):
     """800 exact copies of one row tie for the top: the shortlist outgrows its cap (16 k + 256)
     and the query is answered by the fp32 engine instead, with the same result."""
     rng = np.random.default_rng(6)
@@ -160,7 +166,7 @@ def test_exploding_shortlists_fall_back_to_the_exact_engine():
     candidates[1000:1800] = candidates[7]
     queries = candidates[[7, 8, 9]] + np.float32(0.01) * _uniform(rng, 3, 12)
     problem = _problem(queries, candidates)
-    indices, _, _, shortlist = backends.get("cpu").topk_int8(problem, 2)
+    indices, _, _, shortlist = backends.get("cpu").topk_certified(replace(problem, precision=codes), 2)
     assert shortlist[0] == -1 and shortlist[1] > 0
     reference = hardmine.topk(queries, candidates, 2, backend="reference")
     np.testing.assert_array_equal(indices, reference.indices)
@@ -174,7 +180,7 @@ def _problem(queries, candidates, metric="dot"):
 
 @pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
-def test_the_certified_bound_holds_for_every_pair(data, metric):
+def test_the_certified_bound_holds_for_every_pair(data, metric, codes):
     rng = np.random.default_rng(zlib.crc32(f"{data} {metric} bound".encode()))
     queries, candidates = DATA[data](rng, 30, 33), DATA[data](rng, 250, 33)
     if data == "heavy_tailed":
@@ -182,7 +188,7 @@ def test_the_certified_bound_holds_for_every_pair(data, metric):
     problem = _problem(queries, candidates, metric)
     lower, upper = np.full((30, 250), -np.inf), np.full((30, 250), np.inf)
     _core._int8_bounds(problem.queries.array, F32, problem.candidates.array, F32, problem.query_scales,
-                       problem.candidate_scales, lower, upper)
+                       problem.candidate_scales, lower, upper, codes=codes)
     # the rows the engine scores (under cosine, extreme-norm rows arrive rescaled by a power of two)
     exact = problem.queries.array.astype(np.float64) @ problem.candidates.array.astype(np.float64).T
     if metric == "cosine":
@@ -194,29 +200,28 @@ def test_the_certified_bound_holds_for_every_pair(data, metric):
         assert np.median(width) < 0.05
 
 
-def test_precision_is_checked_and_auto_picks_an_exact_path(monkeypatch):
+def test_precision_is_checked_and_auto_picks_an_exact_path(monkeypatch, codes):
     rng = np.random.default_rng(7)
     queries, candidates = _uniform(rng, 5, 8), _uniform(rng, 50, 8)
-    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'int8'\); got 'int4'"):
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'int8', 'bf16'\); got 'int4'"):
         hardmine.topk(queries, candidates, 3, precision="int4")
-    with pytest.raises(ValueError, match="backend 'numba' reads .* in \\['fp32'\\]; these are host inputs in int8"):
-        hardmine.topk(queries, candidates, 3, precision="int8", backend="numba")
+    with pytest.raises(ValueError, match=f"backend 'numba' reads .* in \\['fp32'\\]; these are host inputs in {codes}"):
+        hardmine.topk(queries, candidates, 3, precision=codes, backend="numba")
     untrusted = candidates.copy()
     untrusted[3, 1], untrusted[9, 4] = np.nan, np.inf  # unscanned rows the bound cannot cover: the fp32 engine answers
     for rows in (untrusted, np.vstack([candidates[:5], np.full((1, 8), 3e30, np.float32)])):
-        ours = hardmine.topk(queries, rows, 4, precision="int8", check_finite=False)
+        ours = hardmine.topk(queries, rows, 4, precision=codes, check_finite=False)
         exact = hardmine.topk(queries, rows, 4, backend="cpu", check_finite=False)
         np.testing.assert_array_equal(ours.indices, exact.indices)
     bad_query = queries.copy()
     bad_query[1, 2] = np.nan
-    ours = hardmine.topk(bad_query, candidates, 4, precision="int8", check_finite=False)
+    ours = hardmine.topk(bad_query, candidates, 4, precision=codes, check_finite=False)
     exact = hardmine.topk(bad_query, candidates, 4, backend="cpu", check_finite=False)
     np.testing.assert_array_equal(ours.indices, exact.indices)
     small = _problem(queries, candidates)
     assert _precision.resolve("auto", small, "auto", k=3) == "fp32"  # too small to pay off
     large = _problem(_uniform(rng, 4096, 8), _uniform(rng, 4096, 8))
-    native, _ = _precision.int8_kernel()
-    assert _precision.resolve("auto", large, "auto", k=10) == ("int8" if native else "fp32")
+    assert _precision.resolve("auto", large, "auto", k=10) == (_precision.auto_codes() or "fp32")
     assert _precision.resolve("auto", large, "auto", k=300) == "fp32"  # re-scoring dominates
     assert _precision.resolve("auto", large, "numba", k=10) == "fp32"
     monkeypatch.setenv("HARDMINE_BACKEND", "numba")  # auto means numba here: no int8
@@ -225,29 +230,29 @@ def test_precision_is_checked_and_auto_picks_an_exact_path(monkeypatch):
     np.testing.assert_array_equal(auto.indices, hardmine.topk(queries, candidates, 3, backend="reference").indices)
 
 
-def test_threads_and_queries_beyond_one_block_agree():
+def test_threads_and_queries_beyond_one_block_agree(codes):
     rng = np.random.default_rng(8)
     queries, candidates = _clustered(rng, 600, 20), _clustered(rng, 1500, 20)  # 3 query blocks of 240
-    one = hardmine.topk(queries, candidates, 7, precision="int8", num_threads=1)
-    two = hardmine.topk(queries, candidates, 7, precision="int8", num_threads=2)
+    one = hardmine.topk(queries, candidates, 7, precision=codes, num_threads=1)
+    two = hardmine.topk(queries, candidates, 7, precision=codes, num_threads=2)
     np.testing.assert_array_equal(one.indices, two.indices)
     np.testing.assert_array_equal(one.scores, two.scores)
     reference = hardmine.topk(queries, candidates, 7, backend="reference")
     np.testing.assert_array_equal(one.indices, reference.indices)
 
 
-def test_portable_kernels_give_the_same_answers(tmp_path):
+def test_portable_kernels_give_the_same_answers(tmp_path, codes):
     """The kernels for CPUs without AVX-512 (HARDMINE_INT8_PORTABLE=1 picks them at load time)."""
     script = tmp_path / "portable.py"
     script.write_text(
         "import numpy as np, hardmine\n"
         "from hardmine import _core\n"
-        "assert not _core.certified_int8_native()\n"
+        "assert not _core.certified_int8_native() and not _core.certified_bf16_native()\n"
         "rng = np.random.default_rng(9)\n"
         "q = rng.standard_normal((50, 21)).astype(np.float32); c = rng.standard_normal((700, 21)).astype(np.float32)\n"
         "q[:, 3] *= 300; c[::5] = c[3]\n"
         "for metric in ('dot', 'cosine'):\n"
-        "    ours = hardmine.topk(q, c, 25, metric=metric, precision='int8', exclude=np.arange(50))\n"
+        f"    ours = hardmine.topk(q, c, 25, metric=metric, precision={codes!r}, exclude=np.arange(50))\n"
         "    ref = hardmine.topk(q, c, 25, metric=metric, backend='reference', exclude=np.arange(50))\n"
         "    assert np.array_equal(ours.indices, ref.indices), metric\n"
         "    assert np.allclose(ours.scores, ref.scores, rtol=1e-6, atol=1e-6), metric\n"
@@ -273,7 +278,7 @@ def _cases(draw):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_cases())
-def test_random_problems_give_the_exact_answer(case):
+def test_random_problems_give_the_exact_answer(case, codes):
     queries, candidates, k, metric, exclude = case
     if metric == "cosine":
         queries[np.linalg.norm(queries, axis=1) == 0] = 1  # zero rows have no cosine
@@ -282,9 +287,9 @@ def test_random_problems_give_the_exact_answer(case):
         reference = hardmine.topk(queries, candidates, k, metric=metric, exclude=exclude, backend="reference")
     except ValueError:  # e.g. dot products that could overflow: int8 must refuse them the same way
         with pytest.raises(ValueError):
-            hardmine.topk(queries, candidates, k, metric=metric, exclude=exclude, precision="int8")
+            hardmine.topk(queries, candidates, k, metric=metric, exclude=exclude, precision=codes)
         return
-    ours = hardmine.topk(queries, candidates, k, metric=metric, exclude=exclude, precision="int8")
+    ours = hardmine.topk(queries, candidates, k, metric=metric, exclude=exclude, precision=codes)
     excluded = np.zeros((len(queries), len(candidates)), dtype=bool)
     if exclude is not None:
         excluded[np.arange(len(queries))[:, None], exclude] = True
@@ -298,7 +303,7 @@ MINING = [dict(relative_margin=0.05), dict(margin=0.1), dict(strategy="semihard"
 
 @pytest.mark.parametrize("options", MINING)
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
-def test_mine_with_int8_equals_the_reference(options, metric):
+def test_mine_with_certified_scores_equals_the_reference(options, metric, codes):
     """The window, the filters and their tallies apply to exact scores: the same negatives and
     counts as the float64 reference (under cosine, near-ties within the float32 inverse norms)."""
     rng = np.random.default_rng(zlib.crc32(f"{sorted(options.items())} {metric}".encode()))
@@ -309,7 +314,7 @@ def test_mine_with_int8_equals_the_reference(options, metric):
     positives[::9] = -1  # queries without positives: NaN bounds, answered by the fp32 engine
     lists = [[] if p < 0 else [p] for p in positives]
     common = dict(positives=lists, num_negatives=8, metric=metric, **options)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     reference = hardmine.mine(queries, candidates, backend="reference", **common)
     if metric == "dot":
         np.testing.assert_array_equal(ours.indices, reference.indices)
@@ -325,17 +330,17 @@ def test_mine_with_int8_equals_the_reference(options, metric):
     np.testing.assert_array_equal(ours.num_valid, reference.num_valid)
 
 
-def test_mine_int8_straddle_fallback():
+def test_mine_straddle_fallback(codes):
     rng = np.random.default_rng(10)
     # min_score amid the scores: thousands of candidates may lie either side of it, past the cap
     # (C/32), so the queries fall back to the fp32 engine; answers and counts unchanged
-    queries, candidates = _uniform(rng, 40, 384), _uniform(rng, 6000, 384)  # about a quarter straddle
+    queries, candidates = _uniform(rng, 40, 1536), _uniform(rng, 6000, 1536)  # (wide rows: bf16 straddles too)
     positives = rng.integers(0, 6000, 40)
     problem = replace(_problem(queries, candidates), lower_bounds=np.zeros(40, np.float32),
                       count_bounds=(np.zeros(40, np.float32),), count_below=(True,))
-    assert (backends.get("cpu").topk_int8(problem, 6)[3] < 0).all()
+    assert (backends.get("cpu").topk_certified(replace(problem, precision=codes), 6)[3] < 0).all()
     common = dict(positives=positives, num_negatives=6, min_score=0.0)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     reference = hardmine.mine(queries, candidates, backend="reference", **common)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     assert ours.stats.removed == reference.stats.removed

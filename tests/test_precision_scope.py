@@ -1,4 +1,4 @@
-"""precision="int8" past the plain top-k: candidate keys (one negative per key), violations
+"""precision="int8" / "bf16" past the plain top-k: candidate keys (one negative per key), violations
 (count, hinge sum, hardest negative), against the float64 reference and the fp32 engine,
 with the fallback paths forced."""
 
@@ -18,6 +18,11 @@ if backends.status()["cpu"] is not None:
     pytest.skip(f"int8 scoring lives in the compiled core: {backends.status()['cpu']}", allow_module_level=True)
 
 
+def pytest_generate_tests(metafunc):
+    if "codes" in metafunc.fixturenames:  # both low-precision codes (docs/precision.md)
+        metafunc.parametrize("codes", ["int8", "bf16"])
+
+
 def _clustered(rng, n, d, spread=0.05):
     centres = rng.standard_normal((8, d))
     return (centres[rng.integers(0, 8, n)] + spread * rng.standard_normal((n, d))).astype(np.float32)
@@ -27,7 +32,7 @@ def _clustered(rng, n, d, spread=0.05):
 @pytest.mark.parametrize("num_keys", [3, 40, 900])
 @pytest.mark.parametrize("options", [dict(), dict(relative_margin=0.05),
                                      dict(strategy="random", rank_range=(2, 30), max_score=2.0)])
-def test_mine_with_keys_equals_the_reference(metric, num_keys, options):
+def test_mine_with_keys_equals_the_reference(metric, num_keys, options, codes):
     """One negative per key, none sharing a positive's key: the same negatives as the reference.
     Duplicated rows share keys (as captions of one text would), so keys tie in score too."""
     rng = np.random.default_rng(zlib.crc32(f"{metric} {num_keys} {sorted(options.items())}".encode()))
@@ -39,7 +44,7 @@ def test_mine_with_keys_equals_the_reference(metric, num_keys, options):
         queries /= np.float32(4)
     positives = rng.integers(0, 900, 50)
     common = dict(positives=positives, num_negatives=6, metric=metric, exclude_keys=keys, **options)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     reference = hardmine.mine(queries, candidates, backend="reference", **common)
     np.testing.assert_array_equal(ours.num_valid, reference.num_valid)
     dense = scores64(queries, candidates, metric)
@@ -54,7 +59,7 @@ def test_mine_with_keys_equals_the_reference(metric, num_keys, options):
     assert ours.stats.removed == reference.stats.removed
 
 
-def test_keys_threshold_counts_distinct_keys():
+def test_keys_threshold_counts_distinct_keys(codes):
     """The k best lower bounds must come from k distinct keys: with 30 copies of the best row
     under one key, a threshold over copies would drop the true second-best key."""
     rng = np.random.default_rng(5)
@@ -65,15 +70,15 @@ def test_keys_threshold_counts_distinct_keys():
     keys = np.arange(600)
     keys[:30] = 10_000
     keys[best] = 10_000
-    ours = hardmine.mine(query, candidates, positives=[[]], num_negatives=5, exclude_keys=keys, precision="int8")
+    ours = hardmine.mine(query, candidates, positives=[[]], num_negatives=5, exclude_keys=keys, precision=codes)
     reference = hardmine.mine(query, candidates, positives=[[]], num_negatives=5, exclude_keys=keys,
                               backend="reference")
     np.testing.assert_array_equal(ours.indices, reference.indices)
     assert list(ours.indices[0]).count(0) == 1  # the copies' key once, at its smallest index
 
 
-def _violations(queries, candidates, **kwargs):
-    ours = hardmine.violations(queries, candidates, precision="int8", **kwargs)
+def _violations(queries, candidates, codes, **kwargs):
+    ours = hardmine.violations(queries, candidates, precision=codes, **kwargs)
     fp32 = hardmine.violations(queries, candidates, **kwargs)
     reference = hardmine.violations(queries, candidates, backend="reference", **kwargs)
     return ours, fp32, reference
@@ -82,7 +87,7 @@ def _violations(queries, candidates, **kwargs):
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 @pytest.mark.parametrize("margin", [0.0, 0.2, 1.5])
 @pytest.mark.parametrize("spread", [0.05, 1.0])
-def test_violations_with_int8_equal_the_reference(metric, margin, spread):
+def test_violations_with_int8_equal_the_reference(metric, margin, spread, codes):
     rng = np.random.default_rng(zlib.crc32(f"{metric} {margin} {spread}".encode()))
     margin = margin if metric == "dot" else margin / 10  # cosines span [-1, 1]
     candidates = _clustered(rng, 1200, 24, spread)
@@ -93,7 +98,7 @@ def test_violations_with_int8_equal_the_reference(metric, margin, spread):
     queries = candidates[[p[0] for p in positives]] + np.float32(0.3 * spread) * _clustered(rng, 70, 24, 1.0)
     if metric == "dot":
         queries /= np.float32(8)
-    ours, fp32, reference = _violations(queries, candidates, positives=positives, margin=margin, metric=metric)
+    ours, fp32, reference = _violations(queries, candidates, codes, positives=positives, margin=margin, metric=metric)
     np.testing.assert_array_equal(ours.positive_scores, reference.positive_scores)
     dense = scores64(queries, candidates, metric)
     for q in range(70):
@@ -114,13 +119,13 @@ def test_violations_with_int8_equal_the_reference(metric, margin, spread):
     np.testing.assert_allclose(ours.hinge_sum, fp32.hinge_sum, rtol=1e-4, atol=1e-3)
 
 
-def test_violations_int8_falls_back_where_violators_abound():
+def test_violations_int8_falls_back_where_violators_abound(codes):
     """Random rows and a wide margin: nearly every candidate violates, past the re-scoring cap
     (C/32), so the queries run on the fp32 engine: the same answer as the fp32 call."""
     rng = np.random.default_rng(11)
     queries, candidates = rng.standard_normal((30, 32)).astype(np.float32), rng.standard_normal((4000, 32)).astype(np.float32)
     positives = rng.integers(0, 4000, 30)
-    ours = hardmine.violations(queries, candidates, positives=positives, margin=50.0, precision="int8")
+    ours = hardmine.violations(queries, candidates, positives=positives, margin=50.0, precision=codes)
     fp32 = hardmine.violations(queries, candidates, positives=positives, margin=50.0)
     assert (ours.count > 4000 // 32).all()
     np.testing.assert_array_equal(ours.count, fp32.count)
@@ -128,21 +133,21 @@ def test_violations_int8_falls_back_where_violators_abound():
     np.testing.assert_allclose(ours.hinge_sum, fp32.hinge_sum, rtol=1e-6)
 
 
-def test_violations_int8_groups_positive_scores_and_no_negatives():
+def test_violations_int8_groups_positive_scores_and_no_negatives(codes):
     rng = np.random.default_rng(12)
     queries, candidates = _clustered(rng, 20, 12), _clustered(rng, 300, 12)
     query_groups, candidate_groups = np.arange(20) % 5, np.arange(300) % 5
     common = dict(query_groups=query_groups, candidate_groups=candidate_groups, margin=0.3)
-    ours = hardmine.violations(queries, candidates, precision="int8", **common)
+    ours = hardmine.violations(queries, candidates, precision=codes, **common)
     reference = hardmine.violations(queries, candidates, backend="reference", **common)
     np.testing.assert_array_equal(ours.argmax, reference.argmax)
     assert (candidate_groups[ours.argmax] != query_groups).all()
     given = hardmine.violations(queries, candidates, positive_scores=np.full(20, 0.5, np.float32), margin=0.1,
-                                precision="int8")
+                                precision=codes)
     assert given.count.shape == (20,)
     # every candidate a positive: no negative, as the exact engine reports it
     none = hardmine.violations(queries[:2], candidates[:5], query_groups=np.zeros(2, np.int64),
-                               candidate_groups=np.zeros(5, np.int64), precision="int8")
+                               candidate_groups=np.zeros(5, np.int64), precision=codes)
     exact = hardmine.violations(queries[:2], candidates[:5], query_groups=np.zeros(2, np.int64),
                                 candidate_groups=np.zeros(5, np.int64))
     np.testing.assert_array_equal(none.argmax, exact.argmax)
@@ -150,21 +155,21 @@ def test_violations_int8_groups_positive_scores_and_no_negatives():
     np.testing.assert_array_equal(none.max, exact.max)
 
 
-def test_mining_stats_report_the_shortlists():
+def test_mining_stats_report_the_shortlists(codes):
     rng = np.random.default_rng(13)
     candidates = _clustered(rng, 3000, 32, 1.0)
     positives = rng.integers(0, 3000, 90)
     queries = candidates[positives] + np.float32(0.2) * rng.standard_normal((90, 32)).astype(np.float32)
     queries[:4] = 0  # zero rows: answered by the fp32 engine
     common = dict(positives=positives, num_negatives=10, relative_margin=0.05)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     shortlists = ours.stats.shortlists
     assert shortlists.fell_back == 4
     assert 10 <= shortlists.mean <= shortlists.p99 <= shortlists.max <= 3000
     assert "int8: re-scored per query" in ours.stats.table()
     assert hardmine.mine(queries, candidates, **common).stats.shortlists is None  # fp32: nothing re-scored
     # over shards: the per-shard counts add up (each shard re-scores at least its own top 10)
-    sharded = hardmine.mine(queries, [candidates[:1000], candidates[1000:]], precision="int8", **common)
+    sharded = hardmine.mine(queries, [candidates[:1000], candidates[1000:]], precision=codes, **common)
     assert sharded.stats.shortlists.fell_back >= 4 and sharded.stats.shortlists.mean >= 20
     np.testing.assert_array_equal(sharded.indices, ours.indices)
 
@@ -172,14 +177,14 @@ def test_mining_stats_report_the_shortlists():
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 @pytest.mark.parametrize("options", [dict(), dict(rank_range=(4, None)), dict(rank_range=(3, None), relative_margin=0.05),
                                      dict(max_score=0.0, seed=7), dict(rank_range=(2, 5000)), dict(query_offset=1000)])
-def test_open_random_window_with_int8_equals_the_reference(metric, options):
+def test_open_random_window_with_int8_equals_the_reference(metric, options, codes):
     """Uniform draws over the whole window visit candidates by priority and score only those:
     the reference's draws (same seeded priorities), scores exact, counts from the int8 screen."""
     rng = np.random.default_rng(zlib.crc32(f"{metric} {sorted(options.items())}".encode()))
     queries, candidates = _clustered(rng, 80, 20, 1.0), _clustered(rng, 1500, 20, 1.0)
     positives = [list(rng.integers(0, 1500, rng.integers(0, 3))) for _ in range(80)]
     common = dict(positives=positives, num_negatives=7, strategy="random", metric=metric, **options)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     reference = hardmine.mine(queries, candidates, backend="reference", **common)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
@@ -187,7 +192,7 @@ def test_open_random_window_with_int8_equals_the_reference(metric, options):
         assert abs(ours.stats.removed[name] - count) <= 2, name
 
 
-def test_open_random_window_int8_fallback_shards_and_scope():
+def test_open_random_window_int8_fallback_shards_and_scope(codes):
     rng = np.random.default_rng(21)
     queries, candidates = _clustered(rng, 40, 16, 1.0), _clustered(rng, 6400, 16, 1.0)
     positives = rng.integers(0, 6400, 40)
@@ -195,17 +200,17 @@ def test_open_random_window_int8_fallback_shards_and_scope():
     # those queries are drawn by the fp32 sampler (the same rows, hence the same draws)
     limit = np.quantile(queries @ candidates.T, 0.002, axis=1).min()
     common = dict(positives=positives, num_negatives=5, strategy="random", max_score=float(limit), seed=3)
-    ours = hardmine.mine(queries, candidates, precision="int8", **common)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
     fp32 = hardmine.mine(queries, candidates, **common)
     np.testing.assert_array_equal(ours.indices, fp32.indices)
     assert (ours.num_valid > 0).any()
     # candidate shards: the draws carry global ids
     common = dict(positives=positives, num_negatives=6, strategy="random", rank_range=(2, None), seed=9)
-    sharded = hardmine.mine(queries, [candidates[:2500], candidates[2500:]], precision="int8", **common)
+    sharded = hardmine.mine(queries, [candidates[:2500], candidates[2500:]], precision=codes, **common)
     np.testing.assert_array_equal(sharded.indices, hardmine.mine(queries, candidates, **common).indices)
     for scope in (dict(strategy="softmax", temperature=0.1), dict(strategy="random", exclude_keys=np.arange(6400) % 90)):
         with pytest.raises(ValueError, match="softmax and keyed open windows are drawn in fp32"):
-            hardmine.mine(queries, candidates, positives=positives, precision="int8", **scope)
+            hardmine.mine(queries, candidates, positives=positives, precision=codes, **scope)
         auto = hardmine.mine(queries, candidates, positives=positives, precision="auto", **scope)
         np.testing.assert_array_equal(auto.indices, hardmine.mine(queries, candidates, positives=positives,
                                                                   **scope).indices)

@@ -37,6 +37,12 @@ hardmine::RowScales int8_scales(const std::optional<py::array>& query_scales,
   return scales;
 }
 
+hardmine::Codes as_codes(const std::string& codes) {
+  if (codes == "int8") return hardmine::Codes::Int8;
+  if (codes == "bf16") return hardmine::Codes::Bf16;
+  throw py::value_error("codes must be 'int8' or 'bf16'; got '" + codes + "'");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -190,10 +196,11 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> upper_bounds, std::optional<py::array> lower_bounds, bool exclusive_bounds,
          std::vector<py::array> count_bounds, std::vector<bool> count_below, std::optional<py::array> out_counts,
          std::optional<py::array> candidate_keys, std::optional<py::array> excluded_key_indptr,
-         std::optional<py::array> excluded_key_indices) {
+         std::optional<py::array> excluded_key_indices, const std::string& codes) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_int8_dims(q, c);
+        const auto kind = as_codes(codes);
         if (k < 1) throw py::value_error("k must be >= 1; got " + std::to_string(k));
         const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
         auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups, q.rows, c.rows);
@@ -205,7 +212,7 @@ PYBIND11_MODULE(_core, m) {
         const auto tallies = as_tallies(count_bounds, count_below, out_counts, q.rows);
         const auto options = run_options(0, 0, num_threads);
         run_released([&] {
-          hardmine::topk_int8(q, c, k, scales, exclusion, bounds, tallies, options, indices, scores, shortlist);
+          hardmine::topk_int8(q, c, k, scales, exclusion, bounds, tallies, options, indices, scores, shortlist, kind);
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
@@ -216,7 +223,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("exclusive_bounds") = false, py::arg("count_bounds") = std::vector<py::array>{},
       py::arg("count_below") = std::vector<bool>{}, py::arg("out_counts") = py::none(),
       py::arg("candidate_keys") = py::none(), py::arg("excluded_key_indptr") = py::none(),
-      py::arg("excluded_key_indices") = py::none(),
+      py::arg("excluded_key_indices") = py::none(), py::arg("codes") = "int8",
       "Certified int8 top-k into preallocated outputs (rows with out_shortlist -1 are left to the exact "
       "engine). Use hardmine.topk(precision='int8') instead.");
 
@@ -227,7 +234,8 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> candidate_scales, std::optional<py::array> exclude_indptr,
          std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
          std::optional<py::array> candidate_groups, py::array out_count, py::array out_hinge_sum,
-         py::array out_best_scores, py::array out_argmax, py::array out_shortlist, int num_threads) {
+         py::array out_best_scores, py::array out_argmax, py::array out_shortlist, int num_threads,
+         const std::string& codes) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_int8_dims(q, c);
@@ -241,17 +249,18 @@ PYBIND11_MODULE(_core, m) {
         float* best_scores = output<float>(out_best_scores, {q.rows}, "out_best_scores");
         int64_t* argmax = output<int64_t>(out_argmax, {q.rows}, "out_argmax");
         int64_t* shortlist = output<int64_t>(out_shortlist, {q.rows}, "out_shortlist");
+        const auto kind = as_codes(codes);
         const auto options = run_options(0, 0, num_threads);
         run_released([&] {
           hardmine::violations_int8(q, c, positives, margin, scales, exclusion, options, count, hinge_sum,
-                                    best_scores, argmax, shortlist);
+                                    best_scores, argmax, shortlist, kind);
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("positive_scores"), py::arg("margin"), py::arg("query_scales"), py::arg("candidate_scales"),
       py::arg("exclude_indptr"), py::arg("exclude_indices"), py::arg("query_groups"), py::arg("candidate_groups"),
       py::arg("out_count"), py::arg("out_hinge_sum"), py::arg("out_best_scores"), py::arg("out_argmax"),
-      py::arg("out_shortlist"), py::arg("num_threads") = 0,
+      py::arg("out_shortlist"), py::arg("num_threads") = 0, py::arg("codes") = "int8",
       "Certified int8 violations into preallocated outputs (rows with out_shortlist -1 are left to the exact "
       "engine). Use hardmine.violations(precision='int8') instead.");
 
@@ -296,21 +305,24 @@ PYBIND11_MODULE(_core, m) {
       "_int8_bounds",
       [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
          std::optional<py::array> query_scales, std::optional<py::array> candidate_scales, py::array out_lower,
-         py::array out_upper) {
+         py::array out_upper, const std::string& codes) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_int8_dims(q, c);
         const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
         double* lower = output<double>(out_lower, {q.rows, c.rows}, "out_lower");
         double* upper = output<double>(out_upper, {q.rows, c.rows}, "out_upper");
-        run_released([&] { hardmine::int8_bounds(q, c, scales, lower, upper); });
+        const auto kind = as_codes(codes);
+        run_released([&] { hardmine::int8_bounds(q, c, scales, lower, upper, kind); });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("query_scales"), py::arg("candidate_scales"), py::arg("out_lower"), py::arg("out_upper"),
-      "Test-suite diagnostic: every pair's certified int8 score bounds, as topk_int8 screens them.");
+      py::arg("codes") = "int8", "Test-suite diagnostic: every pair's certified int8 score bounds, as topk_int8 screens them.");
 
   m.def("certified_int8_native", &hardmine::certified_int8_native,
         "True when this CPU runs the int8 path's AVX-512 VNNI kernel.");
+  m.def("certified_bf16_native", &hardmine::certified_bf16_native,
+        "True when this CPU runs the bf16 path's AVX512_BF16 kernel.");
 
   m.def(
       "similarity",

@@ -20,19 +20,30 @@ namespace certified {
 
 void Certified::pack_candidates(int threads) {
   const int64_t num = candidates_.rows;
-  panel_codes_.assign(static_cast<size_t>(panels_ * kLanes * padded_), uint8_t{128});
+  if (bf16_) {
+    panel_bf16_.assign(static_cast<size_t>(panels_ * kLanes * padded_), uint16_t{0});
+  } else {
+    panel_codes_.assign(static_cast<size_t>(panels_ * kLanes * padded_), uint8_t{128});
+  }
   std::vector<RowFacts> facts(static_cast<size_t>(num));
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     std::vector<float> buffer(static_cast<size_t>(dim_));
     std::vector<int8_t> codes(static_cast<size_t>(padded_));
+    std::vector<uint16_t> halves(static_cast<size_t>(padded_));
 #pragma omp for schedule(static)
     for (int64_t c = 0; c < num; ++c) {
       int64_t leading = 0;
       const float* row = rows_as_f32(candidates_, c, 1, buffer.data(), &leading);
+      const int64_t lane = c % kLanes;
+      if (bf16_) {  // panels of [padded/2][32 lanes][2] codes
+        facts[c] = bf16::quantise(row, dim_, padded_, halves.data());
+        uint16_t* panel = panel_bf16_.data() + (c / kLanes) * kLanes * padded_;
+        for (int64_t i = 0; i < padded_; ++i) panel[(i / 2) * kLanes * 2 + lane * 2 + i % 2] = halves[i];
+        continue;
+      }
       facts[c] = int8::quantise(row, dim_, padded_, codes.data());
       uint8_t* panel = panel_codes_.data() + (c / kLanes) * kLanes * padded_;
-      const int64_t lane = c % kLanes;
       for (int64_t i = 0; i < padded_; ++i) {
         panel[(i / 4) * kLanes * 4 + lane * 4 + i % 4] = static_cast<uint8_t>(codes[i] + 128);
       }
@@ -64,7 +75,11 @@ void Certified::pack_candidates(int threads) {
 
 void Certified::quantise_queries(int threads) {
   const int64_t num = queries_.rows;
-  query_codes_.assign(static_cast<size_t>((num + kRows) * padded_), int8_t{0});
+  if (bf16_) {
+    query_bf16_.assign(static_cast<size_t>((num + kRows) * padded_), uint16_t{0});
+  } else {
+    query_codes_.assign(static_cast<size_t>((num + kRows) * padded_), int8_t{0});
+  }
   query_facts_.resize(static_cast<size_t>(num));
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
@@ -73,7 +88,8 @@ void Certified::quantise_queries(int threads) {
     for (int64_t q = 0; q < num; ++q) {
       int64_t leading = 0;
       const float* row = rows_as_f32(queries_, q, 1, buffer.data(), &leading);
-      query_facts_[q] = int8::quantise(row, dim_, padded_, query_codes_.data() + q * padded_);
+      query_facts_[q] = bf16_ ? bf16::quantise(row, dim_, padded_, query_bf16_.data() + q * padded_)
+                              : int8::quantise(row, dim_, padded_, query_codes_.data() + q * padded_);
     }
   }
 }
@@ -87,7 +103,34 @@ void Certified::screen_rows(int64_t first, int count, ScreenRows& out) const {
     // the query's side of the bound, in units of its scale A_q (docs/precision.md)
     out.norm[r] = float_up(facts.norm / facts.scale);
     out.residual[r] = float_up(facts.residual / facts.scale);
+    if (bf16_) {
+      // the float32 sums' error, gamma ||code_q|| ||code_c|| + 2 padded 2^-126, joins the term
+      // that multiplies the candidate's ||c^|| (>= A_c / 2, docs/precision.md "bf16")
+      out.offset[r] = 0;
+      out.residual[r] = float_up(facts.residual / facts.scale +
+                                 bf16::accumulation_error(padded_) * (facts.coded / facts.scale) +
+                                 static_cast<double>(padded_) * 0x1p-124);
+    }
   }
+}
+
+void Certified::screen_panel(int64_t first, const ScreenRows& rows, int64_t panel, int valid, uint32_t* masks,
+                             float* uppers, float* lowers) const {
+  const int64_t c0 = panel * kLanes;
+  const float* scale = frame_.scale.data() + c0;
+  const float* residual = frame_.residual.data() + c0;
+  const float* coded = frame_.coded.data() + c0;
+  if (bf16_) {
+    alignas(64) float sums[kRows * kLanes];
+    bf16::products(query_bf16_.data() + first * padded_, padded_, panel_bf16_.data() + panel * kLanes * padded_,
+                   sums);
+    int8::screen_sums(sums, rows, scale, residual, coded, valid, masks, uppers, lowers);
+    return;
+  }
+  alignas(64) int32_t products[kRows * kLanes];
+  int8::products(query_codes_.data() + first * padded_, padded_, panel_codes_.data() + panel * kLanes * padded_,
+                 products);
+  int8::screen(products, rows, scale, residual, coded, valid, masks, uppers, lowers);
 }
 
 void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop) {
@@ -111,21 +154,17 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
                 groups[g]);
     groups[g].every_lane = tallies_.size > 0;
   }
-  alignas(64) int32_t products[kRows * kLanes];
   float uppers[kRows * kLanes], lowers[kRows * kLanes];
   uint32_t masks[kRows];
   for (int64_t panel = 0; panel < panels_; ++panel) {
     loop.poll();
     if (loop.stopped()) return;
-    const uint8_t* codes = panel_codes_.data() + panel * kLanes * padded_;
     const int64_t c0 = panel * kLanes;
     const int valid = static_cast<int>(std::min<int64_t>(kLanes, candidates_.rows - c0));
     for (int64_t r0 = 0; r0 < nq; r0 += kRows) {
-      int8::products(query_codes_.data() + (q0 + r0) * padded_, padded_, codes, products);
       ScreenRows& screened = groups[static_cast<size_t>(r0 / kRows)];
       for (int r = 0; r < screened.rows; ++r) screened.threshold[r] = lists[r0 + r].threshold;  // +inf: fell back
-      int8::screen(products, screened, frame_.scale.data() + c0, frame_.residual.data() + c0, frame_.coded.data() + c0,
-             valid, masks, uppers, lowers);
+      screen_panel(q0 + r0, screened, panel, valid, masks, uppers, lowers);
       for (int r = 0; r < screened.rows; ++r) {
         Shortlist& list = lists[r0 + r];
         if (list.fell_back) continue;
@@ -184,7 +223,6 @@ void Certified::run(const RunOptions& options) {
 void Certified::bounds(double* lower, double* upper) {
   pack_candidates(1);
   quantise_queries(1);
-  alignas(64) int32_t products[kRows * kLanes];
   float uppers[kRows * kLanes], lowers[kRows * kLanes];
   uint32_t masks[kRows];
   const int64_t num = candidates_.rows;
@@ -193,17 +231,13 @@ void Certified::bounds(double* lower, double* upper) {
     if (facts.scale == 0) continue;  // a zero row has no frame (topk_int8 leaves it to the exact engine)
     // back from the frame to score units: times A_q 2^E (and the query's cosine scale)
     const double unit = std::ldexp(facts.scale, frame_exponent_) * (scales_.queries ? scales_.queries[q] : 1.0);
-    std::vector<int8_t> block(static_cast<size_t>(kRows * padded_), int8_t{0});
-    std::copy(query_codes_.begin() + q * padded_, query_codes_.begin() + (q + 1) * padded_, block.begin());
-    ScreenRows screened;
+    ScreenRows screened;  // (the 11 rows after q in the codes are screened too, and ignored)
     screen_rows(q, 1, screened);
     screened.threshold[0] = -kInf;
     for (int64_t panel = 0; panel < panels_; ++panel) {
       const int64_t c0 = panel * kLanes;
       const int valid = static_cast<int>(std::min<int64_t>(kLanes, num - c0));
-      int8::products(block.data(), padded_, panel_codes_.data() + panel * kLanes * padded_, products);
-      int8::screen(products, screened, frame_.scale.data() + c0, frame_.residual.data() + c0, frame_.coded.data() + c0,
-             valid, masks, uppers, lowers);
+      screen_panel(q, screened, panel, valid, masks, uppers, lowers);
       for (int l = 0; l < valid; ++l) {
         lower[q * num + c0 + l] = lowers[l] * unit;
         upper[q * num + c0 + l] = uppers[l] * unit;
@@ -218,9 +252,12 @@ using certified::Certified;
 
 bool certified_int8_native() { return int8::native(); }
 
+bool certified_bf16_native() { return bf16::native(); }
+
 void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,
-                 double* upper) {
-  Certified(queries, candidates, 1, scales, Exclusion{}, ScoreBounds{}, FilterCounts{}, nullptr, nullptr, nullptr)
+                 double* upper, Codes codes) {
+  Certified(queries, candidates, 1, scales, Exclusion{}, ScoreBounds{}, FilterCounts{}, nullptr, nullptr, nullptr,
+            codes)
       .bounds(lower, upper);
 }
 
@@ -240,16 +277,18 @@ void check_int8(const MatrixView& queries, const MatrixView& candidates) {
 
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
                const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist) {
+               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist,
+               Codes codes) {
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
   check_int8(queries, candidates);
-  Certified(queries, candidates, k, scales, exclusion, bounds, tallies, out_indices, out_scores, out_shortlist)
+  Certified(queries, candidates, k, scales, exclusion, bounds, tallies, out_indices, out_scores, out_shortlist, codes)
       .run(options);
 }
 
 void violations_int8(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
                      float margin, const RowScales& scales, const Exclusion& exclusion, const RunOptions& options,
-                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist) {
+                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist,
+                     Codes codes) {
   check_int8(queries, candidates);
   // as the exact engine: a violation is s > fl32(s_p - margin)
   std::vector<float> thresholds(static_cast<size_t>(queries.rows));
@@ -260,7 +299,7 @@ void violations_int8(const MatrixView& queries, const MatrixView& candidates, co
   tallies.bound[0] = thresholds.data();
   tallies.counts = count;
   Certified(queries, candidates, 1, scales, exclusion, ScoreBounds{}, tallies, argmax, best_scores, out_shortlist,
-            certified::Hinges{positive_scores, margin, hinge_sum})
+            codes, certified::Hinges{positive_scores, margin, hinge_sum})
       .run(options);
 }
 

@@ -10,6 +10,7 @@
 
 #include "hardmine/certified.hpp"
 #include "hardmine/tiling.hpp"
+#include "bf16_kernels.hpp"
 #include "int8_kernels.hpp"
 
 namespace hardmine::certified {
@@ -79,8 +80,10 @@ class Certified {
  public:
   Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-            int64_t* out_indices, float* out_scores, int64_t* out_shortlist, const Hinges& hinges = {})
-      : queries_(queries), candidates_(candidates), k_(k), scales_(scales), exclusion_(exclusion),
+            int64_t* out_indices, float* out_scores, int64_t* out_shortlist, Codes codes,
+            const Hinges& hinges = {})
+      : bf16_(codes == Codes::Bf16), queries_(queries), candidates_(candidates), k_(k), scales_(scales),
+        exclusion_(exclusion),
         bounds_(bounds), tallies_(tallies), hinges_(hinges), out_indices_(out_indices), out_scores_(out_scores),
         out_shortlist_(out_shortlist),
         dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
@@ -94,6 +97,9 @@ class Certified {
   void pack_candidates(int threads);
   void quantise_queries(int threads);
   void screen_rows(int64_t first, int count, ScreenRows& out) const;
+  // the bounds of queries [first, first + 12) against one panel (rows.rows of them used)
+  void screen_panel(int64_t first, const ScreenRows& rows, int64_t panel, int valid, uint32_t* masks,
+                    float* uppers, float* lowers) const;
   void block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, BlockLoop& loop);
   void admit(Shortlist& list, int64_t id, float upper, float lower, bool certain) const;
   void raise_threshold(Shortlist& list, int64_t id, float lower) const;
@@ -106,6 +112,7 @@ class Certified {
   void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
   void count_straddlers(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
 
+  bool bf16_;  // bf16 codes and float32 sums, else int8 codes and int32 sums
   const MatrixView& queries_;
   const MatrixView& candidates_;
   int64_t k_;
@@ -121,6 +128,8 @@ class Certified {
   size_t cap_;
   std::vector<uint8_t> panel_codes_;  // panels of [padded/4][32 lanes][4] bytes, code + 128
   std::vector<int8_t> query_codes_;   // (Q + kRows) x padded
+  std::vector<uint16_t> panel_bf16_;  // bf16: panels of [padded/2][32 lanes][2] codes
+  std::vector<uint16_t> query_bf16_;  // bf16: (Q + kRows) x padded
   std::vector<RowFacts> query_facts_;
   Frame frame_;
   int frame_exponent_ = 0;  // the frame's 2^E on the candidate side

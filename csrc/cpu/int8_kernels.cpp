@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -66,7 +67,9 @@ void int8_products_portable(const int8_t* query_codes, int64_t padded, const uin
 
 // masks[r] bit l: lane l's upper bound reaches row r's threshold; for such rows every lane's
 // bounds are in uppers/lowers[r * 32 + l]. The bound of docs/precision.md, in float32.
-void screen_portable(const int32_t* products, const ScreenRows& in, const float* scale, const float* residual,
+// Products: int32 sums of codes (int8, less the row's offset) or float32 sums (bf16).
+template <class Product>
+void screen_portable(const Product* products, const ScreenRows& in, const float* scale, const float* residual,
                      const float* coded, int valid, uint32_t* masks, float* uppers, float* lowers) {
   for (int r = 0; r < in.rows; ++r) {
     masks[r] = 0;
@@ -194,7 +197,8 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void int8_products_vnni(
   }
 }
 
-__attribute__((target("avx512f"))) void screen_avx512(const int32_t* products, const ScreenRows& in,
+template <class Product>
+__attribute__((target("avx512f"))) void screen_avx512(const Product* products, const ScreenRows& in,
                                                      const float* scale, const float* residual, const float* coded,
                                                      int valid, uint32_t* masks, float* uppers, float* lowers) {
   const __m512 bound_factor = _mm512_set1_ps(kBoundFactor), approx_factor = _mm512_set1_ps(kApproxFactor);
@@ -215,8 +219,13 @@ __attribute__((target("avx512f"))) void screen_avx512(const int32_t* products, c
     uint32_t mask = 0;
     __m512 upper[2], lower[2];
     for (int half = 0; half < 2; ++half) {
-      const __m512i product = _mm512_sub_epi32(_mm512_load_si512(products + r * kLanes + 16 * half), offset);
-      const __m512 approx = _mm512_mul_ps(_mm512_cvtepi32_ps(product), lane_scale[half]);
+      __m512 sum;
+      if constexpr (std::is_same_v<Product, float>) {
+        sum = _mm512_loadu_ps(products + r * kLanes + 16 * half);
+      } else {
+        sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(products + r * kLanes + 16 * half), offset));
+      }
+      const __m512 approx = _mm512_mul_ps(sum, lane_scale[half]);
       const __m512 bound = _mm512_add_ps(_mm512_mul_ps(norm, lane_residual[half]), _mm512_mul_ps(res, lane_coded[half]));
       const __m512 slack = _mm512_add_ps(_mm512_mul_ps(bound, bound_factor),
                                          _mm512_add_ps(_mm512_mul_ps(_mm512_abs_ps(approx), approx_factor), absolute));
@@ -303,7 +312,9 @@ RowFacts (*const quantise)(const float*, int64_t, int64_t, int8_t*) = has_avx512
 void (*const products)(const int8_t*, int64_t, const uint8_t*, int32_t*) =
     has_vnni() ? int8_products_vnni : int8_products_portable;
 void (*const screen)(const int32_t*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
-                     float*, float*) = has_avx512() ? screen_avx512 : screen_portable;
+                     float*, float*) = has_avx512() ? screen_avx512<int32_t> : screen_portable<int32_t>;
+void (*const screen_sums)(const float*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
+                          float*, float*) = has_avx512() ? screen_avx512<float> : screen_portable<float>;
 double (*const exact_dot)(const float*, const float*, int64_t) = has_avx512() ? exact_dot_avx512 : exact_dot_portable;
 void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) =
     has_avx512() ? classify_avx512 : classify_portable;
@@ -311,7 +322,9 @@ void (*const classify)(const float*, const float*, int, bool, float, float, uint
 RowFacts (*const quantise)(const float*, int64_t, int64_t, int8_t*) = quantise_portable;
 void (*const products)(const int8_t*, int64_t, const uint8_t*, int32_t*) = int8_products_portable;
 void (*const screen)(const int32_t*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
-                     float*, float*) = screen_portable;
+                     float*, float*) = screen_portable<int32_t>;
+void (*const screen_sums)(const float*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
+                          float*, float*) = screen_portable<float>;
 double (*const exact_dot)(const float*, const float*, int64_t) = exact_dot_portable;
 void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) = classify_portable;
 #endif

@@ -59,6 +59,11 @@ extern void (*const screen)(const int32_t* products, const ScreenRows& rows, con
                             const float* residual, const float* coded, int valid, uint32_t* masks, float* uppers,
                             float* lowers);
 
+/// screen() for float32 sums (the bf16 path's products; the offsets are 0).
+extern void (*const screen_sums)(const float* products, const ScreenRows& rows, const float* scale,
+                                 const float* residual, const float* coded, int valid, uint32_t* masks,
+                                 float* uppers, float* lowers);
+
 /// A filter's tally over one row of 32 lanes: yes_mask = lanes certainly beyond the bound,
 /// unsure_mask = lanes that may be either way (to re-score). For a count of s > bound
 /// (above): yes when lower >= yes_at, certainly not when upper <= no_at; for s < bound: yes when

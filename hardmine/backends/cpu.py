@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _merge as merge
 from .._draws import Rule
-from .._problem import F32, HOST, Embeddings, Problem, restrict_candidates, select_queries
+from .._problem import CERTIFIED, F32, HOST, Embeddings, Problem, restrict_candidates, select_queries
 
 
 def _load_openblas() -> None:
@@ -124,18 +124,21 @@ def _filters(problem: Problem, counts: np.ndarray) -> dict:
 class CpuBackend:
     name = "cpu"
     devices = frozenset({HOST})
-    precisions = frozenset({"fp32", "int8"})
+    precisions = frozenset({"fp32", *CERTIFIED})
     build_info = dict(_core.BUILD_INFO)
     #: True when the int8 path runs its AVX-512 VNNI kernel (else a portable one)
     int8_native = _core.certified_int8_native()
+    #: True when the bf16 path runs its AVX512_BF16 kernel (else a portable one)
+    bf16_native = _core.certified_bf16_native()
 
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if problem.precision == "int8":
-            return self.topk_int8(problem, k)[:3]
+        if problem.precision in CERTIFIED:
+            return self.topk_certified(problem, k)[:3]
         return merge.topk(_split(problem, lambda part, _: self._topk(part, k), ids_at=0), k, problem.candidate_keys)
 
-    def topk_int8(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(indices, scores, counts, shortlist): the exact top-k through certified int8 scores
+    def topk_certified(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indices, scores, counts, shortlist): the exact top-k through certified int8 or bf16
+        scores (``problem.precision``)
         (csrc/cpu/certified.cpp), the mining window and filter tallies included; ``shortlist`` is
         the number of candidates re-scored per query, -1 where the query fell back to the float32
         engine (a shortlist past its cap, a zero row, a NaN bound)."""
@@ -145,7 +148,7 @@ class CpuBackend:
         shortlist = np.empty(num_queries, dtype=np.int64)
         counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
         _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **_int8_common(problem),
-                        **_exclusion(problem), **_filters(problem, counts))
+                        **_exclusion(problem), **_filters(problem, counts), codes=problem.precision)
         fell_back = np.flatnonzero(shortlist < 0)
         if fell_back.size:
             exact = replace(select_queries(problem, fell_back), precision="fp32")
@@ -153,8 +156,8 @@ class CpuBackend:
         return indices, scores, counts, shortlist
 
     def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
-        if problem.precision == "int8":
-            return self._sample_int8(problem, count, rule, top_k)
+        if problem.precision in CERTIFIED:
+            return self._sample_exact(problem, count, rule, top_k)
 
         def run(part: Problem, first: int) -> tuple:
             found = self._sample(part, count, rule._replace(first_id=rule.first_id + first), top_k)
@@ -163,8 +166,8 @@ class CpuBackend:
         return merge.samples(_split(problem, run, ids_at=0), count, problem.candidate_keys)
 
     def violations(self, problem: Problem, positive_scores: np.ndarray, margin: float):
-        if problem.precision == "int8":
-            count, hinge_sum, best_scores, argmax = self._violations_int8(problem, positive_scores, margin)
+        if problem.precision in CERTIFIED:
+            count, hinge_sum, best_scores, argmax = self._violations_certified(problem, positive_scores, margin)
         else:
             parts = _split(problem, lambda part, _: self._violations(part, positive_scores, margin), ids_at=3)
             count, hinge_sum, best_scores, argmax = merge.violations(parts)
@@ -215,10 +218,10 @@ class CpuBackend:
         )
         return count, hinge_sum, best_scores, argmax
 
-    def _sample_int8(self, problem: Problem, count: int, rule: Rule, top_k: int):
+    def _sample_exact(self, problem: Problem, count: int, rule: Rule, top_k: int):
         """:meth:`sample` for uniform draws (no keys) with exact scores: the draws visit candidates
         by priority and score only those (csrc/cpu/exact_draws.cpp); the top ``top_k`` and the
-        filter tallies come from the certified int8 top-k. A query whose window admits too few
+        filter tallies come from the certified top-k. A query whose window admits too few
         candidates for that is drawn by the fp32 sampler."""
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, count), dtype=np.int64)
@@ -236,14 +239,14 @@ class CpuBackend:
                                 rule._replace(first_row=rule.first_row + start))
             indices[start:stop], scores[start:stop], priorities[start:stop] = found[:3]
         if top_k or problem.count_bounds:
-            top_indices, top_scores, counts, _ = self.topk_int8(problem, max(top_k, 1))
+            top_indices, top_scores, counts, _ = self.topk_certified(problem, max(top_k, 1))
         else:
             top_indices, top_scores = np.empty((num_queries, 1), np.int64), np.empty((num_queries, 1), np.float32)
             counts = np.zeros((num_queries, 0), dtype=np.int64)
         return indices, scores, priorities, counts, top_indices[:, :top_k], top_scores[:, :top_k]
 
-    def _violations_int8(self, problem: Problem, positive_scores: np.ndarray, margin: float):
-        """(count, hinge_sum, best_scores, argmax) through certified int8 scores: the hardest
+    def _violations_certified(self, problem: Problem, positive_scores: np.ndarray, margin: float):
+        """(count, hinge_sum, best_scores, argmax) through certified int8 or bf16 scores: the hardest
         negative is the certified top-1 and every possible violator is re-scored exactly; the
         queries with more possible violators than the shortlist cap run on the float32 engine."""
         num_queries = problem.queries.rows
@@ -254,7 +257,8 @@ class CpuBackend:
         shortlist = np.empty(num_queries, dtype=np.int64)
         _core.violations_int8(positive_scores=positive_scores, margin=margin, out_count=count,
                               out_hinge_sum=hinge_sum, out_best_scores=best_scores, out_argmax=argmax,
-                              out_shortlist=shortlist, **_int8_common(problem), **_exclusion(problem))
+                              out_shortlist=shortlist, **_int8_common(problem), **_exclusion(problem),
+                              codes=problem.precision)
         fell_back = np.flatnonzero(shortlist < 0)
         if fell_back.size:
             exact = replace(select_queries(problem, fell_back), precision="fp32")

@@ -83,17 +83,19 @@ def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int
     Counted: the interpreter and libraries (BASELINE_BYTES), per-candidate arrays
     (norms, groups, keys: 20 bytes each), the engine's per-thread tiles (~16 MiB
     each), and per query row its float32 copy, the score window and the outputs
-    (``width`` negatives, padded, held twice while a part is written). With int8 scoring (or
-    ``auto``, which may choose it) also the candidates' int8 codes and bound factors (d + 56 bytes
-    each), each query row's codes (d + 40 bytes) and each thread's shortlists (240 queries of at
-    most max(16 k + 256, C / 32) entries of 12 bytes).
+    (``width`` negatives, padded, held twice while a part is written). With certified scoring
+    (``int8``, ``bf16``, or ``auto``, which may choose one) also the candidates' codes and bound
+    factors (d + 56 bytes each; 2 d + 56 for bf16), each query row's codes (d + 40 bytes; 2 d + 40)
+    and each thread's shortlists (240 queries of at most max(16 k + 256, C / 32) entries of 12
+    bytes).
     Without a limit, blocks are cut at 16384 rows, fewer if that would not fit in the
     memory available now; a row that alone would not fit is refused, naming its size.
     """
     per_row = 4 * dim + 48 * window + 24 * width + 256
     int8 = precision != "fp32"
+    code_bytes = 2 * dim if precision == "bf16" else dim
     if int8:
-        per_row += dim + 40
+        per_row += code_bytes + 40
     if limit is None:
         available = _validation.available_memory()
         if per_row > available // 2:
@@ -103,7 +105,7 @@ def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int
         return max(1, min(num_queries, 16384, available // 4 // per_row))
     fixed = BASELINE_BYTES + 20 * num_candidates + threads * (16 << 20) + (32 << 20)
     if int8:
-        fixed += (dim + 56) * num_candidates + threads * 240 * 12 * max(16 * window + 256, num_candidates // 32)
+        fixed += (code_bytes + 56) * num_candidates + threads * 240 * 12 * max(16 * window + 256, num_candidates // 32)
     budget = limit - fixed
     if budget < per_row * MIN_BLOCK_ROWS:
         raise JobError(
@@ -135,11 +137,12 @@ def _check_parameters(job: Job) -> None:
         checked = mining_options(**options, exclude_keys_given=bool(job.exclude_keys),
                                  clusters_given=job.mining["strategy"] == "cluster")
         _validation.metric(job.mining["metric"])
-        if _precision.check(job.mining.get("precision", "fp32")) == "int8":
+        if _precision.check(job.mining.get("precision", "fp32")) in ("int8", "bf16"):
             open_window = checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None
             if open_window and (checked.strategy == "softmax" or job.exclude_keys):
-                raise JobError("--precision int8 draws an open --rank-range A: for --strategy random without "
-                               "--exclude-keys; softmax and keyed open windows are drawn in fp32 (--precision auto)")
+                raise JobError(f"--precision {job.mining['precision']} draws an open --rank-range A: for --strategy "
+                               f"random without --exclude-keys; softmax and keyed open windows are drawn in fp32 "
+                               f"(--precision auto)")
         backends.get(job.mining["backend"])
         if checked.strategy == "cluster":
             if job.cluster_thresholds is None:

@@ -13,7 +13,7 @@ from .. import _positives, _precision, _scan, cluster
 from .. import _validation as v
 from .._draws import Rule
 from .._interop import like_input
-from .._problem import Problem
+from .._problem import CERTIFIED, Problem
 from . import filters
 from .options import MiningOptions, mining_options
 from .stats import MiningStats, cluster_stats, mining_stats
@@ -175,9 +175,10 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
         if options.strategy == "random" and drawn.candidate_keys is None:  # uniform draws, scored exactly
             drawn = replace(drawn, precision=_precision.resolve(requested, drawn, backend,
                                                                 k=options.first + options.count))
-        elif requested == "int8":
-            raise ValueError("precision='int8' draws an open window for strategy='random' without exclude_keys; "
-                             "softmax and keyed open windows are drawn in fp32 (precision='fp32' or 'auto')")
+        elif requested in CERTIFIED:
+            raise ValueError(f"precision={requested!r} draws an open window for strategy='random' without "
+                             f"exclude_keys; softmax and keyed open windows are drawn in fp32 (precision='fp32' "
+                             f"or 'auto')")
         indices, scores, tallies = _draw_open_window(drawn, options, backend)
         rescored = None
     else:

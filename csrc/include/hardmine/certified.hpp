@@ -8,11 +8,17 @@
 
 namespace hardmine {
 
+/// The low-precision codes a certified call screens with (docs/precision.md).
+enum class Codes { Int8, Bf16 };
+
 /// Largest d the int8 path takes: |sum of d products of int8 x (uint8 + 128)| stays in int32.
 constexpr int64_t kMaxInt8Dim = 65536;
 
 /// True when this CPU runs the AVX-512 VNNI kernel (otherwise a portable one, far slower).
 bool certified_int8_native();
+
+/// True when this CPU runs the bf16 path's AVX512_BF16 kernel (otherwise a portable one).
+bool certified_bf16_native();
 
 /// The exact top-k of topk() (exclusions, candidate keys, the mining window, filter tallies), found by int8 scores screened with a certified bound and a float64 re-score
 /// of each query's shortlist and of the candidates that may lie either side of a tally bound.
@@ -23,7 +29,8 @@ bool certified_int8_native();
 ///             exact engine for it
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
                const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
-               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist);
+               const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist,
+               Codes codes = Codes::Int8);
 
 /// The exact engine's violations() through the same screen: the hardest negative is the
 /// certified top-1, and every candidate that may violate the margin is re-scored (float64,
@@ -34,7 +41,8 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
 ///             negative's score, -inf when none)
 void violations_int8(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
                      float margin, const RowScales& scales, const Exclusion& exclusion, const RunOptions& options,
-                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist);
+                     int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist,
+                     Codes codes = Codes::Int8);
 
 /// The sampler's uniform draw (sample(), temperature 0, no candidate keys) with exact scores:
 /// per query the non-excluded candidates are visited by decreasing priority (-u) and only
@@ -51,6 +59,6 @@ void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates,
 /// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
 /// score units, as topk_int8 screens them; rows of zero queries are left untouched.
 void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,
-                 double* upper);
+                 double* upper, Codes codes = Codes::Int8);
 
 }  // namespace hardmine
