@@ -8,8 +8,9 @@ Shapes: Q x C x d from benches/conftest.py (full: 8192 x 262144, d = 384 and 768
 32768 x 384), k = 10 and 100, uniform and clustered rows. int8 and bf16 return the exact answer (checked
 here against the fp32 engine on every row, ties and near-ties within SPEC 6's tolerance); its
 shortlist sizes (candidates re-scored per query) go into the JSON's extra_info. Then
-`violations` and open `random` draws (ranks 0: and 10:) in fp32, int8 and bf16 on paired data (each
-query near its positive), the certified answers checked against fp32's.
+`violations`, open `random` draws (ranks 0: and 10:) and open `softmax` draws in fp32, int8
+and bf16 on paired data (each query near its positive), the certified answers checked against
+fp32's.
 """
 
 from __future__ import annotations
@@ -154,6 +155,22 @@ def test_open_random_draw(benchmark, paired, record, first, precision):
                    metric="cosine")
     result = run(benchmark, lambda: hardmine.mine(queries, candidates, precision=precision, **options))
     record(f"mine random, ranks {first}:", f"hardmine {precision}", benchmark, flops(queries, candidates))
+    if precision != "fp32":
+        exact = hardmine.mine(queries, candidates, **options)
+        same = (result.indices == exact.indices).all(axis=1)
+        benchmark.extra_info["rows_identical_to_fp32"] = float(same.mean())
+        assert same.mean() > 0.999  # the same seeded draws; only a float32-rounding tie may differ
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8", "bf16"])
+def test_open_softmax_draw(benchmark, paired, record, precision):
+    if backends.status()["cpu"] is not None:
+        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    queries, candidates, positives = paired
+    options = dict(positives=positives, strategy="softmax", temperature=0.05, num_negatives=10,
+                   rank_range=(0, None), metric="cosine")
+    result = run(benchmark, lambda: hardmine.mine(queries, candidates, precision=precision, **options))
+    record("mine softmax T=0.05, ranks 0:", f"hardmine {precision}", benchmark, flops(queries, candidates))
     if precision != "fp32":
         exact = hardmine.mine(queries, candidates, **options)
         same = (result.indices == exact.indices).all(axis=1)

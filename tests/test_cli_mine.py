@@ -334,10 +334,8 @@ def test_bad_inputs_fail_cleanly_before_any_work(dump, damage, message):
         (("--memory-limit", "lots"), r"cannot read 'lots'"),
         (("--memory-limit", "10MB"), r"too small"),
         (("--margin", "0.1"), r"need positives"),
-        (("--precision", "int8", "--strategy", "softmax", "--temperature", "0.1", "--rank-range", "2:"),
-         r"softmax and keyed open windows are drawn in fp32"),
-        (("--precision", "int8", "--strategy", "random", "--rank-range", "2:", "--exclude-keys", "keys.npy"),
-         r"softmax and keyed open windows are drawn in fp32"),
+        (("--precision", "bf16", "--strategy", "random", "--rank-range", "2:", "--exclude-keys", "keys.npy"),
+         r"keyed open windows are drawn in fp32"),
     ],
 )
 def test_bad_options(dump, args, message):
@@ -475,7 +473,7 @@ def test_sampling_over_an_open_window_matches_the_api_across_blocks(dump, strate
 
 
 @pytest.mark.skipif(hardmine.backends.status()["cpu"] is not None, reason="int8 scoring lives in the compiled core")
-@pytest.mark.parametrize("variant", ["plain", "keyed", "open"])
+@pytest.mark.parametrize("variant", ["plain", "keyed", "open", "bf16"])
 def test_int8_precision_writes_the_exact_negatives(dump, variant):
     """--precision int8 (certified screening, exact re-scoring) across blocks, with --exclude-keys
     and with an open window: the negatives of the in-memory int8 call, the same as fp32's
@@ -483,15 +481,16 @@ def test_int8_precision_writes_the_exact_negatives(dump, variant):
     folder, queries, candidates, positives = dump
     keys = np.random.default_rng(1).integers(0, 700, candidates.shape[0])
     np.save(folder / "keys.npy", keys)
-    extra = {"plain": (), "keyed": ("--exclude-keys", "keys.npy"), "open": ("--rank-range", "3:")}[variant]
+    extra = {"plain": (), "keyed": ("--exclude-keys", "keys.npy"), "open": ("--rank-range", "3:"), "bf16": ()}[variant]
+    precision = "bf16" if variant == "bf16" else "int8"
     done = hardmine_mine(folder, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives",
-                         "positives.npy", "--out", "out.npz", "--block-rows", "400", "--precision", "int8", *ARGS,
+                         "positives.npy", "--out", "out.npz", "--block-rows", "400", "--precision", precision, *ARGS,
                          *extra)
     assert done.returncode == 0, done.stderr
     written = np.load(folder / "out.npz")
     options = dict(positives=positives, strategy="random", rank_range=(3, None if variant == "open" else 40),
                    relative_margin=0.05, num_negatives=6, seed=3, exclude_keys=keys if variant == "keyed" else None)
-    expected = hardmine.mine(queries, candidates, precision="int8", **options)
+    expected = hardmine.mine(queries, candidates, precision=precision, **options)
     np.testing.assert_array_equal(written["negative_ids"], expected.indices)
     fp32 = hardmine.mine(queries, candidates, **options)
     assert (written["negative_ids"] == fp32.indices).all(axis=1).mean() > 0.99
@@ -507,3 +506,4 @@ def test_int8_scoring_is_counted_in_the_memory_plan():
     per_row = 4 * 384 + 48 * 1000 + 24 * 5 + 256
     assert int8 < fp32
     assert fp32 - int8 >= expected_extra // (per_row + 384 + 40) - 1
+    assert offline.block_rows_for(**common, precision="bf16") < int8  # two bytes per code

@@ -208,9 +208,32 @@ def test_open_random_window_int8_fallback_shards_and_scope(codes):
     common = dict(positives=positives, num_negatives=6, strategy="random", rank_range=(2, None), seed=9)
     sharded = hardmine.mine(queries, [candidates[:2500], candidates[2500:]], precision=codes, **common)
     np.testing.assert_array_equal(sharded.indices, hardmine.mine(queries, candidates, **common).indices)
-    for scope in (dict(strategy="softmax", temperature=0.1), dict(strategy="random", exclude_keys=np.arange(6400) % 90)):
-        with pytest.raises(ValueError, match="softmax and keyed open windows are drawn in fp32"):
-            hardmine.mine(queries, candidates, positives=positives, precision=codes, **scope)
-        auto = hardmine.mine(queries, candidates, positives=positives, precision="auto", **scope)
+    for strategy in ("random", "softmax"):
+        keyed = dict(strategy=strategy, temperature=0.1 if strategy == "softmax" else None,
+                     exclude_keys=np.arange(6400) % 90)
+        with pytest.raises(ValueError, match="keyed open windows are drawn in fp32"):
+            hardmine.mine(queries, candidates, positives=positives, precision=codes, **keyed)
+        auto = hardmine.mine(queries, candidates, positives=positives, precision="auto", **keyed)
         np.testing.assert_array_equal(auto.indices, hardmine.mine(queries, candidates, positives=positives,
-                                                                  **scope).indices)
+                                                                  **keyed).indices)
+
+
+@pytest.mark.parametrize("metric", ["dot", "cosine"])
+@pytest.mark.parametrize("options", [dict(temperature=0.05), dict(temperature=1.0, rank_range=(3, None)),
+                                     dict(temperature=0.02, relative_margin=0.05, seed=4),
+                                     dict(temperature=0.3, max_score=0.2, query_offset=77)])
+def test_open_softmax_window_with_certified_scores_equals_the_reference(metric, options, codes):
+    """Softmax draws bound each priority s / T + G from the screen's score bounds: the reference's
+    draws (the same seeded Gumbel noise on exact scores), sharp and flat temperatures alike."""
+    rng = np.random.default_rng(zlib.crc32(f"softmax {metric} {sorted(options.items())}".encode()))
+    queries, candidates = _clustered(rng, 70, 20, 0.5), _clustered(rng, 1800, 20, 0.5)
+    if metric == "dot":
+        queries /= np.float32(6)
+    positives = [list(rng.integers(0, 1800, rng.integers(1, 3))) for _ in range(70)]
+    common = dict(positives=positives, num_negatives=6, strategy="softmax", metric=metric, **options)
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
+    fp32 = hardmine.mine(queries, candidates, **common)
+    np.testing.assert_array_equal(ours.indices, fp32.indices)

@@ -178,8 +178,8 @@ def test_memory_bank_mines_with_int8_precision(strategy):
     batch, labels = torch.randn(64, 24, generator=generator), torch.randint(0, 200, (64,), generator=generator)
     common = dict(strategy=strategy, num_negatives=3, margin=0.3)
     fp32 = bank.mine(batch, labels, **common)
-    int8 = bank.mine(batch, labels, precision="int8", **common)
-    for ours, theirs in zip(int8, fp32):
-        assert torch.equal(ours, theirs)
+    for precision in ("int8", "bf16"):
+        for ours, theirs in zip(bank.mine(batch, labels, precision=precision, **common), fp32):
+            assert torch.equal(ours, theirs)
     with pytest.raises(ValueError, match="precision must be one of"):
-        mine_in_batch(batch, labels=labels, precision="bf16")
+        mine_in_batch(batch, labels=labels, precision="int4")

@@ -265,18 +265,23 @@ PYBIND11_MODULE(_core, m) {
       "engine). Use hardmine.violations(precision='int8') instead.");
 
   m.def(
-      "draw_uniform_exact",
+      "draw_exact",
       [](const py::array& queries, int queries_dtype, const py::array& candidates, int candidates_dtype,
-         int64_t count, uint64_t seed, int64_t first_row, int64_t first_id, std::optional<py::array> query_scales,
+         int64_t count, uint64_t seed, double temperature, int64_t first_row, int64_t first_id,
+         std::optional<py::array> query_scales,
          std::optional<py::array> candidate_scales, std::optional<py::array> exclude_indptr,
          std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
          std::optional<py::array> candidate_groups, std::optional<py::array> upper_bounds,
          std::optional<py::array> lower_bounds, bool exclusive_bounds, py::array out_indices, py::array out_scores,
-         py::array out_priorities, py::array out_scored, int num_threads) {
+         py::array out_priorities, py::array out_scored, int num_threads, const std::string& codes) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
-        check_dims(q, c);
+        check_int8_dims(q, c);
         if (count < 1) throw py::value_error("count must be >= 1; got " + std::to_string(count));
+        if (!(temperature >= 0) || std::isinf(temperature)) {
+          throw py::value_error("temperature must be finite and >= 0 (0: uniform draws)");
+        }
+        const auto kind = as_codes(codes);
         const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
         const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
                                             q.rows, c.rows);
@@ -285,21 +290,27 @@ PYBIND11_MODULE(_core, m) {
         float* scores = output<float>(out_scores, {q.rows, count}, "out_scores");
         double* priorities = output<double>(out_priorities, {q.rows, count}, "out_priorities");
         int64_t* scored = output<int64_t>(out_scored, {q.rows}, "out_scored");
-        const hardmine::SampleRule rule{seed, 0.0, first_row, first_id};
+        const hardmine::SampleRule rule{seed, temperature, first_row, first_id};
         const auto options = run_options(0, 0, num_threads);
         run_released([&] {
-          hardmine::draw_uniform_exact(q, c, count, scales, exclusion, bounds, rule, options, indices, scores,
-                                       priorities, scored);
+          if (temperature > 0) {
+            hardmine::draw_softmax_certified(q, c, count, scales, exclusion, bounds, rule, options, indices, scores,
+                                             priorities, scored, kind);
+          } else {
+            hardmine::draw_uniform_exact(q, c, count, scales, exclusion, bounds, rule, options, indices, scores,
+                                         priorities, scored);
+          }
         });
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
-      py::arg("count"), py::arg("seed"), py::arg("first_row"), py::arg("first_id"), py::arg("query_scales"),
-      py::arg("candidate_scales"), py::arg("exclude_indptr"), py::arg("exclude_indices"), py::arg("query_groups"),
-      py::arg("candidate_groups"), py::arg("upper_bounds"), py::arg("lower_bounds"), py::arg("exclusive_bounds"),
-      py::arg("out_indices"), py::arg("out_scores"), py::arg("out_priorities"), py::arg("out_scored"),
-      py::arg("num_threads") = 0,
-      "Uniform seeded draws scored exactly (rows with out_scored -1 are left to the sampler). Use "
-      "hardmine.mine(strategy='random', precision='int8') instead.");
+      py::arg("count"), py::arg("seed"), py::arg("temperature"), py::arg("first_row"), py::arg("first_id"),
+      py::arg("query_scales"), py::arg("candidate_scales"), py::arg("exclude_indptr"), py::arg("exclude_indices"),
+      py::arg("query_groups"), py::arg("candidate_groups"), py::arg("upper_bounds"), py::arg("lower_bounds"),
+      py::arg("exclusive_bounds"), py::arg("out_indices"), py::arg("out_scores"), py::arg("out_priorities"),
+      py::arg("out_scored"), py::arg("num_threads") = 0, py::arg("codes") = "int8",
+      "The sampler's seeded draws with exact scores: uniform (temperature 0) visiting candidates by priority, "
+      "softmax through the certified screen (codes); rows with out_scored -1 are left to the sampler. Use "
+      "hardmine.mine(strategy='random' or 'softmax', precision='int8' or 'bf16') instead.");
 
   m.def(
       "_int8_bounds",

@@ -152,7 +152,7 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
   for (size_t g = 0; g < groups.size(); ++g) {
     screen_rows(q0 + static_cast<int64_t>(g) * kRows, static_cast<int>(std::min<int64_t>(kRows, nq - g * kRows)),
                 groups[g]);
-    groups[g].every_lane = tallies_.size > 0;
+    groups[g].every_lane = tallies_.size > 0 || softmax_.temperature > 0;
   }
   float uppers[kRows * kLanes], lowers[kRows * kLanes];
   uint32_t masks[kRows];
@@ -163,13 +163,19 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
     const int valid = static_cast<int>(std::min<int64_t>(kLanes, candidates_.rows - c0));
     for (int64_t r0 = 0; r0 < nq; r0 += kRows) {
       ScreenRows& screened = groups[static_cast<size_t>(r0 / kRows)];
-      for (int r = 0; r < screened.rows; ++r) screened.threshold[r] = lists[r0 + r].threshold;  // +inf: fell back
+      for (int r = 0; r < screened.rows; ++r) {  // +inf: fell back; a softmax threshold is in priority units
+        screened.threshold[r] = softmax_.temperature > 0 && !lists[r0 + r].fell_back ? -kInf : lists[r0 + r].threshold;
+      }
       screen_panel(q0 + r0, screened, panel, valid, masks, uppers, lowers);
       for (int r = 0; r < screened.rows; ++r) {
         Shortlist& list = lists[r0 + r];
         if (list.fell_back) continue;
         const int64_t query = q0 + r0 + r;
         const Limits& limit = row_limits[r0 + r];
+        if (softmax_.temperature > 0) {
+          draw_lanes(list, query, limit, uppers + r * kLanes, lowers + r * kLanes, valid, c0);
+          continue;
+        }
         for (uint32_t mask = masks[r]; mask != 0 && !list.fell_back; mask &= mask - 1) {
           const int l = __builtin_ctz(mask);
           const float upper = uppers[r * kLanes + l], lower = lowers[r * kLanes + l];
@@ -282,6 +288,22 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
   if (k < 1) throw std::invalid_argument("k must be >= 1; got " + std::to_string(k));
   check_int8(queries, candidates);
   Certified(queries, candidates, k, scales, exclusion, bounds, tallies, out_indices, out_scores, out_shortlist, codes)
+      .run(options);
+}
+
+void draw_softmax_certified(const MatrixView& queries, const MatrixView& candidates, int64_t count,
+                            const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
+                            const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
+                            double* out_priorities, int64_t* out_shortlist, Codes codes) {
+  if (count < 1) throw std::invalid_argument("count must be >= 1; got " + std::to_string(count));
+  if (!(rule.temperature > 0) || std::isinf(rule.temperature)) {
+    throw std::invalid_argument("softmax draws take a finite temperature > 0");
+  }
+  if (exclusion.candidate_keys != nullptr) throw std::invalid_argument("certified draws do not take candidate keys");
+  check_int8(queries, candidates);
+  Certified(queries, candidates, count, scales, exclusion, bounds, FilterCounts{}, out_indices, out_scores,
+            out_shortlist, codes, certified::Hinges{},
+            certified::Softmax{rule.temperature, rule.seed, rule.first_row, rule.first_id, out_priorities})
       .run(options);
 }
 

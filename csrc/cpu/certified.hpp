@@ -72,6 +72,16 @@ struct Hinges {
   double* out_sums = nullptr;       // (Q,) sum of margin + s - s_p over the violators
 };
 
+// softmax draws (an open softmax window): the call keeps the `k` highest priorities
+// p = fl32(s) / T - log(-log u(seed, first_row + query, first_id + id)), the sampler's rule;
+// shortlists, thresholds and bounds are then in priority units
+struct Softmax {
+  double temperature = 0;  // > 0: a softmax draw
+  uint64_t seed = 0;
+  int64_t first_row = 0, first_id = 0;
+  double* out_priorities = nullptr;  // (Q, k)
+};
+
 struct Frame {  // per-candidate float32 factors, in the call's frame (docs/precision.md)
   std::vector<float> scale, residual, coded;
 };
@@ -81,10 +91,11 @@ class Certified {
   Certified(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
             const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
             int64_t* out_indices, float* out_scores, int64_t* out_shortlist, Codes codes,
-            const Hinges& hinges = {})
+            const Hinges& hinges = {}, const Softmax& softmax = {})
       : bf16_(codes == Codes::Bf16), queries_(queries), candidates_(candidates), k_(k), scales_(scales),
         exclusion_(exclusion),
-        bounds_(bounds), tallies_(tallies), hinges_(hinges), out_indices_(out_indices), out_scores_(out_scores),
+        bounds_(bounds), tallies_(tallies), hinges_(hinges), softmax_(softmax), out_indices_(out_indices),
+        out_scores_(out_scores),
         out_shortlist_(out_shortlist),
         dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
         panels_((candidates.rows + kLanes - 1) / kLanes),
@@ -110,6 +121,9 @@ class Certified {
   void fall_back(Shortlist& list) const;
   void compact(Shortlist& list) const;
   void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
+  void draw_lanes(Shortlist& list, int64_t query, const Limits& limits, const float* uppers, const float* lowers,
+                  int valid, int64_t c0) const;
+  void finish_draws(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
   void count_straddlers(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
 
   bool bf16_;  // bf16 codes and float32 sums, else int8 codes and int32 sums
@@ -121,6 +135,7 @@ class Certified {
   ScoreBounds bounds_;
   FilterCounts tallies_;
   Hinges hinges_;
+  Softmax softmax_;
   int64_t* out_indices_;
   float* out_scores_;
   int64_t* out_shortlist_;

@@ -163,6 +163,10 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   std::vector<float> query_row(static_cast<size_t>(dim_));
   const float* q = rows_as_f32(queries_, query, 1, row_buffer.data(), &leading);
   std::copy(q, q + dim_, query_row.begin());
+  if (softmax_.temperature > 0) {
+    finish_draws(query, list, query_row.data(), row_buffer);
+    return;
+  }
   // Re-score by decreasing upper bound, keeping the k-th best exact score: once the next upper
   // bound is below it, no candidate left can enter (ties included: they would need upper >= it).
   std::vector<std::pair<float, int64_t>> order(list.ids.size());

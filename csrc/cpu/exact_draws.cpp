@@ -23,8 +23,11 @@ namespace {
 struct Drawn {
   double u;
   int64_t id;
-  float score;
+  float score;   // fl32 of the exact score, as returned
+  double exact;  // the exact score: the output's window order, as the float64 reference's
 };
+
+bool exact_order(const Drawn& a, const Drawn& b) { return a.exact > b.exact || (a.exact == b.exact && a.id < b.id); }
 
 constexpr int64_t kQueriesPerBlock = 16;
 constexpr int64_t kChunk = 256;
@@ -75,8 +78,7 @@ class ExactDraws {
         if (width >= cap_) return -1;
         continue;
       }
-      std::sort(taken.begin(), taken.end(),
-                [](const Drawn& a, const Drawn& b) { return ranks_before(a.score, a.id, b.score, b.id); });
+      std::sort(taken.begin(), taken.end(), exact_order);
       for (size_t r = 0; r < taken.size(); ++r) {
         indices[r] = taken[r].id;
         scores[r] = taken[r].score;
@@ -109,9 +111,9 @@ class ExactDraws {
           std::pop_heap(kept.begin(), kept.end(), larger_u);
           edge = std::min(edge, kept.back().u);
           dropped = true;
-          kept.back() = Drawn{u[t], c0 + t, 0.0f};
+          kept.back() = Drawn{u[t], c0 + t, 0.0f, 0.0};
         } else {
-          kept.push_back(Drawn{u[t], c0 + t, 0.0f});
+          kept.push_back(Drawn{u[t], c0 + t, 0.0f, 0.0});
         }
         std::push_heap(kept.begin(), kept.end(), larger_u);
       }
@@ -125,6 +127,7 @@ class ExactDraws {
     const float* c = rows_as_f32(candidates_, drawn.id, 1, worker.buffer.data(), &leading);
     double value = int8::exact_dot(worker.query.data(), c, queries_.cols);
     if (scales_.queries != nullptr) value *= static_cast<double>(scales_.queries[query]) * scales_.candidates[drawn.id];
+    drawn.exact = value;
     drawn.score = static_cast<float>(value);
   }
 

@@ -219,20 +219,21 @@ class CpuBackend:
         return count, hinge_sum, best_scores, argmax
 
     def _sample_exact(self, problem: Problem, count: int, rule: Rule, top_k: int):
-        """:meth:`sample` for uniform draws (no keys) with exact scores: the draws visit candidates
-        by priority and score only those (csrc/cpu/exact_draws.cpp); the top ``top_k`` and the
-        filter tallies come from the certified top-k. A query whose window admits too few
-        candidates for that is drawn by the fp32 sampler."""
+        """:meth:`sample` (no keys) with exact scores: uniform draws visit candidates by priority
+        and score only those (csrc/cpu/exact_draws.cpp); softmax draws bound each priority from
+        the certified screen (csrc/cpu/certified_draws.cpp); the top ``top_k`` and the filter
+        tallies come from the certified top-k. A query whose window admits too few candidates
+        (or whose shortlist outgrows its cap) is drawn by the fp32 sampler."""
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, count), dtype=np.int64)
         scores = np.empty((num_queries, count), dtype=np.float32)
         priorities = np.empty((num_queries, count), dtype=np.float64)
         scored = np.empty(num_queries, dtype=np.int64)
-        _core.draw_uniform_exact(count=count, seed=rule.seed % 2**64, first_row=rule.first_row, first_id=rule.first_id,
-                                 upper_bounds=problem.upper_bounds, lower_bounds=problem.lower_bounds,
-                                 exclusive_bounds=problem.exclusive_bounds, out_indices=indices, out_scores=scores,
-                                 out_priorities=priorities, out_scored=scored, **_int8_common(problem),
-                                 **_exclusion(problem))
+        _core.draw_exact(count=count, seed=rule.seed % 2**64, temperature=rule.temperature or 0.0,
+                         first_row=rule.first_row, first_id=rule.first_id, upper_bounds=problem.upper_bounds,
+                         lower_bounds=problem.lower_bounds, exclusive_bounds=problem.exclusive_bounds,
+                         out_indices=indices, out_scores=scores, out_priorities=priorities, out_scored=scored,
+                         codes=problem.precision, **_int8_common(problem), **_exclusion(problem))
         fp32 = replace(problem, precision="fp32")
         for start, stop in merge.runs(np.flatnonzero(scored < 0)):  # draws depend on the row: whole runs
             found = self.sample(select_queries(fp32, np.arange(start, stop)), count,

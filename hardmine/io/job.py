@@ -139,10 +139,9 @@ def _check_parameters(job: Job) -> None:
         _validation.metric(job.mining["metric"])
         if _precision.check(job.mining.get("precision", "fp32")) in ("int8", "bf16"):
             open_window = checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None
-            if open_window and (checked.strategy == "softmax" or job.exclude_keys):
-                raise JobError(f"--precision {job.mining['precision']} draws an open --rank-range A: for --strategy "
-                               f"random without --exclude-keys; softmax and keyed open windows are drawn in fp32 "
-                               f"(--precision auto)")
+            if open_window and job.exclude_keys:
+                raise JobError(f"--precision {job.mining['precision']} draws an open --rank-range A: without "
+                               f"--exclude-keys; keyed open windows are drawn in fp32 (--precision auto)")
         backends.get(job.mining["backend"])
         if checked.strategy == "cluster":
             if job.cluster_thresholds is None:

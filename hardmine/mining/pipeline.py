@@ -172,13 +172,12 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
     filtered = filters.apply(problem, options, positive_scores, members, keys)
     if options.strategy in WINDOW_SAMPLERS and (options.end or np.inf) >= problem.candidates.rows:
         drawn = filtered.problem
-        if options.strategy == "random" and drawn.candidate_keys is None:  # uniform draws, scored exactly
+        if drawn.candidate_keys is None:  # draws scored exactly (docs/precision.md, "Open sampling windows")
             drawn = replace(drawn, precision=_precision.resolve(requested, drawn, backend,
                                                                 k=options.first + options.count))
         elif requested in CERTIFIED:
-            raise ValueError(f"precision={requested!r} draws an open window for strategy='random' without "
-                             f"exclude_keys; softmax and keyed open windows are drawn in fp32 (precision='fp32' "
-                             f"or 'auto')")
+            raise ValueError(f"precision={requested!r} draws an open window without exclude_keys; keyed open "
+                             f"windows are drawn in fp32 (precision='fp32' or 'auto')")
         indices, scores, tallies = _draw_open_window(drawn, options, backend)
         rescored = None
     else:

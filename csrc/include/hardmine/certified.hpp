@@ -56,6 +56,15 @@ void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates,
                         const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
                         double* out_priorities, int64_t* out_scored);
 
+/// The sampler's softmax draw (sample(), temperature > 0, no candidate keys) through the
+/// certified screen: priorities p = fl32(s) / T - log(-log u) are bounded from the score
+/// bounds, the `count` best kept by lower bound, the shortlist re-scored exactly. Outputs as
+/// sample()'s; out_shortlist as topk_int8's (-1: the row is left for the caller's sampler).
+void draw_softmax_certified(const MatrixView& queries, const MatrixView& candidates, int64_t count,
+                            const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
+                            const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
+                            double* out_priorities, int64_t* out_shortlist, Codes codes = Codes::Int8);
+
 /// Test diagnostic: the certified (lower, upper) bounds of every pair's score, (Q, C) row-major in
 /// score units, as topk_int8 screens them; rows of zero queries are left untouched.
 void int8_bounds(const MatrixView& queries, const MatrixView& candidates, const RowScales& scales, double* lower,
