@@ -88,15 +88,16 @@ def topk(
         dot products that could overflow float32. With False the scan is skipped (trusted data):
         a candidate scoring NaN or -inf is never returned (-inf is the padding score), one
         scoring +inf ranks first.
-    precision : {"fp32", "int8", "auto"}
-        How candidates are screened; the answer is the same. ``"int8"`` (``cpu`` backend):
-        both sides quantised to int8 once, every int8 score carries a certified error bound,
-        and each query's shortlist (the candidates whose upper bound reaches its k-th best
-        lower bound) is re-scored exactly, so indices equal the exact top-k (ties by index)
-        and scores are float64 sums rounded to float32 (docs/precision.md). ``"auto"`` takes
-        int8 where the CPU has AVX-512 VNNI, Q >= 1024 and k <= 256 (where it wins), else
-        fp32. The default stays ``"fp32"``: both give the exact top-k, but the bytes of the
-        scores (float32 sums vs float64 sums rounded) differ between the paths.
+    precision : {"fp32", "bf16", "int8", "auto"}
+        How candidates are screened; the answer is the same. ``"bf16"`` / ``"int8"`` (``cpu``
+        backend): both sides quantised once (bf16 codes under a power-of-two row scale, or int8
+        codes), every low-precision score carries a certified error bound, and each query's
+        shortlist (the candidates whose upper bound reaches its k-th best lower bound) is
+        re-scored exactly, so indices equal the exact top-k (ties by index) and scores are
+        float64 sums rounded to float32 (docs/precision.md). ``"auto"`` takes bf16 where the
+        CPU has AVX512_BF16, else int8 where it has AVX-512 VNNI, for Q >= 1024 and k <= 256
+        (where they win), else fp32. The default stays ``"fp32"``: every path gives the exact
+        top-k, but the bytes of the scores (float32 sums vs float64 sums rounded) differ.
 
     Returns
     -------
@@ -196,8 +197,8 @@ def violations(
         Every candidate of the query's group is a positive.
     margin : float
         The triplet margin m (default 0.2, as in VSE++).
-    precision : {"fp32", "int8", "auto"}
-        As in :func:`topk`, the same answer: with ``"int8"`` the hardest negative is the
+    precision : {"fp32", "bf16", "int8", "auto"}
+        As in :func:`topk`, the same answer: with ``"bf16"`` or ``"int8"`` the hardest negative is the
         certified top-1 and every candidate that may violate the margin is re-scored exactly,
         so it pays where violators are few (a trained model); a query with more possible
         violators than the shortlist cap runs on fp32. ``"auto"`` stays on fp32 here: the

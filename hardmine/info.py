@@ -53,7 +53,8 @@ def format_info(facts: dict[str, Any]) -> str:
         lines.append(f"  built ({cuda['architectures']}), {cuda['devices']} device(s)")
     for codes, kernel in facts["certified"].items():
         lines.append(f"precision={codes!r} (certified, exact answers): {kernel['reason']}")
-    lines.append(f"precision='auto': {'takes ' + repr(facts['auto']) + ' for large calls' if facts['auto'] else 'stays on fp32'}")
+    auto = f"takes {facts['auto']!r} for large calls" if facts["auto"] else "stays on fp32"
+    lines.append(f"precision='auto': {auto}")
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")

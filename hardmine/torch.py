@@ -89,7 +89,7 @@ def mine_in_batch(
     tensors, torch operations on the tensors' device otherwise), ``"engine"`` or
     ``"torch"``. The two give the same triplets except for ``random``, whose
     draws come from a seeded ``torch.Generator`` on the torch path. ``precision``
-    (``"fp32"``, ``"int8"``, ``"auto"``; see :func:`hardmine.topk`) applies on the
+    (``"fp32"``, ``"bf16"``, ``"int8"``, ``"auto"``; see :func:`hardmine.topk`) applies on the
     engine path, where it pays against a large reference set (a :class:`MemoryBank`);
     the torch path scores in the tensors' dtype.
 

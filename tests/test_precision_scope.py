@@ -208,14 +208,19 @@ def test_open_random_window_int8_fallback_shards_and_scope(codes):
     common = dict(positives=positives, num_negatives=6, strategy="random", rank_range=(2, None), seed=9)
     sharded = hardmine.mine(queries, [candidates[:2500], candidates[2500:]], precision=codes, **common)
     np.testing.assert_array_equal(sharded.indices, hardmine.mine(queries, candidates, **common).indices)
+    # keyed open draws: a key draws once and is represented by its best admissible candidate
+    keys = np.arange(6400) % 900
+    candidates[1::9] = candidates[0:-1:9]  # duplicates under one key: ties inside a key
+    keys[1::9] = keys[0:-1:9]
     for strategy in ("random", "softmax"):
-        keyed = dict(strategy=strategy, temperature=0.1 if strategy == "softmax" else None,
-                     exclude_keys=np.arange(6400) % 90)
-        with pytest.raises(ValueError, match="keyed open windows are drawn in fp32"):
-            hardmine.mine(queries, candidates, positives=positives, precision=codes, **keyed)
-        auto = hardmine.mine(queries, candidates, positives=positives, precision="auto", **keyed)
-        np.testing.assert_array_equal(auto.indices, hardmine.mine(queries, candidates, positives=positives,
-                                                                  **keyed).indices)
+        keyed = dict(positives=positives, strategy=strategy, temperature=0.1 if strategy == "softmax" else None,
+                     exclude_keys=keys, num_negatives=8, rank_range=(2, None), seed=5)
+        ours = hardmine.mine(queries, candidates, precision=codes, **keyed)
+        reference = hardmine.mine(queries, candidates, backend="reference", **keyed)
+        np.testing.assert_array_equal(ours.indices, reference.indices)
+        for row in ours.indices:
+            found = row[row >= 0]
+            assert np.unique(keys[found]).size == found.size
 
 
 @pytest.mark.parametrize("metric", ["dot", "cosine"])

@@ -273,7 +273,9 @@ PYBIND11_MODULE(_core, m) {
          std::optional<py::array> exclude_indices, std::optional<py::array> query_groups,
          std::optional<py::array> candidate_groups, std::optional<py::array> upper_bounds,
          std::optional<py::array> lower_bounds, bool exclusive_bounds, py::array out_indices, py::array out_scores,
-         py::array out_priorities, py::array out_scored, int num_threads, const std::string& codes) {
+         py::array out_priorities, py::array out_scored, int num_threads, const std::string& codes,
+         std::optional<py::array> candidate_keys, std::optional<py::array> excluded_key_indptr,
+         std::optional<py::array> excluded_key_indices) {
         const MatrixView q = as_view(queries, queries_dtype, "queries");
         const MatrixView c = as_view(candidates, candidates_dtype, "candidates");
         check_int8_dims(q, c);
@@ -283,8 +285,8 @@ PYBIND11_MODULE(_core, m) {
         }
         const auto kind = as_codes(codes);
         const auto scales = int8_scales(query_scales, candidate_scales, q.rows, c.rows);
-        const auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups,
-                                            q.rows, c.rows);
+        auto exclusion = as_exclusion(exclude_indptr, exclude_indices, query_groups, candidate_groups, q.rows, c.rows);
+        add_keys(exclusion, candidate_keys, excluded_key_indptr, excluded_key_indices, q.rows, c.rows);
         const auto bounds = as_bounds(upper_bounds, lower_bounds, exclusive_bounds, q.rows);
         int64_t* indices = output<int64_t>(out_indices, {q.rows, count}, "out_indices");
         float* scores = output<float>(out_scores, {q.rows, count}, "out_scores");
@@ -308,6 +310,8 @@ PYBIND11_MODULE(_core, m) {
       py::arg("query_groups"), py::arg("candidate_groups"), py::arg("upper_bounds"), py::arg("lower_bounds"),
       py::arg("exclusive_bounds"), py::arg("out_indices"), py::arg("out_scores"), py::arg("out_priorities"),
       py::arg("out_scored"), py::arg("num_threads") = 0, py::arg("codes") = "int8",
+      py::arg("candidate_keys") = py::none(), py::arg("excluded_key_indptr") = py::none(),
+      py::arg("excluded_key_indices") = py::none(),
       "The sampler's seeded draws with exact scores: uniform (temperature 0) visiting candidates by priority, "
       "softmax through the certified screen (codes); rows with out_scored -1 are left to the sampler. Use "
       "hardmine.mine(strategy='random' or 'softmax', precision='int8' or 'bf16') instead.");
@@ -328,7 +332,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("queries"), py::arg("queries_dtype"), py::arg("candidates"), py::arg("candidates_dtype"),
       py::arg("query_scales"), py::arg("candidate_scales"), py::arg("out_lower"), py::arg("out_upper"),
-      py::arg("codes") = "int8", "Test-suite diagnostic: every pair's certified int8 score bounds, as topk_int8 screens them.");
+      py::arg("codes") = "int8",
+      "Test-suite diagnostic: every pair's certified int8 or bf16 score bounds, as topk_int8 screens them.");
 
   m.def("certified_int8_native", &hardmine::certified_int8_native,
         "True when this CPU runs the int8 path's AVX-512 VNNI kernel.");

@@ -299,7 +299,6 @@ void draw_softmax_certified(const MatrixView& queries, const MatrixView& candida
   if (!(rule.temperature > 0) || std::isinf(rule.temperature)) {
     throw std::invalid_argument("softmax draws take a finite temperature > 0");
   }
-  if (exclusion.candidate_keys != nullptr) throw std::invalid_argument("certified draws do not take candidate keys");
   check_int8(queries, candidates);
   Certified(queries, candidates, count, scales, exclusion, bounds, FilterCounts{}, out_indices, out_scores,
             out_shortlist, codes, certified::Hinges{},

@@ -24,8 +24,10 @@ float priority_down(double p) { return int8::float_down(p - std::fabs(p) * 0x1p-
 
 void Certified::draw_lanes(Shortlist& list, int64_t query, const Limits& limits, const float* uppers,
                            const float* lowers, int valid, int64_t c0) const {
-  double u[kLanes];
-  detail::seeded_draws(softmax_.seed, softmax_.first_row + query, softmax_.first_id + c0, valid, u);
+  double u[kLanes];  // with candidate keys a key draws once: its candidates share u
+  const int64_t* keys = exclusion_.candidate_keys;
+  detail::seeded_draws(softmax_.seed, softmax_.first_row + query, keys != nullptr ? keys + c0 : nullptr,
+                       softmax_.first_id + c0, valid, u);
   // frame -> score units, widened by 2^-22 so that the bounds also hold for fl32(s)
   const double unit = 1.0 / to_frame(query) / softmax_.temperature;
   double floor = 0;  // the smallest u that could still reach the threshold (as the sampler's floor)
@@ -81,8 +83,20 @@ void Certified::finish_draws(int64_t query, Shortlist& list, const float* query_
     if (scales_.queries != nullptr) exact *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
     const float s = static_cast<float>(exact);
     if (!(s > -kInf) || !bounds_.admits(query, s)) continue;
-    const double u = draw_of(softmax_.seed, softmax_.first_row + query, softmax_.first_id + id);
+    const int64_t* keys = exclusion_.candidate_keys;
+    const int64_t drawn_id = keys != nullptr ? keys[id] : softmax_.first_id + id;
+    const double u = draw_of(softmax_.seed, softmax_.first_row + query, drawn_id);
     const Drawn drawn{static_cast<double>(s) / softmax_.temperature - std::log(-std::log(u)), s, id, exact};
+    if (keys != nullptr) {  // one per key (its draw is shared, so its best is its best score)
+      const auto same = std::find_if(kept.begin(), kept.end(), [&](const Drawn& d) { return keys[d.id] == keys[id]; });
+      if (same != kept.end()) {
+        if (kept_first(drawn, *same)) {
+          *same = drawn;
+          std::make_heap(kept.begin(), kept.end(), kept_first);
+        }
+        continue;
+      }
+    }
     if (static_cast<int64_t>(kept.size()) < k_) {
       kept.push_back(drawn);
       std::push_heap(kept.begin(), kept.end(), kept_first);

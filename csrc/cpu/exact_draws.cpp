@@ -3,7 +3,9 @@
 // does not depend on the score, so per query the candidates are visited by decreasing
 // priority and only those visited are scored (float64 sums rounded to float32, as the int8
 // path returns scores) and tested against the window, until `count` are admissible: the
-// sampler's draw (sample.cpp, temperature 0, no keys) without scoring every candidate.
+// sampler's draw (sample.cpp, temperature 0) without scoring every candidate. With candidate
+// keys a key draws once (all its candidates share u) and is represented by its best admissible
+// candidate: a run of equal u holds the whole key, scored and ordered, its first admissible taken.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -37,7 +39,7 @@ class ExactDraws {
   ExactDraws(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
              const Exclusion& exclusion, const ScoreBounds& bounds, const SampleRule& rule)
       : queries_(queries), candidates_(candidates), count_(count), scales_(scales), exclusion_(exclusion),
-        bounds_(bounds), rule_(rule),
+        bounds_(bounds), rule_(rule), keys_(exclusion.candidate_keys),
         cap_(std::max<int64_t>(16 * count + 256, candidates.rows / 32)) {}
 
   struct Worker {
@@ -58,6 +60,7 @@ class ExactDraws {
       double edge = 0;
       const bool all = smallest(query, std::min(width, cap_), worker.kept, edge);
       std::vector<Drawn> taken;
+      std::vector<int64_t> taken_keys;
       int64_t scored = 0;
       for (size_t i = 0; i < worker.kept.size() && static_cast<int64_t>(taken.size()) < count_;) {
         // a run of equal draws is kept in window order: score them all first
@@ -68,7 +71,13 @@ class ExactDraws {
                   [](const Drawn& a, const Drawn& b) { return ranks_before(a.score, a.id, b.score, b.id); });
         for (; i < j && static_cast<int64_t>(taken.size()) < count_; ++i) {
           const float s = worker.kept[i].score;
-          if (s > -std::numeric_limits<float>::infinity() && bounds_.admits(query, s)) taken.push_back(worker.kept[i]);
+          if (!(s > -std::numeric_limits<float>::infinity()) || !bounds_.admits(query, s)) continue;
+          if (keys_ != nullptr) {  // one per key: its best admissible candidate, first in the run
+            const int64_t key = keys_[worker.kept[i].id];
+            if (std::find(taken_keys.begin(), taken_keys.end(), key) != taken_keys.end()) continue;
+            taken_keys.push_back(key);
+          }
+          taken.push_back(worker.kept[i]);
         }
         i = j;
       }
@@ -99,7 +108,8 @@ class ExactDraws {
     edge = std::numeric_limits<double>::infinity();
     for (int64_t c0 = 0; c0 < candidates_.rows; c0 += kChunk) {
       const int64_t n = std::min(kChunk, candidates_.rows - c0);
-      detail::seeded_draws(rule_.seed, rule_.first_row + query, rule_.first_id + c0, n, u);
+      detail::seeded_draws(rule_.seed, rule_.first_row + query, keys_ != nullptr ? keys_ + c0 : nullptr,
+                           rule_.first_id + c0, n, u);
       for (int64_t t = 0; t < n; ++t) {
         const bool full = static_cast<int64_t>(kept.size()) == width;
         if (full && !(u[t] < kept.front().u)) {
@@ -138,6 +148,7 @@ class ExactDraws {
   Exclusion exclusion_;
   ScoreBounds bounds_;
   SampleRule rule_;
+  const int64_t* keys_;
   int64_t cap_;
 };
 
@@ -151,7 +162,6 @@ void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates,
   if (queries.cols != candidates.cols) {
     throw std::invalid_argument("queries and candidates must have the same number of columns");
   }
-  if (exclusion.candidate_keys != nullptr) throw std::invalid_argument("exact draws do not take candidate keys");
   const int64_t num_blocks = (queries.rows + kQueriesPerBlock - 1) / kQueriesPerBlock;
   const ExactDraws draws(queries, candidates, count, scales, exclusion, bounds, rule);
   BlockLoop loop(options);

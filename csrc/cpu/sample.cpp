@@ -270,8 +270,9 @@ struct SampleAndTop {
 
 double uniform_draw(uint64_t seed, int64_t row, int64_t id) { return draw_of(seed, row, id); }
 
-void detail::seeded_draws(uint64_t seed, int64_t row, int64_t first_id, int64_t n, double* out) {
-  draws(seed, row, nullptr, first_id, n, out);
+void detail::seeded_draws(uint64_t seed, int64_t row, const int64_t* ids, int64_t first_id, int64_t n,
+                          double* out) {
+  draws(seed, row, ids, first_id, n, out);
 }
 
 void sample(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,

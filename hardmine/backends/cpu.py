@@ -219,7 +219,7 @@ class CpuBackend:
         return count, hinge_sum, best_scores, argmax
 
     def _sample_exact(self, problem: Problem, count: int, rule: Rule, top_k: int):
-        """:meth:`sample` (no keys) with exact scores: uniform draws visit candidates by priority
+        """:meth:`sample` with exact scores: uniform draws visit candidates by priority
         and score only those (csrc/cpu/exact_draws.cpp); softmax draws bound each priority from
         the certified screen (csrc/cpu/certified_draws.cpp); the top ``top_k`` and the filter
         tallies come from the certified top-k. A query whose window admits too few candidates
@@ -233,7 +233,10 @@ class CpuBackend:
                          first_row=rule.first_row, first_id=rule.first_id, upper_bounds=problem.upper_bounds,
                          lower_bounds=problem.lower_bounds, exclusive_bounds=problem.exclusive_bounds,
                          out_indices=indices, out_scores=scores, out_priorities=priorities, out_scored=scored,
-                         codes=problem.precision, **_int8_common(problem), **_exclusion(problem))
+                         codes=problem.precision, candidate_keys=problem.candidate_keys,
+                         excluded_key_indptr=problem.excluded_key_indptr,
+                         excluded_key_indices=problem.excluded_key_indices, **_int8_common(problem),
+                         **_exclusion(problem))
         fp32 = replace(problem, precision="fp32")
         for start, stop in merge.runs(np.flatnonzero(scored < 0)):  # draws depend on the row: whole runs
             found = self.sample(select_queries(fp32, np.arange(start, stop)), count,

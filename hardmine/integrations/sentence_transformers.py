@@ -37,9 +37,10 @@ Differences, by decision:
   warns that positives may then be discarded).
 
 Additional keywords: ``query_embeddings``/``corpus_embeddings`` (above), ``seed``, and
-hardmine's ``backend`` and ``precision`` (``"fp32"``, ``"int8"``, ``"auto"``: the same
-negatives, certified int8 screening where the engine mines, see :func:`hardmine.mine`; the
-cross-encoder path and similarities the engine does not compute score in float32).
+hardmine's ``backend`` and ``precision`` (``"fp32"``, ``"bf16"``, ``"int8"``, ``"auto"``: the
+same negatives, certified low-precision screening where the engine mines, see
+:func:`hardmine.mine`; the cross-encoder path and similarities the engine does not compute
+score in float32).
 """
 
 from __future__ import annotations

@@ -137,11 +137,7 @@ def _check_parameters(job: Job) -> None:
         checked = mining_options(**options, exclude_keys_given=bool(job.exclude_keys),
                                  clusters_given=job.mining["strategy"] == "cluster")
         _validation.metric(job.mining["metric"])
-        if _precision.check(job.mining.get("precision", "fp32")) in ("int8", "bf16"):
-            open_window = checked.strategy in ("random", "softmax") and job.mining["rank_range"][1] is None
-            if open_window and job.exclude_keys:
-                raise JobError(f"--precision {job.mining['precision']} draws an open --rank-range A: without "
-                               f"--exclude-keys; keyed open windows are drawn in fp32 (--precision auto)")
+        _precision.check(job.mining.get("precision", "fp32"))
         backends.get(job.mining["backend"])
         if checked.strategy == "cluster":
             if job.cluster_thresholds is None:

@@ -13,7 +13,7 @@ from .. import _positives, _precision, _scan, cluster
 from .. import _validation as v
 from .._draws import Rule
 from .._interop import like_input
-from .._problem import CERTIFIED, Problem
+from .._problem import Problem
 from . import filters
 from .options import MiningOptions, mining_options
 from .stats import MiningStats, cluster_stats, mining_stats
@@ -97,14 +97,13 @@ def mine(
     ``u`` depends on the seed, the query row and the candidate id (its key under
     ``exclude_keys``).
 
-    ``precision="int8"`` (or ``"auto"``, see :func:`hardmine.topk`) screens the candidates of the
-    ranked window with certified int8 scores and re-scores exactly what the bound leaves
+    ``precision="bf16"`` or ``"int8"`` (or ``"auto"``, see :func:`hardmine.topk`) screens the
+    candidates with certified low-precision scores and re-scores exactly what the bound leaves
     uncertain — the window, the filters and their counts apply to the exact scores, so the
-    negatives are the exact engine's. It serves the ranked-window strategies (``top``,
-    ``semihard``, a bounded ``random``/``softmax`` window, with or without ``exclude_keys``)
-    and an open ``random`` window without keys, whose draws score only the candidates they
-    visit; the softmax and keyed open draws run in fp32. A query whose filter bound lies amid
-    many scores falls back to fp32; ``stats.shortlists`` says how much was re-scored
+    negatives are the exact engine's. Every window strategy is served, with or without
+    ``exclude_keys``; open ``random`` draws score only the candidates they visit, open
+    ``softmax`` draws bound each priority from the screen. A query whose filter bound lies amid
+    many scores falls back to fp32; ``stats.shortlists`` says how much a ranked window re-scored
     (docs/precision.md).
 
     Returns
@@ -172,12 +171,8 @@ def _window_mine(problem: Problem, members, exclude_keys, options: MiningOptions
     filtered = filters.apply(problem, options, positive_scores, members, keys)
     if options.strategy in WINDOW_SAMPLERS and (options.end or np.inf) >= problem.candidates.rows:
         drawn = filtered.problem
-        if drawn.candidate_keys is None:  # draws scored exactly (docs/precision.md, "Open sampling windows")
-            drawn = replace(drawn, precision=_precision.resolve(requested, drawn, backend,
-                                                                k=options.first + options.count))
-        elif requested in CERTIFIED:
-            raise ValueError(f"precision={requested!r} draws an open window without exclude_keys; keyed open "
-                             f"windows are drawn in fp32 (precision='fp32' or 'auto')")
+        # draws scored exactly (docs/precision.md, "Open sampling windows")
+        drawn = replace(drawn, precision=_precision.resolve(requested, drawn, backend, k=options.first + options.count))
         indices, scores, tallies = _draw_open_window(drawn, options, backend)
         rescored = None
     else:

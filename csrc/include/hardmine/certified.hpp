@@ -44,7 +44,7 @@ void violations_int8(const MatrixView& queries, const MatrixView& candidates, co
                      int64_t* count, double* hinge_sum, float* best_scores, int64_t* argmax, int64_t* out_shortlist,
                      Codes codes = Codes::Int8);
 
-/// The sampler's uniform draw (sample(), temperature 0, no candidate keys) with exact scores:
+/// The sampler's uniform draw (sample(), temperature 0) with exact scores:
 /// per query the non-excluded candidates are visited by decreasing priority (-u) and only
 /// those are scored (float64 sums rounded to float32) and tested against the window, until
 /// `count` are admissible. Outputs as sample()'s (window order, -1 / -inf padded).
@@ -56,7 +56,7 @@ void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates,
                         const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
                         double* out_priorities, int64_t* out_scored);
 
-/// The sampler's softmax draw (sample(), temperature > 0, no candidate keys) through the
+/// The sampler's softmax draw (sample(), temperature > 0) through the
 /// certified screen: priorities p = fl32(s) / T - log(-log u) are bounded from the score
 /// bounds, the `count` best kept by lower bound, the shortlist re-scored exactly. Outputs as
 /// sample()'s; out_shortlist as topk_int8's (-1: the row is left for the caller's sampler).
