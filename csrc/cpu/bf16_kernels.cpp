@@ -92,13 +92,14 @@ int8::RowFacts quantise(const float* x, int64_t d, int64_t padded, uint16_t* cod
   int exponent = 0;
   std::frexp(peak, &exponent);  // peak in [2^(e-1), 2^e)
   facts.scale = std::ldexp(1.0, exponent);
+  const double inverse = std::ldexp(1.0, -exponent);  // |e| <= 150: both exact in double
   double residual2 = 0, coded2 = 0;
   for (int64_t i = 0; i < d; ++i) {
-    const double scaled = std::ldexp(static_cast<double>(x[i]), -exponent);  // exact
+    const double scaled = static_cast<double>(x[i]) * inverse;  // exact: a power of two, no underflow
     const uint16_t code = std::fabs(scaled) < 0x1p-126 ? uint16_t{0} : to_bf16(static_cast<float>(scaled));
     codes[i] = code;
     const double value = from_bf16(code);
-    const double r = x[i] - std::ldexp(value, exponent);  // A * code is exact in double
+    const double r = x[i] - value * facts.scale;  // A * code is exact in double
     residual2 += r * r;
     coded2 += value * value;
   }
