@@ -62,6 +62,7 @@ struct Limits {
   float in_upper = kInf, out_upper = kInf;    // upper <= in_upper: under the upper bound; lower >= out_upper: over it
   float in_lower = -kInf, out_lower = -kInf;  // lower >= in_lower: over the lower bound; upper <= out_lower: under it
   float yes[FilterCounts::kMaxFilters] = {}, no[FilterCounts::kMaxFilters] = {};
+  double priority_unit = 0;  // softmax draws: a frame value times this is in units of s / T
 };
 
 // violations (precision="int8"): tally 0 counts s > positive - margin over non-excluded

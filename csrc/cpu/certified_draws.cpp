@@ -28,8 +28,8 @@ void Certified::draw_lanes(Shortlist& list, int64_t query, const Limits& limits,
   const int64_t* keys = exclusion_.candidate_keys;
   detail::seeded_draws(softmax_.seed, softmax_.first_row + query, keys != nullptr ? keys + c0 : nullptr,
                        softmax_.first_id + c0, valid, u);
-  // frame -> score units, widened by 2^-22 so that the bounds also hold for fl32(s)
-  const double unit = 1.0 / to_frame(query) / softmax_.temperature;
+  // frame -> s / T units; the bounds are widened by 2^-22 below so that they also hold for fl32(s)
+  const double unit = limits.priority_unit;
   double floor = 0;  // the smallest u that could still reach the threshold (as the sampler's floor)
   if (list.threshold > -kInf) {
     float best = -kInf;

@@ -70,6 +70,7 @@ double Certified::to_frame(int64_t query) const {
 
 bool Certified::limits(int64_t query, Limits& out) const {
   const double unit = to_frame(query);
+  if (softmax_.temperature > 0) out.priority_unit = 1.0 / unit / softmax_.temperature;
   // s is returned as fl32(exact): fl32(x) <= u is certain when x <= u, impossible when x >= the
   // float after u; the strict (exclusive) and lower-side tests shift by one float likewise.
   if (bounds_.upper != nullptr) {

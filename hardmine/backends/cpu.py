@@ -242,11 +242,10 @@ class CpuBackend:
             found = self.sample(select_queries(fp32, np.arange(start, stop)), count,
                                 rule._replace(first_row=rule.first_row + start))
             indices[start:stop], scores[start:stop], priorities[start:stop] = found[:3]
-        if top_k or problem.count_bounds:
-            top_indices, top_scores, counts, _ = self.topk_certified(problem, max(top_k, 1))
-        else:
-            top_indices, top_scores = np.empty((num_queries, 1), np.int64), np.empty((num_queries, 1), np.float32)
-            counts = np.zeros((num_queries, 0), dtype=np.int64)
+        if not (top_k or problem.count_bounds):  # nothing to skip or count: no screen at all
+            top_indices, top_scores = np.empty((num_queries, 0), np.int64), np.empty((num_queries, 0), np.float32)
+            return indices, scores, priorities, np.zeros((num_queries, 0), dtype=np.int64), top_indices, top_scores
+        top_indices, top_scores, counts, _ = self.topk_certified(problem, max(top_k, 1))
         return indices, scores, priorities, counts, top_indices[:, :top_k], top_scores[:, :top_k]
 
     def _violations_certified(self, problem: Problem, positive_scores: np.ndarray, margin: float):
