@@ -19,8 +19,8 @@ MAX_INT8_DIM = 65536
 #: measured faster on Zen 4 (smaller shortlists for the same kernel speed; README, Benchmarks)
 AUTO_ORDER = ("bf16", "int8")
 
-#: ``auto`` takes a certified path from this many queries on (below, quantising and packing the candidates,
-#: once per call, costs more than the int8 products save) ...
+#: ``auto`` takes a certified path from this many queries on (below, quantising and packing the
+#: candidates, once per call, costs more than the low-precision products save) ...
 AUTO_INT8_MIN_QUERIES = 1024
 #: ... up to this k (past it the shortlists' exact re-scoring outweighs the savings); measured
 #: on Zen 4 at d=384 (docs/precision.md)
@@ -69,6 +69,6 @@ def resolve(requested: str, problem: Problem, backend: str | None, *, k: int) ->
     except (RuntimeError, ValueError):
         return "fp32"  # the call itself reports why it cannot run
     fits = problem.queries.dim <= MAX_INT8_DIM
-    # unscanned inputs (check_finite=False) may hold rows the bound cannot cover: the int8 path
+    # unscanned inputs (check_finite=False) may hold rows the bound cannot cover: the certified path
     # notices them while quantising and hands the call to the fp32 engine (same answers)
     return codes if codes is not None and large and on_cpu and fits else "fp32"

@@ -56,7 +56,7 @@ def _common(problem: Problem) -> dict:
 
 
 def _int8_common(problem: Problem) -> dict:
-    """:func:`_common` for the int8 path, which sizes its own blocks."""
+    """:func:`_common` for the certified (int8/bf16) paths, which size their own blocks."""
     common = _common(problem)
     del common["query_rows"], common["candidate_rows"]
     return common
