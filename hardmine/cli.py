@@ -1,4 +1,4 @@
-"""The ``hardmine`` command line: ``info``, ``demo`` and ``mine``."""
+"""The ``hardmine`` command line: ``info``, ``demo``, ``mine``, ``merge``, ``eval``, ``select``, ``bench``."""
 
 from __future__ import annotations
 
@@ -96,6 +96,13 @@ def _rank_range(text: str) -> tuple[int, int | None]:
         raise argparse.ArgumentTypeError(f"expected A:B or A: (e.g. 10:100); got {text!r}") from None
 
 
+def _blocks(text: str) -> tuple[int, int | None]:
+    first, last = _rank_range(text)
+    if first < 0 or (last is not None and last <= first):
+        raise argparse.ArgumentTypeError(f"expected A:B with 0 <= A < B, or A: (to the end); got {text!r}")
+    return first, last
+
+
 def _pair(kind):
     def parse(text: str):
         try:
@@ -123,16 +130,33 @@ def _mine(args: argparse.Namespace) -> int:
         candidate_ids=args.candidate_ids, clusters=args.clusters, cluster_thresholds=args.cluster_thresholds,
         memory_limit=args.memory_limit, block_rows=args.block_rows,
         threads=args.threads,
-        resume=args.resume, overwrite=args.overwrite, quiet=args.quiet,
+        resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, blocks=args.blocks,
     )
     try:
-        return offline.run(job)
+        executor = None
+        if args.ray is not None:
+            if args.blocks is not None:
+                raise offline.JobError("--blocks and --ray exclude each other: --ray mines every block of the plan")
+            from .distributed import RayExecutor
+
+            executor = RayExecutor(args.ray, args.cpus_per_task, args.gpus_per_task, args.max_retries)
+        return offline.run(job, executor)
     except offline.JobError as error:
         print(f"hardmine mine: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. disk full: parts written so far stay valid for --resume
         print(f"hardmine mine: error: {error}", file=sys.stderr)
         return 1
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .io import job as offline
+
+    try:
+        return offline.merge(args.out, overwrite=args.overwrite, quiet=args.quiet)
+    except offline.JobError as error:
+        print(f"hardmine merge: error: {error}", file=sys.stderr)
+        return 2
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -336,7 +360,22 @@ def _mine_command(commands) -> None:
     mine.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     mine.add_argument("--overwrite", action="store_true", help="replace an existing --out or unfinished run")
     mine.add_argument("--quiet", action="store_true", help="no progress output")
+    mine.add_argument("--blocks", type=_blocks, metavar="A:B",
+                      help="mine only blocks A..B-1 of the plan (array jobs; needs --block-rows); then hardmine merge")
+    scale = mine.add_argument_group("scale-out on Ray (pip install \"hardmine[ray]\"; README 'Scale-out')")
+    scale.add_argument("--ray", metavar="auto|local[:N]|HOST:PORT",
+                       help="run the blocks as Ray tasks: the cluster of this machine, a local one of N CPUs, "
+                            "or the head node at HOST:PORT")
+    scale.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (engine threads) per block task (default 1)")
+    scale.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per block task (with --backend cuda)")
+    scale.add_argument("--max-retries", type=int, default=3,
+                       help="times a block is retried when its worker or node is lost (default 3)")
     mine.set_defaults(run=_mine)
+    merge = commands.add_parser("merge", help="merge the parts of a `hardmine mine --blocks` run into OUT")
+    merge.add_argument("out", help="the --out the blocks were mined for")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    merge.add_argument("--quiet", action="store_true")
+    merge.set_defaults(run=_merge)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

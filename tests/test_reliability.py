@@ -220,7 +220,7 @@ import time  # noqa: E402
 
 from hardmine import cli  # noqa: E402
 from hardmine.io import job as offline  # noqa: E402
-from hardmine.io import state  # noqa: E402
+from hardmine.io import outputs, state  # noqa: E402
 
 
 @pytest.fixture
@@ -240,7 +240,7 @@ INPUTS = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--posit
 
 def interrupted_run(folder, monkeypatch, *args, blocks: int) -> None:
     """Runs `hardmine mine` in this process and stops it (as Ctrl-C does) after `blocks` blocks."""
-    real_mine, calls = offline.api.mine, [0]
+    real_mine, calls = hardmine.api.mine, [0]
 
     def mine(*a, **kw):
         calls[0] += 1
@@ -249,9 +249,9 @@ def interrupted_run(folder, monkeypatch, *args, blocks: int) -> None:
         return real_mine(*a, **kw)
 
     monkeypatch.chdir(folder)
-    monkeypatch.setattr(offline.api, "mine", mine)
+    monkeypatch.setattr(hardmine.api, "mine", mine)
     assert cli.main(["mine", *map(str, args), "--quiet"]) == 130
-    monkeypatch.setattr(offline.api, "mine", real_mine)
+    monkeypatch.setattr(hardmine.api, "mine", real_mine)
 
 
 def test_a_second_run_on_the_same_output_refuses_and_the_first_one_finishes_intact(dump):
@@ -326,7 +326,7 @@ def test_resume_refuses_damaged_or_foreign_parts(dump, monkeypatch, damage, mess
     parts = dump / "x.npz.parts"
     if damage == "foreign":
         with np.load(parts / "part-000000.npz") as part:
-            offline.write_npz(parts / "part-000002.npz", {name: part[name][:7] for name in part.files})
+            outputs.write_npz(parts / "part-000002.npz", {name: part[name][:7] for name in part.files})
     elif damage == "truncated":
         data = (parts / "part-000001.npz").read_bytes()
         (parts / "part-000001.npz").write_bytes(data[: len(data) // 2])
@@ -370,7 +370,7 @@ def test_header_corruptions_are_clear_errors_never_tracebacks(dump):
 
 
 def test_a_truncated_positives_npz_is_a_clear_error(dump):
-    offline.write_npz(dump / "p.npz", {"indptr": np.arange(2001), "indices": np.arange(2000)})
+    outputs.write_npz(dump / "p.npz", {"indptr": np.arange(2001), "indices": np.arange(2000)})
     data = (dump / "p.npz").read_bytes()
     (dump / "p.npz").write_bytes(data[: len(data) - 100])
     done = hardmine_mine(dump, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "p.npz",

@@ -131,6 +131,12 @@ class CpuBackend:
     #: True when the bf16 path runs its AVX512_BF16 kernel (else a portable one)
     bf16_native = _core.certified_bf16_native()
 
+    def tiles(self, threads: int | None) -> dict:
+        """Besides the BLAS kernel, what decides the float32 scores' rounding: the worker threads a
+        call gets and the candidate tile rows the core then picks (from the L2 cache size)."""
+        workers = _core.worker_threads(threads or 0)
+        return {"threads": workers, "tile_rows": _core.block_sizes(1024, 1 << 20, 64, workers)[1]}
+
     def topk(self, problem: Problem, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if problem.precision in CERTIFIED:
             return self.topk_certified(problem, k)[:3]

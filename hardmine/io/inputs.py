@@ -33,8 +33,10 @@ def describe(path: str, columnar: bool, job) -> tuple[int, int]:
     return Dump(path).shape
 
 
-def load_inputs(job) -> dict:
-    """Checks every input against the others from headers alone (no heavy work yet)."""
+def load_inputs(job, fingerprints: bool = True) -> dict:
+    """Checks every input against the others from headers alone (no heavy work yet). The
+    fingerprints (a SHA-256 of every input byte) are left out for a worker or a merge, whose
+    driver or tasks checked them."""
     columnar = {"queries": is_columnar(job.queries), "candidates": is_columnar(job.candidates)}
     for role, path, ids in (("queries", job.queries, job.query_ids), ("candidates", job.candidates,
                                                                       job.candidate_ids)):
@@ -51,7 +53,8 @@ def load_inputs(job) -> dict:
     inputs: dict[str, Any] = {"num_queries": num_queries, "num_candidates": num_candidates, "dim": query_dim,
                               "columnar": columnar, "fingerprints": {}}
     for role, path in (("queries", job.queries), ("candidates", job.candidates)):
-        inputs["fingerprints"][role] = [fingerprint(f) for f in input_files(Path(path))]
+        if fingerprints:
+            inputs["fingerprints"][role] = [fingerprint(f) for f in input_files(Path(path))]
     if job.positives and (job.query_groups or job.candidate_groups):
         raise JobError("give --positives or --query-groups with --candidate-groups, not both")
     if bool(job.query_groups) != bool(job.candidate_groups):
@@ -62,7 +65,8 @@ def load_inputs(job) -> dict:
             inputs["positives"] = _validation.exclusion(raw, num_queries, num_candidates, name="positives")
         except (ValueError, TypeError) as error:
             raise JobError(f"{job.positives}: {error}") from None
-        inputs["fingerprints"]["positives"] = fingerprint(Path(job.positives))
+        if fingerprints:
+            inputs["fingerprints"]["positives"] = fingerprint(Path(job.positives))
     for name, path, length in (("query_groups", job.query_groups, num_queries),
                                ("candidate_groups", job.candidate_groups, num_candidates),
                                ("exclude_keys", job.exclude_keys, num_candidates)):
@@ -71,12 +75,14 @@ def load_inputs(job) -> dict:
             if not isinstance(array, np.ndarray) or array.shape != (length,):
                 raise JobError(f"{path}: {name} must be a ({length},) integer array")
             inputs[name] = array.astype(np.int64)
-            inputs["fingerprints"][name] = fingerprint(Path(path))
+            if fingerprints:
+                inputs["fingerprints"][name] = fingerprint(Path(path))
     for name, path, length in (("query_ids", job.query_ids, num_queries),
                                ("candidate_ids", job.candidate_ids, num_candidates)):
         if path:
             inputs[name] = load_row_ids(path, length, name.replace("_", "-"))
-            inputs["fingerprints"][name] = fingerprint(Path(path))
+            if fingerprints:
+                inputs["fingerprints"][name] = fingerprint(Path(path))
     return inputs
 
 

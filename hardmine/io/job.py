@@ -2,51 +2,38 @@
 
 Layout: ``OUT.parts/manifest.json`` (parameters, input fingerprints, block size,
 library version) and ``OUT.parts/part-NNNNNN.npz``, one per finished query block,
-each written atomically. ``--resume`` skips finished blocks; the final ``OUT`` is
-merged from the parts atomically, so an interrupted job never leaves a partial OUT.
+each written atomically by the block function of :mod:`hardmine.io.blocks`. ``--resume``
+skips finished blocks; the final ``OUT`` is merged from the parts atomically, so an interrupted
+job never leaves a partial OUT. ``--blocks A:B`` mines a slice of the plan and leaves the merge
+to ``hardmine merge OUT`` (array jobs); an executor (:mod:`hardmine.distributed`) may mine the
+missing blocks elsewhere, while this process alone writes the manifest and merges.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import _precision, _validation, api, backends, cluster
+from .. import _precision, _validation, backends, cluster
 from ..mining import mining_options
 from ..mining.pipeline import POSITIVES_NEEDED
-from . import state
+from . import blocks, state
 from .dumps import DumpError
-from .inputs import check_inputs, load_inputs
-from .outputs import remove_stale_temps, write_json, write_negatives, write_npz
+from .inputs import check_inputs, load_inputs, open_dumps
+from .outputs import remove_stale_temps, write_json, write_negatives
+from .plan import block_rows_for, parse_size
 from .progress import Progress
 from .state import JobError
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 2**10, "m": 1e6, "mb": 1e6, "mib": 2**20,
-          "g": 1e9, "gb": 1e9, "gib": 2**30, "t": 1e12, "tb": 1e12, "tib": 2**40}
-#: fewest query rows per block; below this the per-block overhead dominates
-MIN_BLOCK_ROWS = 256
-#: most query rows per block (the engine parallelises inside a block)
-MAX_BLOCK_ROWS = 65536
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text or "")
-    if not match or (match.group(2) or "").lower() not in _UNITS:
-        raise JobError(f"--memory-limit: cannot read {text!r}; use e.g. 4GB, 512MiB or 800000000")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
-
-
-@dataclass
+@dataclasses.dataclass
 class Job:
     queries: str
     candidates: str
@@ -68,56 +55,8 @@ class Job:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
-
-
-#: resident memory of the interpreter with NumPy, Numba, pyarrow and hardmine loaded
-#: (about 75 MiB measured on Linux x86-64), with headroom. A constant rather than a
-#: reading, so that the same command always cuts the same blocks (--resume relies on it).
-BASELINE_BYTES = 128 << 20
-
-
-def block_rows_for(limit: int | None, dim: int, window: int, num_candidates: int, num_queries: int,
-                   threads: int, width: int = 0, precision: str = "fp32") -> int:
-    """Query rows per block so that working memory stays under ``limit``.
-
-    Counted: the interpreter and libraries (BASELINE_BYTES), per-candidate arrays
-    (norms, groups, keys: 20 bytes each), the engine's per-thread tiles (~16 MiB
-    each), and per query row its float32 copy, the score window and the outputs
-    (``width`` negatives, padded, held twice while a part is written). With certified scoring
-    (``int8``, ``bf16``, or ``auto``, which may choose one) also the candidates' codes and bound
-    factors (d + 56 bytes each; 2 d + 56 for bf16), each query row's codes (d + 40 bytes; 2 d + 40)
-    and each thread's shortlists (240 queries of at most max(16 k + 256, C / 32) entries of 12
-    bytes).
-    Without a limit, blocks are cut at 16384 rows, fewer if that would not fit in the
-    memory available now; a row that alone would not fit is refused, naming its size.
-    """
-    per_row = 4 * dim + 48 * window + 24 * width + 256
-    int8 = precision != "fp32"
-    code_bytes = 2 * dim if precision == "bf16" else dim
-    if int8:
-        per_row += code_bytes + 40
-    if limit is None:
-        available = _validation.available_memory()
-        if per_row > available // 2:
-            raise JobError(f"one query row needs about {per_row / 2**30:.1f} GiB ({width:,} negatives, a rank "
-                           f"window of {window:,}); only {available / 2**30:.1f} GiB is available: ask for fewer "
-                           f"negatives or a narrower --rank-range")
-        return max(1, min(num_queries, 16384, available // 4 // per_row))
-    fixed = BASELINE_BYTES + 20 * num_candidates + threads * (16 << 20) + (32 << 20)
-    if int8:
-        fixed += (code_bytes + 56) * num_candidates + threads * 240 * 12 * max(16 * window + 256, num_candidates // 32)
-    budget = limit - fixed
-    if budget < per_row * MIN_BLOCK_ROWS:
-        raise JobError(
-            f"--memory-limit {limit / 2**20:.0f} MiB is too small: about {fixed / 2**20:.0f} MiB is needed before "
-            f"the first block and {per_row * MIN_BLOCK_ROWS / 2**20:.0f} MiB per {MIN_BLOCK_ROWS}-row block"
-        )
-    return int(max(MIN_BLOCK_ROWS, min(budget // per_row, MAX_BLOCK_ROWS, max(num_queries, 1))))
-
-
-def _slice_csr(positives, start: int, stop: int):
-    indptr, indices = positives
-    return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
+    #: mine only blocks [A, B) of the plan (B None: to the end) and leave the merge to `hardmine merge`
+    blocks: tuple[int, int | None] | None = None
 
 
 def _check_parameters(job: Job) -> None:
@@ -152,8 +91,11 @@ def _check_parameters(job: Job) -> None:
         raise JobError(str(error)) from None
 
 
-def run(job: Job) -> int:
-    """Runs a job; SIGTERM behaves like Ctrl-C (the current block or conversion is dropped)."""
+def run(job: Job, executor=None) -> int:
+    """Runs a job; SIGTERM behaves like Ctrl-C (the current block or conversion is dropped).
+
+    ``executor`` (e.g. :class:`hardmine.distributed.RayExecutor`) mines the missing blocks in
+    other processes; it is connected before anything is written."""
 
     def stop(signum, frame):
         raise KeyboardInterrupt
@@ -161,9 +103,17 @@ def run(job: Job) -> int:
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         out = _checked_output(job)
+        if job.blocks is not None:
+            return _run_slice(job, out)
+        if executor is not None:  # its tasks run with its threads unless told: the manifest records them
+            job = dataclasses.replace(job, threads=job.threads or executor.threads)
+            _check_parameters(job)
+            executor.connect()
         with state.output_lock(out):
-            return _run(job, out)
+            return _run(job, out, executor)
     finally:
+        if executor is not None:
+            executor.close()
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -182,24 +132,53 @@ def _checked_output(job: Job) -> Path:
     return out
 
 
-def _run(job: Job, out: Path) -> int:
-    if out.exists() and not job.overwrite:
-        raise JobError(f"{out} exists; pass --overwrite to replace it")
-    parts = out.with_name(out.name + ".parts")
-    remove_stale_temps(out.parent, out.name)  # left by a run killed while merging; the lock says none is live
-    if parts.is_dir():
-        remove_stale_temps(parts, "part-")
-    _check_parameters(job)
+def _parts(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def _loaded(job: Job, **options) -> dict:
     try:
-        inputs = load_inputs(job)
+        return load_inputs(job, **options)
     except DumpError as error:
         raise JobError(str(error)) from None
 
-    num_queries = inputs["num_queries"]
+
+def _width(job: Job, inputs: dict) -> int:
     width = job.mining["num_negatives"]
     if width > max(inputs["num_candidates"], 1):  # parts hold (rows, width) padded arrays: refuse the waste
         raise JobError(f"--num-negatives {width} exceeds the {inputs['num_candidates']} candidates: no query can "
                        f"have more negatives than that; ask for at most {inputs['num_candidates']}")
+    return width
+
+
+def _stored(manifest_path: Path, job: Job, inputs: dict, num_queries: int, refusal: str) -> int:
+    """The block size of the run recorded in ``manifest_path``, refused unless this run matches it."""
+    try:
+        old = json.loads(manifest_path.read_text())
+        if not isinstance(old, dict):
+            raise TypeError("not a JSON object")
+    except (ValueError, TypeError, OSError) as error:
+        raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
+                       f"over") from None
+    block_rows = state.stored_block_rows(old, manifest_path, num_queries)
+    new = json.loads(json.dumps(state.manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
+    differences = state.differences(old, new)
+    if differences:
+        raise JobError(f"{refusal}: {manifest_path} does not match this run: " + "; ".join(differences))
+    return block_rows
+
+
+def _run(job: Job, out: Path, executor) -> int:
+    if out.exists() and not job.overwrite:
+        raise JobError(f"{out} exists; pass --overwrite to replace it")
+    parts = _parts(out)
+    remove_stale_temps(out.parent, out.name)  # left by a run killed while merging; the lock says none is live
+    if parts.is_dir():
+        remove_stale_temps(parts, "part-")
+    _check_parameters(job)
+    inputs = _loaded(job)
+    num_queries = inputs["num_queries"]
+    width = _width(job, inputs)
     window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + width))
     threads = job.threads or os.cpu_count() or 1
     manifest_path = parts / "manifest.json"
@@ -211,18 +190,7 @@ def _run(job: Job, out: Path) -> int:
         shutil.rmtree(parts)
     fresh = not (job.resume and manifest_path.exists())
     if not fresh:
-        try:
-            old = json.loads(manifest_path.read_text())
-            if not isinstance(old, dict):
-                raise TypeError("not a JSON object")
-        except (ValueError, TypeError, OSError) as error:
-            raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
-                           f"over") from None
-        block_rows = state.stored_block_rows(old, manifest_path, num_queries)
-        new = json.loads(json.dumps(state.manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
-        differences = state.differences(old, new)
-        if differences:
-            raise JobError(f"--resume refused: {manifest_path} does not match this run: " + "; ".join(differences))
+        block_rows = _stored(manifest_path, job, inputs, num_queries, "--resume refused")
         state.verify_parts(parts, state.plan(num_queries, block_rows), width)
     else:
         block_rows = job.block_rows or block_rows_for(
@@ -235,7 +203,7 @@ def _run(job: Job, out: Path) -> int:
         parts.mkdir(parents=True)
         write_json(manifest_path, state.manifest(job, inputs, block_rows))
     try:
-        return _mine_blocks(job, out, parts, inputs, block_rows, width)
+        return _mine_blocks(job, out, parts, inputs, block_rows, width, executor)
     except BaseException:
         # A fresh run that fails before saving any block leaves nothing behind, so the
         # next attempt needs no --resume or --overwrite (converted inputs are not worth keeping).
@@ -244,7 +212,54 @@ def _run(job: Job, out: Path) -> int:
         raise
 
 
-def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int, width: int) -> int:
+def _run_slice(job: Job, out: Path) -> int:
+    """``--blocks A:B``: one task of an array job. Tasks run at once on one OUT, so no lock: the
+    first writes the manifest (created only if absent), the others must match it, and each part
+    is written atomically with fixed bytes, so a block mined twice is harmless."""
+    if out.exists():
+        raise JobError(f"{out} exists: its run is merged already; remove it to mine again")
+    _check_parameters(job)
+    inputs = _loaded(job)
+    width = _width(job, inputs)
+    parts = _parts(out)
+    manifest_path = parts / "manifest.json"
+    if not manifest_path.exists():
+        if job.block_rows is None:
+            raise JobError("--blocks needs --block-rows: every task of an array job must cut the same plan")
+        parts.mkdir(parents=True, exist_ok=True)
+        state.create_manifest(manifest_path, state.manifest(job, inputs, job.block_rows))
+    block_rows = _stored(manifest_path, job, inputs, inputs["num_queries"], "--blocks refused")
+    if job.block_rows is not None and job.block_rows != block_rows:
+        raise JobError(f"--blocks refused: --block-rows {job.block_rows}, but the run in {parts} cuts blocks of "
+                       f"{block_rows} rows; every task of an array job must give the same --block-rows")
+    plan = state.plan(inputs["num_queries"], block_rows)
+    first, last = job.blocks
+    last = len(plan) if last is None else last
+    if not 0 <= first < last <= len(plan):
+        raise JobError(f"--blocks {job.blocks[0]}:{'' if job.blocks[1] is None else job.blocks[1]} is outside "
+                       f"the plan: {len(plan)} blocks of {block_rows} query rows (0:{len(plan)})")
+    state.verify_parts(parts, plan, width)
+    try:
+        check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
+    except KeyboardInterrupt:
+        return 130
+    progress = Progress(sum(stop - start for start, stop in plan[first:last]), job.mining.get("backend", "auto"),
+                        job.quiet)
+    try:
+        _mine_missing(job, parts, inputs, plan, range(first, last), _reliability(job, inputs), progress)
+    except KeyboardInterrupt:
+        print(f"\nhardmine mine: interrupted; blocks saved so far are kept in {parts}", file=sys.stderr)
+        return 130
+    finally:
+        progress.close()
+    saved = sum(state.part_path(parts, block).exists() for block in range(len(plan)))
+    if not job.quiet:
+        print(f"hardmine mine: blocks {first}..{last - 1} saved ({saved}/{len(plan)} of the plan); once all are, "
+              f"run: hardmine merge {out}", file=sys.stderr)
+    return 0
+
+
+def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int, width: int, executor) -> int:
     """The run after its state is settled: check the inputs, mine the missing blocks, merge."""
     try:
         check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
@@ -253,10 +268,13 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
               f"(converted inputs are kept in {parts})", file=sys.stderr)
         return 130
     plan = state.plan(inputs["num_queries"], block_rows)
-    reliability = _reliability(job, inputs) if job.mining["strategy"] == "cluster" else None
+    reliability = _reliability(job, inputs)
     progress = Progress(inputs["num_queries"], job.mining.get("backend", "auto"), job.quiet)
     try:
-        _mine_missing(job, parts, inputs, plan, reliability, progress)
+        if executor is None:
+            _mine_missing(job, parts, inputs, plan, range(len(plan)), reliability, progress)
+        else:
+            executor.mine(job, parts, plan, reliability, progress)
     except KeyboardInterrupt:
         progress.close()
         done = len(list(parts.glob("part-*.npz")))
@@ -265,7 +283,50 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
         return 130
     finally:
         progress.close()
+    return _merge(job, out, parts, inputs, plan, width)
+
+
+def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = False) -> int:
+    """``hardmine merge OUT``: writes ``OUT`` from the parts every ``--blocks`` task saved in
+    ``OUT.parts``, once all of the plan's blocks are there and their kernels match."""
+    out = Path(out)
+    parts = _parts(out)
+    manifest_path = parts / "manifest.json"
+    if not manifest_path.exists():
+        raise JobError(f"nothing to merge: {manifest_path} does not exist (run hardmine mine --blocks first)")
+    with state.output_lock(out):
+        if out.exists() and not overwrite:
+            raise JobError(f"{out} exists; pass --overwrite to replace it")
+        remove_stale_temps(out.parent, out.name)
+        remove_stale_temps(parts, "part-")
+        stored = json.loads(manifest_path.read_text())
+        job = _job_from_manifest(stored, str(out), quiet)
+        inputs = _loaded(job, fingerprints=False)
+        plan = state.plan(inputs["num_queries"], state.stored_block_rows(stored, manifest_path, inputs["num_queries"]))
+        missing = [block for block in range(len(plan)) if not state.part_path(parts, block).exists()]
+        if missing:
+            raise JobError(f"merge refused: {len(missing)} of {len(plan)} blocks are not saved yet "
+                           f"({state.ranges(missing)}); mine them with hardmine mine --blocks A:B")
+        open_dumps(job, inputs, parts, quiet=True)  # the ids of Parquet/Arrow inputs, converted by the tasks
+        return _merge(job, out, parts, inputs, plan, _width(job, inputs))
+
+
+def _job_from_manifest(stored: dict, out: str, quiet: bool):
+    """The job a manifest records (its paths and parameters), for `hardmine merge`."""
+    try:
+        parameters = dict(stored["parameters"])
+        extra = {name: parameters.pop(name) for name in ("threads", "column", "id_column", "clusters", "cluster_thresholds")
+                 if name in parameters}
+        paths = {name: stored["paths"][name] for name in state.PATHS}
+        return Job(out=out, mining=parameters, **paths, **extra, quiet=quiet)
+    except (KeyError, TypeError) as error:
+        raise JobError(f"{out}.parts/manifest.json lacks {error} (written by another hardmine version, or "
+                       f"damaged); mine again with --overwrite") from None
+
+
+def _merge(job: Job, out: Path, parts: Path, inputs: dict, plan: list[tuple[int, int]], width: int) -> int:
     state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
+    blocks.check_kernels(parts, plan, job.mining.get("precision", "fp32"))
     write_negatives(out, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"), inputs.get("candidate_ids")))
     shutil.rmtree(parts)
     if not job.quiet:
@@ -275,6 +336,8 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
 
 def _reliability(job: Job, inputs: dict):
     """The clusters of the whole query and candidate sets, built once for every block."""
+    if job.mining["strategy"] != "cluster":
+        return None
     if not job.quiet:
         print(f"hardmine mine: clustering queries and candidates ({job.clusters[0]} and {job.clusters[1]} "
               f"clusters)", file=sys.stderr)
@@ -286,39 +349,25 @@ def _reliability(job: Job, inputs: dict):
         candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
 
 
-def _mine_missing(job: Job, parts: Path, inputs: dict, plan: list[tuple[int, int]], reliability,
+def _mine_missing(job: Job, parts: Path, inputs: dict, plan: list[tuple[int, int]], chosen: range, reliability,
                   progress: Progress) -> None:
-    """Mines every block without a saved part, each written atomically as it finishes."""
-    finished = sum(stop - start for block, (start, stop) in enumerate(plan) if state.part_path(parts, block).exists())
+    """Mines every chosen block without a saved part, in this process, one after another."""
+    missing = [block for block in chosen if not state.part_path(parts, block).exists()]
+    total = sum(plan[block][1] - plan[block][0] for block in chosen)
+    finished = total - sum(plan[block][1] - plan[block][0] for block in missing)
     progress.update(finished)
-    for block, (start, end) in enumerate(plan):
-        if state.part_path(parts, block).exists():
-            continue
-        kwargs = dict(job.mining)
-        if "positives" in inputs:
-            kwargs["positives"] = _slice_csr(inputs["positives"], start, end)
-        if "query_groups" in inputs:
-            kwargs["query_groups"] = inputs["query_groups"][start:end]
-            kwargs["candidate_groups"] = inputs["candidate_groups"]
-        if "exclude_keys" in inputs:
-            kwargs["exclude_keys"] = inputs["exclude_keys"]
-        if reliability is not None:
-            kwargs["clusters"] = reliability
-        result = api.mine(inputs["queries"].rows(start, end), inputs["candidates"].shards, num_threads=job.threads,
-                          check_finite=False, query_offset=start, **kwargs)
-        write_npz(state.part_path(parts, block), {
-            "negative_ids": result.indices, "negative_scores": result.scores,
-            "positive_score": result.positive_scores, "num_valid": result.num_valid,
-        })
-        finished += end - start
-        progress.update(finished, final=finished == inputs["num_queries"])
+    kernel = blocks.identity(job)
+    for block in missing:
+        start, stop = plan[block]
+        blocks.mine_block(job, inputs, parts, block, start, stop, reliability, kernel)
+        finished += stop - start
+        progress.update(finished, final=finished == total)
 
 
 def _saved_blocks(parts: Path, plan: list[tuple[int, int]], query_ids, candidate_ids):
     """The saved parts in order, one at a time, with row numbers mapped to ids."""
     for block, (start, stop) in enumerate(plan):
-        with np.load(state.part_path(parts, block)) as part:
-            columns = {name: part[name] for name in part.files}
+        columns, _ = blocks.read_part(state.part_path(parts, block))
         rows = np.arange(start, stop, dtype=np.int64)
         columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
         if candidate_ids is not None:

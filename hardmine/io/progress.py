@@ -24,10 +24,13 @@ class Progress:
             self.bar = tqdm(total=total, unit="rows", unit_scale=True, desc="hardmine mine", file=sys.stderr,
                             dynamic_ncols=True, postfix={"backend": backend})
 
-    def update(self, done: int, final: bool = False) -> None:
+    def update(self, done: int, final: bool = False, **status: object) -> None:
+        """``status``: more to show, e.g. ``blocks="3/20", nodes=2`` from a distributed run."""
         if self.quiet:
             return
         if self.bar is not None:
+            if status:
+                self.bar.set_postfix(backend=self.backend, **status, refresh=False)
             if self.done_at_start is None:  # blocks saved by an earlier run: not part of the rate
                 self.done_at_start = done
                 self.bar.n = self.bar.last_print_n = done
@@ -47,7 +50,8 @@ class Progress:
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         eta_text = f"{eta:,.0f}s" if np.isfinite(eta) else "?"
         sys.stderr.write(f"hardmine mine: {done:,}/{self.total:,} queries ({100 * done / max(self.total, 1):.1f}%), "
-                         f"{rate:,.0f} rows/s, ETA {eta_text}, backend {self.backend}\n")
+                         f"{rate:,.0f} rows/s, ETA {eta_text}, backend {self.backend}"
+                         + "".join(f", {name} {value}" for name, value in status.items()) + "\n")
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 import time
@@ -104,7 +105,13 @@ def verify_parts(parts: Path, plan: list[tuple[int, int]], width: int) -> None:
                            f"or pass --overwrite to start over")
 
 
+#: the Job fields naming input files, recorded (absolute) so that `hardmine merge` can rebuild the job
+PATHS = ("queries", "candidates", "positives", "query_groups", "candidate_groups", "exclude_keys", "query_ids",
+         "candidate_ids")
+
+
 def manifest(job, inputs: dict, block_rows: int) -> dict:
+    """What a run's parts depend on (each part also records its kernel, :mod:`hardmine.io.blocks`)."""
     try:
         version = metadata.version("hardmine")
     except metadata.PackageNotFoundError:
@@ -114,10 +121,35 @@ def manifest(job, inputs: dict, block_rows: int) -> dict:
         "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
                            **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
                               if job.mining["strategy"] == "cluster" else {})),
+        "paths": {name: getattr(job, name) and os.path.abspath(getattr(job, name)) for name in PATHS},
         "inputs": inputs["fingerprints"],
         "num_queries": inputs["num_queries"],
         "block_rows": block_rows,
     }
+
+
+def create_manifest(path: Path, value: dict) -> None:
+    """Writes the manifest only if none exists (array tasks start at once): a complete temp file
+    hard-linked into place, so a reader sees no manifest or all of it, and one writer wins."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        pass
+    finally:
+        temp.unlink()
+
+
+def ranges(blocks: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    spans: list[list[int]] = []
+    for block in blocks:
+        if spans and block == spans[-1][1] + 1:
+            spans[-1][1] = block
+        else:
+            spans.append([block, block])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:

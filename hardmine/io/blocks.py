@@ -1,0 +1,126 @@
+"""One query block of the offline job, as every executor runs it (the single process, an array
+task with ``--blocks``, a Ray task): mine the block, write its part atomically, return
+``(block, rows, sha256)``. A part also records the identity of the kernel that scored it, so
+that a merge never mixes parts whose bytes could differ."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .. import _precision, api, backends
+from . import state
+from .outputs import write_npz
+from .state import JobError
+
+#: identity fields shown not to change a part's bytes: with int8 codes the products are exact
+#: integers on every ISA path, so the screen, the shortlists and the fallbacks, hence the bytes,
+#: are the same (tests/test_distributed_blocks.py mines a block on each). The thread count is not
+#: neutral: it sets the score tiles' shape, and with it float32 rounding.
+NEUTRAL = {"int8": ("products",)}
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def identity(job) -> dict:
+    """The score kernel a worker uses for ``job``: backend, the BLAS and its core type chosen at
+    run time, the certified products kernel, the score dtype and the versions that change bytes."""
+    precision = job.mining.get("precision", "fp32")
+    backend = backends.get(job.mining.get("backend", "auto"), precision="fp32" if precision == "auto" else precision)
+    if backend.name == "cpu":
+        blas = backend.build_info["blas"]
+        tiles = dict(backend.tiles(job.threads), simd=backend.build_info["simd"])
+    else:
+        tiles = {"threads": job.threads or os.cpu_count()}
+        from threadpoolctl import threadpool_info
+
+        blas = "; ".join(sorted(f"{lib['internal_api']} {lib['version']} {lib.get('architecture')}"
+                                for lib in threadpool_info() if lib["user_api"] == "blas"
+                                and "numpy" in lib["filepath"])) or "numpy without a known BLAS"
+    codes = {"int8": ("int8",), "bf16": ("bf16",), "auto": _precision.AUTO_ORDER}.get(precision, ())
+    products = {code: _precision.kernel(code)[1] for code in codes}
+    if precision == "auto":
+        products["auto takes"] = _precision.auto_codes() or "fp32"
+    return {"backend": backend.name, "blas": blas, "products": products or None, "scores": "float32",
+            "hardmine": _version("hardmine"), "numpy": np.__version__,
+            "numba": _version("numba") if backend.name == "numba" else None,
+            "machine": platform.machine(), **tiles}
+
+
+def content_hash(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of a part's mined arrays (names, dtypes, shapes, bytes), its identity left out."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def slice_csr(positives, start: int, stop: int):
+    indptr, indices = positives
+    return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
+
+
+def mine_block(job, inputs: dict, parts: Path, block: int, start: int, stop: int, reliability=None,
+               kernel: dict | None = None) -> tuple[int, int, str]:
+    """Mines query rows ``start:stop`` exactly as the single-process run does (same shards,
+    ``query_offset``, seeded draws) and writes ``parts/part-NNNNNN.npz`` atomically."""
+    kwargs = dict(job.mining)
+    if "positives" in inputs:
+        kwargs["positives"] = slice_csr(inputs["positives"], start, stop)
+    if "query_groups" in inputs:
+        kwargs["query_groups"] = inputs["query_groups"][start:stop]
+        kwargs["candidate_groups"] = inputs["candidate_groups"]
+    if "exclude_keys" in inputs:
+        kwargs["exclude_keys"] = inputs["exclude_keys"]
+    if reliability is not None:
+        kwargs["clusters"] = reliability
+    result = api.mine(inputs["queries"].rows(start, stop), inputs["candidates"].shards, num_threads=job.threads,
+                      check_finite=False, query_offset=start, **kwargs)
+    arrays = {"negative_ids": result.indices, "negative_scores": result.scores,
+              "positive_score": result.positive_scores, "num_valid": result.num_valid}
+    kernel = identity(job) if kernel is None else kernel
+    write_npz(state.part_path(parts, block), {
+        **arrays, "kernel": np.frombuffer(json.dumps(kernel, sort_keys=True).encode(), dtype=np.uint8)})
+    return block, stop - start, content_hash(arrays)
+
+
+def read_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """A saved part's arrays and the kernel identity it records ({} for a part without one)."""
+    with np.load(path, allow_pickle=False) as part:
+        arrays = {name: part[name] for name in part.files if name != "kernel"}
+        kernel = json.loads(part["kernel"].tobytes()) if "kernel" in part.files else {}
+    return arrays, kernel
+
+
+def check_kernels(parts: Path, plan: list[tuple[int, int]], precision: str) -> None:
+    """Refuses to merge parts scored by kernels whose bytes may differ, naming the field, the
+    values and a block of each; fields in NEUTRAL are recorded but allowed to differ."""
+    neutral = NEUTRAL.get(precision, ())
+    first: tuple[int, dict] | None = None
+    for block in range(len(plan)):
+        _, kernel = read_part(state.part_path(parts, block))
+        relevant = {key: value for key, value in kernel.items() if key not in neutral}
+        if first is None:
+            first = block, relevant
+            continue
+        if relevant != first[1]:
+            fields = sorted(key for key in set(relevant) | set(first[1]) if relevant.get(key) != first[1].get(key))
+            detail = "; ".join(f"{key}: block {first[0]} {first[1].get(key)!r}, block {block} {relevant.get(key)!r}"
+                               for key in fields)
+            raise JobError(f"merge refused: parts were scored by different kernels, whose bytes may differ "
+                           f"({detail}); delete the parts of one kind (e.g. {state.part_path(parts, block).name}) "
+                           f"and mine them again on matching workers (`hardmine info` names each machine's "
+                           f"kernels)")

@@ -1,0 +1,132 @@
+"""`hardmine mine --blocks A:B` + `hardmine merge`: a job cut into array tasks gives the bytes of
+the single-process run; parts of kernels whose bytes may differ are never merged."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import hardmine
+from conftest import hardmine_mine
+
+pytest.importorskip("pyarrow")
+
+
+def make_dump(folder, queries: int = 2400, candidates: int = 8000):
+    """Sharded queries (uneven shards), candidates with duplicated rows (tied scores), positives
+    and string query ids; returns the `hardmine mine` input arguments."""
+    rng = np.random.default_rng(15)
+    embeddings = rng.standard_normal((candidates, 32), dtype=np.float32)
+    embeddings[candidates // 2 : candidates // 2 + 200] = embeddings[:200]  # ties between candidates
+    positives = rng.integers(0, candidates, queries)
+    rows = embeddings[positives] + 0.7 * rng.standard_normal((queries, 32), dtype=np.float32)
+    (folder / "queries").mkdir()
+    for number, (start, stop) in enumerate([(0, 1000), (1000, 1001), (1001, queries)]):
+        np.save(folder / "queries" / f"q-{number}.npy", rows[start:stop])
+    np.save(folder / "candidates.npy", embeddings)
+    np.save(folder / "positives.npy", positives)
+    np.save(folder / "query_ids.npy", np.array([f"q{i}" for i in range(queries)]))
+    return ("--queries", "queries", "--candidates", "candidates.npy", "--positives", "positives.npy",
+            "--query-ids", "query_ids.npy", "--strategy", "random", "--rank-range", "0:40", "--num-negatives", "6",
+            "--seed", "11", "--block-rows", "200", "--threads", "1", "--quiet")
+
+
+def merge(folder, out, *args, **popen):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "hardmine", "merge", out, *args], cwd=folder, capture_output=True,
+                          text=True, timeout=600, **popen)
+
+
+@pytest.mark.parametrize("out", ["out.parquet", "out.npz"])
+def test_array_tasks_merge_to_the_single_process_bytes(tmp_path, out):
+    args = make_dump(tmp_path)
+    reference = hardmine_mine(tmp_path, *args, "--out", "reference" + out[3:])
+    assert reference.returncode == 0, reference.stderr
+    # tasks in any order, one slice mined twice (a retried array task): 12 blocks of 200 rows
+    for blocks in ("5:9", "0:2", "9:", "5:9"):
+        done = hardmine_mine(tmp_path, *args, "--out", out, "--blocks", blocks)
+        assert done.returncode == 0, done.stderr
+    early = merge(tmp_path, out)
+    assert early.returncode == 2 and "3 of 12 blocks are not saved yet (2-4)" in early.stderr
+    assert not (tmp_path / out).exists()
+    assert hardmine_mine(tmp_path, *args, "--out", out, "--blocks", "2:5").returncode == 0
+    done = merge(tmp_path, out)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / out).read_bytes() == (tmp_path / ("reference" + out[3:])).read_bytes()
+    assert not (tmp_path / (out + ".parts")).exists()
+    again = hardmine_mine(tmp_path, *args, "--out", out, "--blocks", "0:1")
+    assert again.returncode == 2 and "is merged already" in again.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--blocks", "12:13"), "--blocks 12:13 is outside the plan: 12 blocks of 200 query rows (0:12)"),
+    (("--blocks", "0:1", "--block-rows", "300"), "--block-rows 300, but the run in"),
+    (("--blocks", "0:1", "--seed", "12"), "--blocks refused: out.npz.parts/manifest.json does not match this run: "
+                                          "parameters.seed: was 11, now 12"),
+    (("--blocks", "0:1", "--ray", "local"), "--blocks and --ray exclude each other"),
+])
+def test_bad_slices_are_refused(tmp_path, extra, message):
+    args = make_dump(tmp_path)
+    assert hardmine_mine(tmp_path, *args, "--out", "out.npz", "--blocks", "0:1").returncode == 0
+    before = sorted(p.name for p in (tmp_path / "out.npz.parts").iterdir())
+    done = hardmine_mine(tmp_path, *args, "--out", "out.npz", *extra)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert sorted(p.name for p in (tmp_path / "out.npz.parts").iterdir()) == before
+
+
+def test_a_first_slice_needs_a_fixed_plan_and_merge_needs_parts(tmp_path):
+    args = [a for a in make_dump(tmp_path) if a not in ("--block-rows", "200")]
+    done = hardmine_mine(tmp_path, *args, "--out", "out.npz", "--blocks", "0:1")
+    assert done.returncode == 2 and "--blocks needs --block-rows" in done.stderr
+    assert not (tmp_path / "out.npz.parts" / "manifest.json").exists()
+    done = merge(tmp_path, "out.npz")
+    assert done.returncode == 2 and "nothing to merge" in done.stderr
+    assert hardmine_mine(tmp_path, *args, "--out", "out.npz", "--blocks", "4:2").returncode == 2
+
+
+def _slices(tmp_path, args, out, second_env):
+    """Blocks 0:6 here, 6: under ``second_env``, then the merge's answer."""
+    assert hardmine_mine(tmp_path, *args, "--out", out, "--blocks", "0:6").returncode == 0
+    done = hardmine_mine(tmp_path, *args, "--out", out, "--blocks", "6:", env={**os.environ, **second_env})
+    assert done.returncode == 0, done.stderr
+    return merge(tmp_path, out)
+
+
+@pytest.mark.parametrize("env, field", [
+    ({"OMP_NUM_THREADS": "1"}, "threads: block 0 {cores}, block 6 1"),  # a machine with another core count
+    ({"OPENBLAS_CORETYPE": "Sandybridge"}, "blas: block 0"),  # another CPU: another sgemm kernel
+])
+def test_merge_refuses_parts_of_other_kernels_naming_the_difference(tmp_path, env, field):
+    if hardmine.backends.status()["cpu"] is not None:
+        pytest.skip("the compiled core is absent: its kernels are what this test varies")
+    cores = hardmine.info(print_result=False)["cpu_build"]["max_threads"]
+    if "OMP_NUM_THREADS" in env and cores < 2:
+        pytest.skip("one core: both slices get one thread")
+    args = [a for a in make_dump(tmp_path) if a not in ("--threads", "1")]
+    done = _slices(tmp_path, args, "out.npz", env)
+    assert done.returncode == 2 and "parts were scored by different kernels" in done.stderr
+    assert field.format(cores=cores) in done.stderr, done.stderr
+    assert not (tmp_path / "out.npz").exists() and (tmp_path / "out.npz.parts").is_dir()
+
+
+@pytest.mark.parametrize("codes", ["int8", "bf16"])
+def test_certified_products_kernels(tmp_path, codes):
+    """int8 sums are exact integers on every ISA path: parts of the portable and the VNNI kernel
+    merge into the single-process bytes. bf16 sums are rounded, maybe differently per kernel: refused."""
+    if hardmine.backends.status()["cpu"] is not None:
+        pytest.skip("the compiled core is absent: the certified kernels are part of it")
+    if not hardmine.info(print_result=False)["certified"][codes]["native"]:
+        pytest.skip(f"this CPU runs only the portable {codes} kernel: there is no second ISA path to compare")
+    args = (*make_dump(tmp_path), "--precision", codes)
+    reference = hardmine_mine(tmp_path, *args, "--out", "reference.npz")
+    assert reference.returncode == 0, reference.stderr
+    done = _slices(tmp_path, args, "out.npz", {"HARDMINE_INT8_PORTABLE": "1"})
+    if codes == "int8":
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    else:
+        assert done.returncode == 2 and "products: block 0 {'bf16': 'AVX512_BF16 bf16 kernel'}" in done.stderr
