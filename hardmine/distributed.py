@@ -120,7 +120,10 @@ class RayExecutor:
         ray = self.ray
         if self.gpus and job.mining.get("backend", "auto") == "auto":
             raise JobError("--gpus-per-task needs --backend cuda or cupy: with host inputs 'auto' takes the CPU")
-        worker_job = dataclasses.replace(job, quiet=True)
+        # workers have other working directories: every path absolute
+        worker_job = dataclasses.replace(job, quiet=True, **{
+            name: os.path.abspath(getattr(job, name)) for name in state.PATHS if getattr(job, name)})
+        parts = parts.absolute()
         task = ray.remote(_block_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
                                                retry_exceptions=False)
         shared = ray.put(reliability)
@@ -128,7 +131,7 @@ class RayExecutor:
         done_rows = sum(stop - start for block, (start, stop) in enumerate(plan) if block not in set(missing))
         done_blocks = len(plan) - len(missing)
         pending = {task.remote(worker_job, str(parts), block, *plan[block], shared): block for block in missing}
-        progress.update(done_rows, blocks=f"{done_blocks}/{len(plan)}", nodes=self._nodes())
+        progress.update(done_rows, blocks=f"{done_blocks}/{len(plan)}", workers=self._workers())
         try:
             while pending:
                 finished, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -142,7 +145,7 @@ class RayExecutor:
                     done_rows += rows
                     done_blocks += 1
                 progress.update(done_rows, final=not pending, blocks=f"{done_blocks}/{len(plan)}",
-                                nodes=self._nodes())
+                                workers=self._workers())
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -158,8 +161,13 @@ class RayExecutor:
                            f"parts are kept: rerun with --resume (and more --max-retries)") from None
         return rows, digest
 
-    def _nodes(self) -> int:
-        return sum(1 for node in self.ray.nodes() if node.get("Alive"))
+    def _workers(self) -> int:
+        """How many tasks the live nodes can run at once."""
+        alive = [node.get("Resources", {}) for node in self.ray.nodes() if node.get("Alive")]
+        slots = sum(resources.get("CPU", 0) for resources in alive) // self.cpus
+        if self.gpus:
+            slots = min(slots, sum(resources.get("GPU", 0) for resources in alive) // self.gpus)
+        return int(slots)
 
 
 #: the inputs a worker opened for the last job it served (tasks of one job reuse them)
