@@ -324,7 +324,8 @@ def _mine_command(commands) -> None:
         description="Output columns: query_id, negative_ids (list), negative_scores (list), positive_score "
                     "(NaN without positives), num_valid. See README 'Offline mining'.",
     )
-    inputs = ".npy (fp32/fp16, memory-mapped) or Parquet/Arrow file, or a directory of such shards (sorted by name)"
+    inputs = (".npy (fp32/fp16, memory-mapped) or Parquet/Arrow file, or a directory of such shards (sorted by name); "
+              "or a URI (s3://, gs://, file://: copied once per machine into $HARDMINE_CACHE)")
     mine.add_argument("--queries", required=True, help=inputs)
     mine.add_argument("--candidates", required=True, help=inputs)
     mine.add_argument("--column", help="Parquet/Arrow inputs: the embedding column (a list of floats per row)")

@@ -121,8 +121,8 @@ class RayExecutor:
         if self.gpus and job.mining.get("backend", "auto") == "auto":
             raise JobError("--gpus-per-task needs --backend cuda or cupy: with host inputs 'auto' takes the CPU")
         # workers have other working directories: every path absolute
-        worker_job = dataclasses.replace(job, quiet=True, **{
-            name: os.path.abspath(getattr(job, name)) for name in state.PATHS if getattr(job, name)})
+        worker_job = dataclasses.replace(job, quiet=True, **{name: state.absolute(getattr(job, name))
+                                                              for name in state.PATHS})
         parts = parts.absolute()
         task = ray.remote(_block_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
                                                retry_exceptions=False)

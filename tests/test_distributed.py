@@ -40,9 +40,10 @@ def _tree(pid: int) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    saved = {name: os.environ.get(name) for name in RAY_ENV}
-    os.environ.update(RAY_ENV)
+def cluster(tmp_path_factory):
+    env = {**RAY_ENV, "HARDMINE_CACHE": str(tmp_path_factory.mktemp("cache"))}  # inputs named by URI land here
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
     before = _tree(os.getpid())
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 << 20,
@@ -97,13 +98,13 @@ def test_the_cluster_writes_the_single_process_bytes(cluster, tmp_path, monkeypa
     _, err = driver.communicate(timeout=240)
     assert driver.returncode == 0, err
     assert (tmp_path / "out.parquet").read_bytes() == reference
-    # through the Python API: npz out
+    # through the Python API: npz out, inputs named by URI (staged once per machine)
     reference = _reference(tmp_path, args, "reference.npz")
-    options = dict(positives="positives.npy", query_ids="query_ids.npy", strategy="random", rank_range=(0, 40),
-                   num_negatives=6, seed=11, block_rows=200, quiet=True)
+    options = dict(positives=(tmp_path / "positives.npy").as_uri(), query_ids="query_ids.npy", strategy="random",
+                   rank_range=(0, 40), num_negatives=6, seed=11, block_rows=200, quiet=True)
     monkeypatch.chdir(tmp_path)
-    written = hardmine.distributed.mine("queries", "candidates.npy", "out.npz", address=cluster[0].address,
-                                        **options)
+    written = hardmine.distributed.mine((tmp_path / "queries").as_uri(), (tmp_path / "candidates.npy").as_uri(),
+                                        "out.npz", address=cluster[0].address, **options)
     assert written.read_bytes() == reference
     assert not (tmp_path / "out.npz.parts").exists() and not ray.is_initialized()
 

@@ -130,3 +130,26 @@ def test_certified_products_kernels(tmp_path, codes):
         assert (tmp_path / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
     else:
         assert done.returncode == 2 and "products: block 0 {'bf16': 'AVX512_BF16 bf16 kernel'}" in done.stderr
+
+
+def test_inputs_named_by_uri_are_staged_once_and_give_the_same_bytes(tmp_path):
+    args = make_dump(tmp_path)
+    env = {**os.environ, "HARDMINE_CACHE": str(tmp_path / "cache")}
+    reference = hardmine_mine(tmp_path, *args, "--out", "reference.npz")
+    assert reference.returncode == 0, reference.stderr
+    uris = {"queries": (tmp_path / "queries").as_uri(), "candidates.npy": (tmp_path / "candidates.npy").as_uri(),
+            "positives.npy": (tmp_path / "positives.npy").as_uri()}
+    remote = [uris.get(a, a) for a in args]
+    for blocks in ("0:7", "7:"):
+        done = hardmine_mine(tmp_path, *remote, "--out", "out.npz", "--blocks", blocks, env=env)
+        assert done.returncode == 0, done.stderr
+    assert merge(tmp_path, "out.npz", env=env).returncode == 0
+    assert (tmp_path / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    copies = sorted(p.name for p in (tmp_path / "cache" / "inputs").rglob("*.npy"))
+    assert copies == ["candidates.npy", "positives.npy", "q-0.npy", "q-1.npy", "q-2.npy"]  # one copy each
+    missing = hardmine_mine(tmp_path, *[a.replace("candidates.npy", "nothing.npy") for a in remote], "--out",
+                            "x.npz", env=env)
+    assert missing.returncode == 2 and "nothing.npy: no such file or directory" in missing.stderr
+    remote_out = hardmine_mine(tmp_path, *remote, "--out", (tmp_path / "y.npz").as_uri(), env=env)
+    assert remote_out.returncode == 2 and "object-store output is not supported yet" in remote_out.stderr
+    assert not list(tmp_path.glob("x.npz*")) and not list(tmp_path.glob("y.npz*"))

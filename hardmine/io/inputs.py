@@ -22,6 +22,7 @@ from .dumps import (
     load_ids,
     load_row_ids,
 )
+from . import storage
 from .state import JobError
 
 
@@ -36,7 +37,8 @@ def describe(path: str, columnar: bool, job) -> tuple[int, int]:
 def load_inputs(job, fingerprints: bool = True) -> dict:
     """Checks every input against the others from headers alone (no heavy work yet). The
     fingerprints (a SHA-256 of every input byte) are left out for a worker or a merge, whose
-    driver or tasks checked them."""
+    driver or tasks checked them. Inputs named by URI are read from their local copies."""
+    job = storage.localized(job)
     columnar = {"queries": is_columnar(job.queries), "candidates": is_columnar(job.candidates)}
     for role, path, ids in (("queries", job.queries, job.query_ids), ("candidates", job.candidates,
                                                                       job.candidate_ids)):
@@ -89,6 +91,7 @@ def load_inputs(job, fingerprints: bool = True) -> dict:
 def open_dumps(job, inputs: dict, parts: Path, quiet: bool) -> None:
     """Memory-maps the embeddings; Parquet/Arrow inputs are first converted into
     ``parts/inputs`` (once: a resumed run finds them there)."""
+    job = storage.localized(job)
     for role, path, ids_name in (("queries", job.queries, "query_ids"),
                                  ("candidates", job.candidates, "candidate_ids")):
         if not inputs["columnar"][role]:

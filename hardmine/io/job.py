@@ -119,6 +119,9 @@ def run(job: Job, executor=None) -> int:
 
 def _checked_output(job: Job) -> Path:
     """The output path, refused before any work when it cannot be written."""
+    if "://" in job.out:
+        raise JobError(f"--out {job.out}: the output must be a path (on a filesystem every worker mounts); inputs "
+                       f"may be URIs, object-store output is not supported yet")
     out = Path(job.out)
     if out.suffix.lower() not in (".parquet", ".npz", ".jsonl"):
         raise JobError(f"--out must end in .parquet, .npz or .jsonl; got {out}")

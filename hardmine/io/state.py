@@ -121,11 +121,16 @@ def manifest(job, inputs: dict, block_rows: int) -> dict:
         "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
                            **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
                               if job.mining["strategy"] == "cluster" else {})),
-        "paths": {name: getattr(job, name) and os.path.abspath(getattr(job, name)) for name in PATHS},
+        "paths": {name: absolute(getattr(job, name)) for name in PATHS},
         "inputs": inputs["fingerprints"],
         "num_queries": inputs["num_queries"],
         "block_rows": block_rows,
     }
+
+
+def absolute(path: str | None) -> str | None:
+    """A path made absolute; a URI (``s3://...``, ``file://...``) or None as it is."""
+    return path if not path or "://" in path else os.path.abspath(path)
 
 
 def create_manifest(path: Path, value: dict) -> None:
