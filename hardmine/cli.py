@@ -357,7 +357,7 @@ def _mine_command(commands) -> None:
     mine.add_argument("--threads", type=int)
     mine.add_argument("--memory-limit", help="working-memory bound, e.g. 4GB; sets the query block size")
     mine.add_argument("--block-rows", type=int, help="query rows per block (overrides the --memory-limit choice)")
-    mine.add_argument("--out", required=True, help="output .parquet, .npz or .jsonl")
+    mine.add_argument("--out", required=True, help="output .parquet, .npz or .jsonl: a path, or a URI (s3://, ...)")
     mine.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     mine.add_argument("--overwrite", action="store_true", help="replace an existing --out or unfinished run")
     mine.add_argument("--quiet", action="store_true", help="no progress output")

@@ -21,7 +21,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .io import blocks, state
+from .io import blocks, state, stores
 from .io.inputs import load_inputs, open_dumps
 from .io.job import Job, JobError, run
 
@@ -36,8 +36,8 @@ _ADDRESS = re.compile(r"^(auto|local(?::(\d+))?|([^:\s]+):(\d+))$")
 
 def mine(queries: str | os.PathLike, candidates: str | os.PathLike, out: str | os.PathLike, *,
          address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float = 0, max_retries: int = 3,
-         **options: Any) -> Path:
-    """Runs ``hardmine mine`` on a Ray cluster and returns the path of the merged output.
+         **options: Any) -> Path | str:
+    """Runs ``hardmine mine`` on a Ray cluster and returns the merged output (a path, or the URI).
 
     ``address``: ``"auto"`` (the cluster this machine belongs to, e.g. after ``ray start``),
     ``"local"`` / ``"local:N"`` (a one-machine cluster of N CPUs started for this job) or
@@ -57,7 +57,7 @@ def mine(queries: str | os.PathLike, candidates: str | os.PathLike, out: str | o
     code = run(job, RayExecutor(address or "auto", cpus_per_task, gpus_per_task, max_retries))
     if code == 130:
         raise KeyboardInterrupt
-    return Path(out)
+    return str(out) if "://" in str(out) else Path(out)
 
 
 class RayExecutor:
@@ -115,7 +115,7 @@ class RayExecutor:
             self.ray.shutdown()
             self.ray = None
 
-    def mine(self, job: Job, parts: Path, plan: list[tuple[int, int]], reliability, progress) -> None:
+    def mine(self, job: Job, parts, plan: list[tuple[int, int]], reliability, progress) -> None:
         """Submits one task per missing block and waits for them, checking each part's hash."""
         ray = self.ray
         if self.gpus and job.mining.get("backend", "auto") == "auto":
@@ -123,14 +123,16 @@ class RayExecutor:
         # workers have other working directories: every path absolute
         worker_job = dataclasses.replace(job, quiet=True, **{name: state.absolute(getattr(job, name))
                                                               for name in state.PATHS})
-        parts = parts.absolute()
+        if isinstance(parts, stores.Folder):
+            parts = stores.Folder(parts.root.absolute())
         task = ray.remote(_block_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries,
                                                retry_exceptions=False)
         shared = ray.put(reliability)
-        missing = [block for block in range(len(plan)) if not state.part_path(parts, block).exists()]
+        saved = set(parts.names())
+        missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
         done_rows = sum(stop - start for block, (start, stop) in enumerate(plan) if block not in set(missing))
         done_blocks = len(plan) - len(missing)
-        pending = {task.remote(worker_job, str(parts), block, *plan[block], shared): block for block in missing}
+        pending = {task.remote(worker_job, parts, block, *plan[block], shared): block for block in missing}
         progress.update(done_rows, blocks=f"{done_blocks}/{len(plan)}", workers=self._workers())
         try:
             while pending:
@@ -138,7 +140,7 @@ class RayExecutor:
                 for ref in finished:
                     block = pending.pop(ref)
                     rows, digest = self._result(ray, ref, block)
-                    arrays, _ = blocks.read_part(state.part_path(parts, block))
+                    arrays, _ = blocks.read_part(parts, block)
                     if rows != plan[block][1] - plan[block][0] or blocks.content_hash(arrays) != digest:
                         raise JobError(f"block {block}: its part does not hold what its task mined (hash or "
                                        f"rows differ); is {parts} shared by another run?")
@@ -174,12 +176,12 @@ class RayExecutor:
 _opened: dict[str, dict] = {}
 
 
-def _block_task(job: Job, parts: str, block: int, start: int, stop: int, reliability):
+def _block_task(job: Job, parts, block: int, start: int, stop: int, reliability):
     """A Ray task: one block of the plan, from the inputs the driver checked (headers only here)."""
-    key = json.dumps([parts, dataclasses.asdict(job)], sort_keys=True, default=str)
+    key = json.dumps([str(parts), dataclasses.asdict(job)], sort_keys=True, default=str)
     if key not in _opened:
         _opened.clear()
         inputs = load_inputs(job, fingerprints=False)
-        open_dumps(job, inputs, Path(parts), quiet=True)
+        open_dumps(job, inputs, parts, quiet=True)
         _opened[key] = inputs
-    return blocks.mine_block(job, _opened[key], Path(parts), block, start, stop, reliability)
+    return blocks.mine_block(job, _opened[key], parts, block, start, stop, reliability)

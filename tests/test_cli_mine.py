@@ -269,7 +269,7 @@ def test_mismatched_resume_is_refused(dump):
     first = ["--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "positives.npy",
              "--out", "out.parquet", *ARGS]
     (folder / "out.parquet.parts").mkdir()
-    offline.write_json(folder / "out.parquet.parts" / "manifest.json", {"parameters": {"seed": 99}, "block_rows": 9})
+    (folder / "out.parquet.parts" / "manifest.json").write_text(json.dumps({"parameters": {"seed": 99}, "block_rows": 9}))
     done = hardmine_mine(folder, *first, "--resume")
     assert done.returncode == 2
     assert "--resume refused" in done.stderr and "parameters.seed: was 99, now 3" in done.stderr
@@ -353,10 +353,11 @@ def test_disk_full_keeps_the_previous_output_and_the_parts(dump, monkeypatch, ca
     assert cli.main(base) == 0
     before = (folder / "out.parquet").read_bytes()
 
-    def disk_full(*args, **kwargs):
+    def disk_full(out):
+        out.write(b"PAR1")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(offline, "write_negatives", disk_full)
+    monkeypatch.setattr(offline, "negatives_writer", lambda name, blocks: disk_full)
     assert cli.main([*base, "--overwrite", "--seed", "1"]) == 1
     assert "No space left on device" in capsys.readouterr().err
     assert (folder / "out.parquet").read_bytes() == before

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from hardmine.io.state import JobError
@@ -98,15 +97,16 @@ def test_the_cluster_writes_the_single_process_bytes(cluster, tmp_path, monkeypa
     _, err = driver.communicate(timeout=240)
     assert driver.returncode == 0, err
     assert (tmp_path / "out.parquet").read_bytes() == reference
-    # through the Python API: npz out, inputs named by URI (staged once per machine)
+    # through the Python API: npz out, inputs and output named by URI (inputs staged once per machine)
     reference = _reference(tmp_path, args, "reference.npz")
     options = dict(positives=(tmp_path / "positives.npy").as_uri(), query_ids="query_ids.npy", strategy="random",
                    rank_range=(0, 40), num_negatives=6, seed=11, block_rows=200, quiet=True)
     monkeypatch.chdir(tmp_path)
+    out = (tmp_path / "store" / "out.npz").as_uri()  # the object-store path: each part one whole write
     written = hardmine.distributed.mine((tmp_path / "queries").as_uri(), (tmp_path / "candidates.npy").as_uri(),
-                                        "out.npz", address=cluster[0].address, **options)
-    assert written.read_bytes() == reference
-    assert not (tmp_path / "out.npz.parts").exists() and not ray.is_initialized()
+                                        out, address=cluster[0].address, **options)
+    assert written == out and (tmp_path / "store" / "out.npz").read_bytes() == reference
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["out.npz"] and not ray.is_initialized()
 
 
 def test_a_worker_killed_mid_task_is_retried_to_the_same_bytes(cluster, tmp_path):

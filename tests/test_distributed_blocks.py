@@ -132,7 +132,9 @@ def test_certified_products_kernels(tmp_path, codes):
         assert done.returncode == 2 and "products: block 0 {'bf16': 'AVX512_BF16 bf16 kernel'}" in done.stderr
 
 
-def test_inputs_named_by_uri_are_staged_once_and_give_the_same_bytes(tmp_path):
+def test_inputs_and_output_named_by_uri_give_the_same_bytes(tmp_path):
+    """file:// URIs run the object-store code path (pyarrow.fs: inputs staged into the cache once,
+    each part written whole, the manifest and the merge through the same store)."""
     args = make_dump(tmp_path)
     env = {**os.environ, "HARDMINE_CACHE": str(tmp_path / "cache")}
     reference = hardmine_mine(tmp_path, *args, "--out", "reference.npz")
@@ -140,16 +142,21 @@ def test_inputs_named_by_uri_are_staged_once_and_give_the_same_bytes(tmp_path):
     uris = {"queries": (tmp_path / "queries").as_uri(), "candidates.npy": (tmp_path / "candidates.npy").as_uri(),
             "positives.npy": (tmp_path / "positives.npy").as_uri()}
     remote = [uris.get(a, a) for a in args]
+    out = (tmp_path / "store" / "out.npz").as_uri()
     for blocks in ("0:7", "7:"):
-        done = hardmine_mine(tmp_path, *remote, "--out", "out.npz", "--blocks", blocks, env=env)
+        done = hardmine_mine(tmp_path, *remote, "--out", out, "--blocks", blocks, env=env)
         assert done.returncode == 0, done.stderr
-    assert merge(tmp_path, "out.npz", env=env).returncode == 0
-    assert (tmp_path / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    assert sorted(p.name for p in (tmp_path / "store" / "out.npz.parts").iterdir())[:2] == [
+        "manifest.json", "part-000000.npz"]
+    done = merge(tmp_path, out, env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "store" / "out.npz").read_bytes() == (tmp_path / "reference.npz").read_bytes()
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["out.npz"]  # no parts, no temp files
     copies = sorted(p.name for p in (tmp_path / "cache" / "inputs").rglob("*.npy"))
     assert copies == ["candidates.npy", "positives.npy", "q-0.npy", "q-1.npy", "q-2.npy"]  # one copy each
     missing = hardmine_mine(tmp_path, *[a.replace("candidates.npy", "nothing.npy") for a in remote], "--out",
                             "x.npz", env=env)
     assert missing.returncode == 2 and "nothing.npy: no such file or directory" in missing.stderr
-    remote_out = hardmine_mine(tmp_path, *remote, "--out", (tmp_path / "y.npz").as_uri(), env=env)
-    assert remote_out.returncode == 2 and "object-store output is not supported yet" in remote_out.stderr
+    unknown = hardmine_mine(tmp_path, *remote, "--out", "nosuch://bucket/y.npz", env=env)
+    assert unknown.returncode == 2 and "--out nosuch://bucket/y.npz: cannot be reached" in unknown.stderr
     assert not list(tmp_path.glob("x.npz*")) and not list(tmp_path.glob("y.npz*"))

@@ -6,17 +6,17 @@ that a merge never mixes parts whose bytes could differ."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 
 from .. import _precision, api, backends
 from . import state
-from .outputs import write_npz
+from .outputs import npz_writer
 from .state import JobError
 
 #: identity fields shown not to change a part's bytes: with int8 codes the products are exact
@@ -73,10 +73,11 @@ def slice_csr(positives, start: int, stop: int):
     return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
 
 
-def mine_block(job, inputs: dict, parts: Path, block: int, start: int, stop: int, reliability=None,
+def mine_block(job, inputs: dict, parts, block: int, start: int, stop: int, reliability=None,
                kernel: dict | None = None) -> tuple[int, int, str]:
     """Mines query rows ``start:stop`` exactly as the single-process run does (same shards,
-    ``query_offset``, seeded draws) and writes ``parts/part-NNNNNN.npz`` atomically."""
+    ``query_offset``, seeded draws) and writes ``part-NNNNNN.npz`` whole into the store ``parts``
+    (:mod:`hardmine.io.stores`)."""
     kwargs = dict(job.mining)
     if "positives" in inputs:
         kwargs["positives"] = slice_csr(inputs["positives"], start, stop)
@@ -92,26 +93,26 @@ def mine_block(job, inputs: dict, parts: Path, block: int, start: int, stop: int
     arrays = {"negative_ids": result.indices, "negative_scores": result.scores,
               "positive_score": result.positive_scores, "num_valid": result.num_valid}
     kernel = identity(job) if kernel is None else kernel
-    write_npz(state.part_path(parts, block), {
-        **arrays, "kernel": np.frombuffer(json.dumps(kernel, sort_keys=True).encode(), dtype=np.uint8)})
+    parts.write(state.part_name(block), npz_writer({
+        **arrays, "kernel": np.frombuffer(json.dumps(kernel, sort_keys=True).encode(), dtype=np.uint8)}))
     return block, stop - start, content_hash(arrays)
 
 
-def read_part(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def read_part(parts, block: int) -> tuple[dict[str, np.ndarray], dict]:
     """A saved part's arrays and the kernel identity it records ({} for a part without one)."""
-    with np.load(path, allow_pickle=False) as part:
+    with np.load(io.BytesIO(parts.read(state.part_name(block))), allow_pickle=False) as part:
         arrays = {name: part[name] for name in part.files if name != "kernel"}
         kernel = json.loads(part["kernel"].tobytes()) if "kernel" in part.files else {}
     return arrays, kernel
 
 
-def check_kernels(parts: Path, plan: list[tuple[int, int]], precision: str) -> None:
+def check_kernels(parts, plan: list[tuple[int, int]], precision: str) -> None:
     """Refuses to merge parts scored by kernels whose bytes may differ, naming the field, the
     values and a block of each; fields in NEUTRAL are recorded but allowed to differ."""
     neutral = NEUTRAL.get(precision, ())
     first: tuple[int, dict] | None = None
     for block in range(len(plan)):
-        _, kernel = read_part(state.part_path(parts, block))
+        _, kernel = read_part(parts, block)
         relevant = {key: value for key, value in kernel.items() if key not in neutral}
         if first is None:
             first = block, relevant
@@ -121,6 +122,6 @@ def check_kernels(parts: Path, plan: list[tuple[int, int]], precision: str) -> N
             detail = "; ".join(f"{key}: block {first[0]} {first[1].get(key)!r}, block {block} {relevant.get(key)!r}"
                                for key in fields)
             raise JobError(f"merge refused: parts were scored by different kernels, whose bytes may differ "
-                           f"({detail}); delete the parts of one kind (e.g. {state.part_path(parts, block).name}) "
-                           f"and mine them again on matching workers (`hardmine info` names each machine's "
-                           f"kernels)")
+                           f"({detail}); delete the parts of one kind (e.g. {state.part_name(block)}) and mine "
+                           f"them again with the same --threads on matching machines (`hardmine info` names each "
+                           f"machine's kernels)")

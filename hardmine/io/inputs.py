@@ -88,17 +88,17 @@ def load_inputs(job, fingerprints: bool = True) -> dict:
     return inputs
 
 
-def open_dumps(job, inputs: dict, parts: Path, quiet: bool) -> None:
-    """Memory-maps the embeddings; Parquet/Arrow inputs are first converted into
-    ``parts/inputs`` (once: a resumed run finds them there)."""
+def open_dumps(job, inputs: dict, parts, quiet: bool) -> None:
+    """Memory-maps the embeddings; Parquet/Arrow inputs are first converted into the local
+    folder ``parts.scratch()`` (``OUT.parts/inputs``; once: a resumed run finds them there)."""
     job = storage.localized(job)
     for role, path, ids_name in (("queries", job.queries, "query_ids"),
                                  ("candidates", job.candidates, "candidate_ids")):
         if not inputs["columnar"][role]:
             inputs[role] = Dump(path)
             continue
-        cache = parts / "inputs" / f"{role}.npy"
-        ids_cache = parts / "inputs" / f"{role}-ids.npy" if job.id_column else None
+        cache = parts.scratch() / f"{role}.npy"
+        ids_cache = parts.scratch() / f"{role}-ids.npy" if job.id_column else None
         if not cache.exists() or (ids_cache is not None and not ids_cache.exists()):
             if not quiet:
                 print(f"hardmine mine: converting {path} (column {job.column!r}) to {cache}", file=sys.stderr)
@@ -109,7 +109,7 @@ def open_dumps(job, inputs: dict, parts: Path, quiet: bool) -> None:
             inputs[ids_name] = load_row_ids(ids_cache, inputs[role].shape[0], f"{path} --id-column")
 
 
-def check_inputs(job, inputs: dict, parts: Path, memory_limit: int | None) -> None:
+def check_inputs(job, inputs: dict, parts, memory_limit: int | None) -> None:
     """Memory-maps the dumps and scans them once: NaN/inf, and float32 overflow under dot."""
     try:
         open_dumps(job, inputs, parts, job.quiet)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -25,10 +24,10 @@ import numpy as np
 from .. import _precision, _validation, backends, cluster
 from ..mining import mining_options
 from ..mining.pipeline import POSITIVES_NEEDED
-from . import blocks, state
+from . import blocks, state, stores
 from .dumps import DumpError
 from .inputs import check_inputs, load_inputs, open_dumps
-from .outputs import remove_stale_temps, write_json, write_negatives
+from .outputs import negatives_writer
 from .plan import block_rows_for, parse_size
 from .progress import Progress
 from .state import JobError
@@ -109,7 +108,7 @@ def run(job: Job, executor=None) -> int:
             job = dataclasses.replace(job, threads=job.threads or executor.threads)
             _check_parameters(job)
             executor.connect()
-        with state.output_lock(out):
+        with out.lock():
             return _run(job, out, executor)
     finally:
         if executor is not None:
@@ -117,14 +116,18 @@ def run(job: Job, executor=None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _checked_output(job: Job) -> Path:
-    """The output path, refused before any work when it cannot be written."""
+def _checked_output(job: Job) -> stores.Output:
+    """The output, refused before any work when it cannot be written."""
+    if Path(job.out).suffix.lower() not in (".parquet", ".npz", ".jsonl"):
+        raise JobError(f"--out must end in .parquet, .npz or .jsonl; got {job.out}")
     if "://" in job.out:
-        raise JobError(f"--out {job.out}: the output must be a path (on a filesystem every worker mounts); inputs "
-                       f"may be URIs, object-store output is not supported yet")
+        output = stores.Output(job.out)
+        try:
+            output.folder.names()  # reaches the store: a bad URI, bucket or credentials fail here
+        except (OSError, ValueError) as error:
+            raise JobError(f"--out {job.out}: cannot be reached ({error})") from None
+        return output
     out = Path(job.out)
-    if out.suffix.lower() not in (".parquet", ".npz", ".jsonl"):
-        raise JobError(f"--out must end in .parquet, .npz or .jsonl; got {out}")
     if out.is_dir():
         raise JobError(f"--out {out} is a directory; give a file name ending in {out.suffix}")
     folder = out.parent
@@ -132,11 +135,15 @@ def _checked_output(job: Job) -> Path:
         raise JobError(f"--out {out}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise JobError(f"--out {out}: folder {folder} is not writable")
-    return out
+    return stores.Output(job.out)
 
 
-def _parts(out: Path) -> Path:
-    return out.with_name(out.name + ".parts")
+def _manifest_bytes(value: dict) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _json(value: dict):
+    return lambda out: out.write(_manifest_bytes(value))
 
 
 def _loaded(job: Job, **options) -> dict:
@@ -154,10 +161,11 @@ def _width(job: Job, inputs: dict) -> int:
     return width
 
 
-def _stored(manifest_path: Path, job: Job, inputs: dict, num_queries: int, refusal: str) -> int:
-    """The block size of the run recorded in ``manifest_path``, refused unless this run matches it."""
+def _stored(parts, job: Job, inputs: dict, num_queries: int, refusal: str) -> int:
+    """The block size of the run recorded in the manifest in ``parts``, refused unless this run matches it."""
+    manifest_path = parts.label(stores.MANIFEST)
     try:
-        old = json.loads(manifest_path.read_text())
+        old = json.loads(parts.read(stores.MANIFEST))
         if not isinstance(old, dict):
             raise TypeError("not a JSON object")
     except (ValueError, TypeError, OSError) as error:
@@ -171,29 +179,28 @@ def _stored(manifest_path: Path, job: Job, inputs: dict, num_queries: int, refus
     return block_rows
 
 
-def _run(job: Job, out: Path, executor) -> int:
+def _run(job: Job, out: stores.Output, executor) -> int:
     if out.exists() and not job.overwrite:
         raise JobError(f"{out} exists; pass --overwrite to replace it")
-    parts = _parts(out)
-    remove_stale_temps(out.parent, out.name)  # left by a run killed while merging; the lock says none is live
-    if parts.is_dir():
-        remove_stale_temps(parts, "part-")
+    parts = out.parts
+    out.clean_temps()  # left by a run killed while merging; the lock says none is live
+    if parts.exists():
+        parts.clean_temps("part-")
     _check_parameters(job)
     inputs = _loaded(job)
     num_queries = inputs["num_queries"]
     width = _width(job, inputs)
     window = int(job.mining["rank_range"][1] or (job.mining["rank_range"][0] + width))
     threads = job.threads or os.cpu_count() or 1
-    manifest_path = parts / "manifest.json"
     if parts.exists() and not job.resume:
         if not job.overwrite:
-            done = len(list(parts.glob("part-*.npz")))
+            done = len(parts.names())
             raise JobError(f"{parts} holds an unfinished run ({done} blocks done): pass --resume to continue "
                            f"or --overwrite to start over")
-        shutil.rmtree(parts)
-    fresh = not (job.resume and manifest_path.exists())
+        parts.remove()
+    fresh = not (job.resume and parts.has(stores.MANIFEST))
     if not fresh:
-        block_rows = _stored(manifest_path, job, inputs, num_queries, "--resume refused")
+        block_rows = _stored(parts, job, inputs, num_queries, "--resume refused")
         state.verify_parts(parts, state.plan(num_queries, block_rows), width)
     else:
         block_rows = job.block_rows or block_rows_for(
@@ -202,20 +209,20 @@ def _run(job: Job, out: Path, executor) -> int:
             job.mining.get("precision", "fp32"),
         )
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
-            shutil.rmtree(parts)
-        parts.mkdir(parents=True)
-        write_json(manifest_path, state.manifest(job, inputs, block_rows))
+            parts.remove()
+        parts.make()
+        parts.write(stores.MANIFEST, _json(state.manifest(job, inputs, block_rows)))
     try:
         return _mine_blocks(job, out, parts, inputs, block_rows, width, executor)
     except BaseException:
         # A fresh run that fails before saving any block leaves nothing behind, so the
         # next attempt needs no --resume or --overwrite (converted inputs are not worth keeping).
-        if fresh and parts.exists() and not any(parts.glob("part-*.npz")):
-            shutil.rmtree(parts, ignore_errors=True)
+        if fresh and parts.exists() and not parts.names():
+            parts.remove()
         raise
 
 
-def _run_slice(job: Job, out: Path) -> int:
+def _run_slice(job: Job, out: stores.Output) -> int:
     """``--blocks A:B``: one task of an array job. Tasks run at once on one OUT, so no lock: the
     first writes the manifest (created only if absent), the others must match it, and each part
     is written atomically with fixed bytes, so a block mined twice is harmless."""
@@ -224,14 +231,13 @@ def _run_slice(job: Job, out: Path) -> int:
     _check_parameters(job)
     inputs = _loaded(job)
     width = _width(job, inputs)
-    parts = _parts(out)
-    manifest_path = parts / "manifest.json"
-    if not manifest_path.exists():
+    parts = out.parts
+    if not parts.has(stores.MANIFEST):
         if job.block_rows is None:
             raise JobError("--blocks needs --block-rows: every task of an array job must cut the same plan")
-        parts.mkdir(parents=True, exist_ok=True)
-        state.create_manifest(manifest_path, state.manifest(job, inputs, job.block_rows))
-    block_rows = _stored(manifest_path, job, inputs, inputs["num_queries"], "--blocks refused")
+        parts.make()
+        parts.create(stores.MANIFEST, _manifest_bytes(state.manifest(job, inputs, job.block_rows)))
+    block_rows = _stored(parts, job, inputs, inputs["num_queries"], "--blocks refused")
     if job.block_rows is not None and job.block_rows != block_rows:
         raise JobError(f"--blocks refused: --block-rows {job.block_rows}, but the run in {parts} cuts blocks of "
                        f"{block_rows} rows; every task of an array job must give the same --block-rows")
@@ -255,14 +261,14 @@ def _run_slice(job: Job, out: Path) -> int:
         return 130
     finally:
         progress.close()
-    saved = sum(state.part_path(parts, block).exists() for block in range(len(plan)))
+    saved = len(parts.names())
     if not job.quiet:
         print(f"hardmine mine: blocks {first}..{last - 1} saved ({saved}/{len(plan)} of the plan); once all are, "
               f"run: hardmine merge {out}", file=sys.stderr)
     return 0
 
 
-def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int, width: int, executor) -> int:
+def _mine_blocks(job: Job, out: stores.Output, parts, inputs: dict, block_rows: int, width: int, executor) -> int:
     """The run after its state is settled: check the inputs, mine the missing blocks, merge."""
     try:
         check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
@@ -280,7 +286,7 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
             executor.mine(job, parts, plan, reliability, progress)
     except KeyboardInterrupt:
         progress.close()
-        done = len(list(parts.glob("part-*.npz")))
+        done = len(parts.names())
         print(f"\nhardmine mine: interrupted; {done}/{len(plan)} blocks are saved in {parts}; "
               f"rerun the same command with --resume to continue", file=sys.stderr)
         return 130
@@ -292,21 +298,23 @@ def _mine_blocks(job: Job, out: Path, parts: Path, inputs: dict, block_rows: int
 def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = False) -> int:
     """``hardmine merge OUT``: writes ``OUT`` from the parts every ``--blocks`` task saved in
     ``OUT.parts``, once all of the plan's blocks are there and their kernels match."""
-    out = Path(out)
-    parts = _parts(out)
-    manifest_path = parts / "manifest.json"
-    if not manifest_path.exists():
-        raise JobError(f"nothing to merge: {manifest_path} does not exist (run hardmine mine --blocks first)")
-    with state.output_lock(out):
+    out = stores.Output(str(out))
+    parts = out.parts
+    if not parts.has(stores.MANIFEST):
+        raise JobError(f"nothing to merge: {parts.label(stores.MANIFEST)} does not exist (run hardmine mine --blocks "
+                       f"first)")
+    with out.lock():
         if out.exists() and not overwrite:
             raise JobError(f"{out} exists; pass --overwrite to replace it")
-        remove_stale_temps(out.parent, out.name)
-        remove_stale_temps(parts, "part-")
-        stored = json.loads(manifest_path.read_text())
+        out.clean_temps()
+        parts.clean_temps("part-")
+        stored = json.loads(parts.read(stores.MANIFEST))
         job = _job_from_manifest(stored, str(out), quiet)
         inputs = _loaded(job, fingerprints=False)
-        plan = state.plan(inputs["num_queries"], state.stored_block_rows(stored, manifest_path, inputs["num_queries"]))
-        missing = [block for block in range(len(plan)) if not state.part_path(parts, block).exists()]
+        plan = state.plan(inputs["num_queries"], state.stored_block_rows(stored, parts.label(stores.MANIFEST),
+                                                                         inputs["num_queries"]))
+        saved = set(parts.names())
+        missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
         if missing:
             raise JobError(f"merge refused: {len(missing)} of {len(plan)} blocks are not saved yet "
                            f"({state.ranges(missing)}); mine them with hardmine mine --blocks A:B")
@@ -327,11 +335,12 @@ def _job_from_manifest(stored: dict, out: str, quiet: bool):
                        f"damaged); mine again with --overwrite") from None
 
 
-def _merge(job: Job, out: Path, parts: Path, inputs: dict, plan: list[tuple[int, int]], width: int) -> int:
+def _merge(job: Job, out: stores.Output, parts, inputs: dict, plan: list[tuple[int, int]], width: int) -> int:
     state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
     blocks.check_kernels(parts, plan, job.mining.get("precision", "fp32"))
-    write_negatives(out, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"), inputs.get("candidate_ids")))
-    shutil.rmtree(parts)
+    out.write(negatives_writer(out.name, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"),
+                                                                inputs.get("candidate_ids"))))
+    parts.remove()
     if not job.quiet:
         print(f"hardmine mine: wrote {out} ({inputs['num_queries']:,} queries)", file=sys.stderr)
     return 0
@@ -352,10 +361,11 @@ def _reliability(job: Job, inputs: dict):
         candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
 
 
-def _mine_missing(job: Job, parts: Path, inputs: dict, plan: list[tuple[int, int]], chosen: range, reliability,
+def _mine_missing(job: Job, parts, inputs: dict, plan: list[tuple[int, int]], chosen: range, reliability,
                   progress: Progress) -> None:
     """Mines every chosen block without a saved part, in this process, one after another."""
-    missing = [block for block in chosen if not state.part_path(parts, block).exists()]
+    saved = set(parts.names())
+    missing = [block for block in chosen if state.part_name(block) not in saved]
     total = sum(plan[block][1] - plan[block][0] for block in chosen)
     finished = total - sum(plan[block][1] - plan[block][0] for block in missing)
     progress.update(finished)
@@ -367,10 +377,10 @@ def _mine_missing(job: Job, parts: Path, inputs: dict, plan: list[tuple[int, int
         progress.update(finished, final=finished == total)
 
 
-def _saved_blocks(parts: Path, plan: list[tuple[int, int]], query_ids, candidate_ids):
+def _saved_blocks(parts, plan: list[tuple[int, int]], query_ids, candidate_ids):
     """The saved parts in order, one at a time, with row numbers mapped to ids."""
     for block, (start, stop) in enumerate(plan):
-        columns, _ = blocks.read_part(state.part_path(parts, block))
+        columns, _ = blocks.read_part(parts, block)
         rows = np.arange(start, stop, dtype=np.int64)
         columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
         if candidate_ids is not None:

@@ -57,7 +57,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise
 
 
-def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[BinaryIO], None]:
+    """Writes ``arrays`` as an uncompressed ``.npz`` whose bytes depend on the arrays only."""
+
     def write(out: BinaryIO) -> None:
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
             for name, array in arrays.items():
@@ -65,20 +67,20 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
                 archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH), buffer.getvalue())
 
-    atomic_write(path, write)
+    return write
 
 
-def write_json(path: str | os.PathLike, value: object) -> None:
-    atomic_write(path, lambda out: out.write(json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"))
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(path, npz_writer(arrays))
 
 
 #: the output columns, in order
 COLUMNS = ("query_id", "negative_ids", "negative_scores", "positive_score", "num_valid")
 
 
-def write_negatives(path: str | os.PathLike, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
-    """Streams the mining output into ``.parquet``, ``.npz`` or ``.jsonl`` (by suffix),
-    one block of queries at a time, so memory stays at one block whatever the total.
+def negatives_writer(name: str, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> Callable[[BinaryIO], None]:
+    """Streams the mining output into ``.parquet``, ``.npz`` or ``.jsonl`` (by the suffix of
+    ``name``), one block of queries at a time, so memory stays at one block whatever the total.
 
     ``blocks()`` yields dicts with the COLUMNS as padded arrays: ``negative_ids``
     (rows, n) int64 and ``negative_scores`` (rows, n) float32 with -1/-inf padding,
@@ -86,16 +88,11 @@ def write_negatives(path: str | os.PathLike, blocks: Callable[[], Iterator[dict[
     real negatives; the npz keeps the padded (Q, n) arrays. NaN ``positive_score``
     (no positives) is null in jsonl.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        atomic_write(path, lambda out: _stream_npz(out, blocks))
-    elif suffix == ".parquet":
-        atomic_write(path, lambda out: _stream_parquet(out, blocks))
-    elif suffix == ".jsonl":
-        atomic_write(path, lambda out: _stream_jsonl(out, blocks))
-    else:
-        raise ValueError(f"--out must end in .parquet, .npz or .jsonl; got {path}")
+    suffix = Path(name).suffix.lower()
+    streams = {".npz": _stream_npz, ".parquet": _stream_parquet, ".jsonl": _stream_jsonl}
+    if suffix not in streams:
+        raise ValueError(f"--out must end in .parquet, .npz or .jsonl; got {name}")
+    return lambda out: streams[suffix](out, blocks)
 
 
 def _stream_npz(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:

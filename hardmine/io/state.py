@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import io
 import os
 import socket
 import time
@@ -64,8 +64,8 @@ def plan(num_queries: int, block_rows: int) -> list[tuple[int, int]]:
     return [(start, min(num_queries, start + block_rows)) for start in range(0, num_queries, block_rows)]
 
 
-def part_path(parts: Path, block: int) -> Path:
-    return parts / f"part-{block:06d}.npz"
+def part_name(block: int) -> str:
+    return f"part-{block:06d}.npz"
 
 
 #: every part holds these arrays, with these dtypes and per-row widths (None: one value per row)
@@ -73,36 +73,37 @@ _PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32
                 "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
 
 
-def verify_parts(parts: Path, plan: list[tuple[int, int]], width: int) -> None:
-    """Refuses, naming the part, any saved block that is unreadable, of the wrong rows or
-    columns, or not in the plan: a resume trusts nothing it did not check."""
-    expected = {part_path(parts, block).name for block in range(len(plan))}
-    for stray in sorted(parts.glob("part-*.npz")):
-        if stray.name not in expected:
-            raise JobError(f"--resume refused: {stray} is not a block of this run's plan ({len(plan)} blocks); "
-                           f"remove it or pass --overwrite to start over")
+def verify_parts(parts, plan: list[tuple[int, int]], width: int) -> None:
+    """Refuses, naming the part, any saved block in the store ``parts`` (:mod:`hardmine.io.stores`)
+    that is unreadable, of the wrong rows or columns, or not in the plan: a resume trusts nothing
+    it did not check."""
+    expected = {part_name(block) for block in range(len(plan))}
+    for stray in parts.names("part-*.npz"):
+        if stray not in expected:
+            raise JobError(f"--resume refused: {parts.label(stray)} is not a block of this run's plan ({len(plan)} "
+                           f"blocks); remove it or pass --overwrite to start over")
     for block, (start, stop) in enumerate(plan):
-        path = part_path(parts, block)
-        if not path.exists():
+        name = part_name(block)
+        if not parts.has(name):
             continue
         problem = None
         try:
-            with np.load(path, allow_pickle=False) as part:
-                for name, (dtype, wide) in _PART_ARRAYS.items():
-                    if name not in part.files:
-                        problem = f"has no array {name!r}"
+            with np.load(io.BytesIO(parts.read(name)), allow_pickle=False) as part:
+                for array_name, (dtype, wide) in _PART_ARRAYS.items():
+                    if array_name not in part.files:
+                        problem = f"has no array {array_name!r}"
                         break
-                    array = part[name]
+                    array = part[array_name]
                     shape = (stop - start, width) if wide else (stop - start,)
                     if array.shape != shape or array.dtype != dtype:
-                        problem = (f"holds {name} of shape {array.shape} and dtype {array.dtype}; block {block} "
+                        problem = (f"holds {array_name} of shape {array.shape} and dtype {array.dtype}; block {block} "
                                    f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
                         break
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             problem = f"is unreadable ({type(error).__name__}: {error})"
         if problem is not None:
-            raise JobError(f"--resume refused: {path} {problem}; delete that file to have the block mined again, "
-                           f"or pass --overwrite to start over")
+            raise JobError(f"--resume refused: {parts.label(name)} {problem}; delete that file to have the block mined "
+                           f"again, or pass --overwrite to start over")
 
 
 #: the Job fields naming input files, recorded (absolute) so that `hardmine merge` can rebuild the job
@@ -131,19 +132,6 @@ def manifest(job, inputs: dict, block_rows: int) -> dict:
 def absolute(path: str | None) -> str | None:
     """A path made absolute; a URI (``s3://...``, ``file://...``) or None as it is."""
     return path if not path or "://" in path else os.path.abspath(path)
-
-
-def create_manifest(path: Path, value: dict) -> None:
-    """Writes the manifest only if none exists (array tasks start at once): a complete temp file
-    hard-linked into place, so a reader sees no manifest or all of it, and one writer wins."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    finally:
-        temp.unlink()
 
 
 def ranges(blocks: list[int]) -> str:
