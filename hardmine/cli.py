@@ -134,12 +134,17 @@ def _mine(args: argparse.Namespace) -> int:
     )
     try:
         executor = None
+        scale = {"--cpus-per-task": args.cpus_per_task, "--gpus-per-task": args.gpus_per_task,
+                 "--max-retries": args.max_retries}
+        if args.ray is None and any(value is not None for value in scale.values()):
+            raise offline.JobError(f"{', '.join(k for k, v in scale.items() if v is not None)} applies to --ray runs")
         if args.ray is not None:
             if args.blocks is not None:
                 raise offline.JobError("--blocks and --ray exclude each other: --ray mines every block of the plan")
             from .distributed import RayExecutor
 
-            executor = RayExecutor(args.ray, args.cpus_per_task, args.gpus_per_task, args.max_retries)
+            defaults = {"--cpus-per-task": 1, "--gpus-per-task": 0, "--max-retries": 3}
+            executor = RayExecutor(args.ray, *(defaults[k] if v is None else v for k, v in scale.items()))
         return offline.run(job, executor)
     except offline.JobError as error:
         print(f"hardmine mine: error: {error}", file=sys.stderr)
@@ -367,9 +372,9 @@ def _mine_command(commands) -> None:
     scale.add_argument("--ray", metavar="auto|local[:N]|HOST:PORT",
                        help="run the blocks as Ray tasks: the cluster of this machine, a local one of N CPUs, "
                             "or the head node at HOST:PORT")
-    scale.add_argument("--cpus-per-task", type=int, default=1, help="CPUs (engine threads) per block task (default 1)")
-    scale.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per block task (with --backend cuda)")
-    scale.add_argument("--max-retries", type=int, default=3,
+    scale.add_argument("--cpus-per-task", type=int, help="CPUs (engine threads) per block task (default 1)")
+    scale.add_argument("--gpus-per-task", type=float, help="GPUs per block task (with --backend cuda; default 0)")
+    scale.add_argument("--max-retries", type=int,
                        help="times a block is retried when its worker or node is lost (default 3)")
     mine.set_defaults(run=_mine)
     merge = commands.add_parser("merge", help="merge the parts of a `hardmine mine --blocks` run into OUT")

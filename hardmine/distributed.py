@@ -76,14 +76,21 @@ class RayExecutor:
         #: engine threads per task when the job names none (the scores' bytes depend on it)
         self.threads = cpus_per_task
         self.ray = None
+        self.joined = False  # whether connect() called ray.init (and close() must leave)
 
-    def connect(self) -> None:
+    def connect(self, job: Job) -> None:
         """Imports Ray and joins (or, for ``local``, starts) the cluster; refuses clearly when the
-        extra is missing or the address does not answer, before the job writes anything."""
+        extra is missing, the address does not answer or the job cannot use the tasks' resources,
+        before the job writes anything. A process already connected to Ray keeps its connection."""
+        if self.gpus and job.mining.get("backend", "auto") == "auto":
+            raise JobError("--gpus-per-task needs --backend cuda or cupy: with host inputs 'auto' takes the CPU")
         try:
             import ray
         except ImportError:
             raise JobError('--ray needs Ray, an optional extra: pip install "hardmine[ray]"') from None
+        if ray.is_initialized():
+            self.ray = ray
+            return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing leaves the machine unless asked
         match = _ADDRESS.match(self.address)
         settings: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
@@ -107,19 +114,17 @@ class RayExecutor:
             ray.init(**settings)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise JobError(f"--ray {self.address}: could not join the Ray cluster: {error}") from None
-        self.ray = ray
+        self.ray, self.joined = ray, True
 
     def close(self) -> None:
-        """Leaves the cluster (a ``local`` one is stopped; a shared one keeps running)."""
-        if self.ray is not None:
+        """Leaves the cluster it joined (a ``local`` one is stopped; a shared one keeps running)."""
+        if self.joined:
             self.ray.shutdown()
-            self.ray = None
+        self.ray, self.joined = None, False
 
     def mine(self, job: Job, parts, plan: list[tuple[int, int]], reliability, progress) -> None:
         """Submits one task per missing block and waits for them, checking each part's hash."""
         ray = self.ray
-        if self.gpus and job.mining.get("backend", "auto") == "auto":
-            raise JobError("--gpus-per-task needs --backend cuda or cupy: with host inputs 'auto' takes the CPU")
         # workers have other working directories: every path absolute
         worker_job = dataclasses.replace(job, quiet=True, **{name: state.absolute(getattr(job, name))
                                                               for name in state.PATHS})
@@ -130,7 +135,7 @@ class RayExecutor:
         shared = ray.put(reliability)
         saved = set(parts.names())
         missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
-        done_rows = sum(stop - start for block, (start, stop) in enumerate(plan) if block not in set(missing))
+        done_rows = sum(stop - start for block, (start, stop) in enumerate(plan) if state.part_name(block) in saved)
         done_blocks = len(plan) - len(missing)
         pending = {task.remote(worker_job, parts, block, *plan[block], shared): block for block in missing}
         progress.update(done_rows, blocks=f"{done_blocks}/{len(plan)}", workers=self._workers())

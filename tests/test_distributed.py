@@ -173,6 +173,10 @@ def test_bad_address_missing_extra_and_mismatched_manifest(cluster, tmp_path, mo
     assert time.monotonic() - start < 60
     done = hardmine_mine(tmp_path, *args, "--out", "out.npz", "--ray", "somewhere")
     assert done.returncode == 2 and "--ray takes auto, local, local:N or HOST:PORT" in done.stderr
+    done = hardmine_mine(tmp_path, *args, "--out", "out.npz", "--ray", "local:1", "--cpus-per-task", "0")
+    assert done.returncode == 2 and "--cpus-per-task must be an integer >= 1; got 0" in done.stderr
+    done = hardmine_mine(tmp_path, *args, "--out", "out.npz", "--ray", cluster[0].address, "--gpus-per-task", "1")
+    assert done.returncode == 2 and "--gpus-per-task needs --backend cuda or cupy" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == []
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     monkeypatch.chdir(tmp_path)

@@ -68,6 +68,8 @@ def test_array_tasks_merge_to_the_single_process_bytes(tmp_path, out):
     (("--blocks", "0:1", "--seed", "12"), "--blocks refused: out.npz.parts/manifest.json does not match this run: "
                                           "parameters.seed: was 11, now 12"),
     (("--blocks", "0:1", "--ray", "local"), "--blocks and --ray exclude each other"),
+    (("--blocks", "0:1", "--cpus-per-task", "2", "--max-retries", "1"), "--cpus-per-task, --max-retries applies to "
+                                                                        "--ray runs"),
 ])
 def test_bad_slices_are_refused(tmp_path, extra, message):
     args = make_dump(tmp_path)

@@ -107,7 +107,7 @@ def run(job: Job, executor=None) -> int:
         if executor is not None:  # its tasks run with its threads unless told: the manifest records them
             job = dataclasses.replace(job, threads=job.threads or executor.threads)
             _check_parameters(job)
-            executor.connect()
+            executor.connect(job)
         with out.lock():
             return _run(job, out, executor)
     finally:
@@ -123,7 +123,7 @@ def _checked_output(job: Job) -> stores.Output:
     if "://" in job.out:
         output = stores.Output(job.out)
         try:
-            output.folder.names()  # reaches the store: a bad URI, bucket or credentials fail here
+            output.folder.exists()  # reaches the store: a bad URI, bucket or credentials fail here
         except (OSError, ValueError) as error:
             raise JobError(f"--out {job.out}: cannot be reached ({error})") from None
         return output
