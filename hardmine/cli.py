@@ -372,15 +372,15 @@ def _mine_command(commands) -> None:
     scale.add_argument("--ray", metavar="auto|local[:N]|HOST:PORT",
                        help="run the blocks as Ray tasks: the cluster of this machine, a local one of N CPUs, "
                             "or the head node at HOST:PORT")
-    scale.add_argument("--cpus-per-task", type=int, help="CPUs (engine threads) per block task (default 1)")
-    scale.add_argument("--gpus-per-task", type=float, help="GPUs per block task (with --backend cuda; default 0)")
-    scale.add_argument("--max-retries", type=int,
+    scale.add_argument("--cpus-per-task", type=int, metavar="N", help="CPUs (engine threads) per block task (default 1)")
+    scale.add_argument("--gpus-per-task", type=float, metavar="G", help="GPUs per block task (with --backend cuda; default 0)")
+    scale.add_argument("--max-retries", type=int, metavar="R",
                        help="times a block is retried when its worker or node is lost (default 3)")
     mine.set_defaults(run=_mine)
     merge = commands.add_parser("merge", help="merge the parts of a `hardmine mine --blocks` run into OUT")
     merge.add_argument("out", help="the --out the blocks were mined for")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
-    merge.add_argument("--quiet", action="store_true")
+    merge.add_argument("--quiet", action="store_true", help="no messages")
     merge.set_defaults(run=_merge)
 
 
