@@ -33,10 +33,19 @@ def info(print_result: bool = True) -> dict[str, Any]:
         "cuda": backends.cuda_status(),
         "certified": {codes: dict(zip(("native", "reason"), _precision.kernel(codes))) for codes in ("int8", "bf16")},
         "auto": _precision.auto_codes(),
+        "ray": _installed("ray"),
     }
     if print_result:
         print(format_info(facts))
     return facts
+
+
+def _installed(name: str) -> str | None:
+    """The version of an installed distribution, read without importing it (Ray takes seconds)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def format_info(facts: dict[str, Any]) -> str:
@@ -55,6 +64,8 @@ def format_info(facts: dict[str, Any]) -> str:
         lines.append(f"precision={codes!r} (certified, exact answers): {kernel['reason']}")
     auto = f"takes {facts['auto']!r} for large calls" if facts["auto"] else "stays on fp32"
     lines.append(f"precision='auto': {auto}")
+    ray = f"Ray {facts['ray']}" if facts["ray"] else 'Ray not installed (pip install "hardmine[ray]")'
+    lines.append(f"scale-out (hardmine mine --ray): {ray}")
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")

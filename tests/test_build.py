@@ -45,7 +45,9 @@ def test_info_reports_every_backend(capsys):
     assert facts["version"] in printed
     for name in backends.names():
         assert name in printed
-    assert "cuda" in printed
+    assert "cuda" in printed and "scale-out (hardmine mine --ray): " in printed
+    if os.environ.get("HARDMINE_EXPECT_RAY") == "1":
+        assert facts["ray"] is not None and f"Ray {facts['ray']}" in printed
     if facts["backends"]["cpu"] is None:
         for key in ("blas", "openmp", "simd"):
             assert key in printed

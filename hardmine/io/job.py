@@ -11,6 +11,7 @@ missing blocks elsewhere, while this process alone writes the manifest and merge
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -218,7 +219,8 @@ def _run(job: Job, out: stores.Output, executor) -> int:
         # A fresh run that fails before saving any block leaves nothing behind, so the
         # next attempt needs no --resume or --overwrite (converted inputs are not worth keeping).
         if fresh and parts.exists() and not parts.names():
-            parts.remove()
+            with contextlib.suppress(OSError):  # the error on its way out matters more
+                parts.remove()
         raise
 
 

@@ -50,7 +50,8 @@ class Folder:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root.exists():
+            shutil.rmtree(self.root)
 
     def names(self, pattern: str = "part-*.npz") -> list[str]:
         return sorted(path.name for path in self.root.glob(pattern))
