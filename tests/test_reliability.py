@@ -295,8 +295,13 @@ def test_resume_refuses_inputs_changed_anywhere(dump, monkeypatch):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda manifest: manifest.update(block_rows=700), r"part-000000.npz holds negative_ids of shape \(500, 5\)"),
-    (lambda manifest: manifest.update(block_rows=10**9), r"part-000001.npz is not a block of this run's plan"),
+    (lambda manifest: manifest.update(block_rows=700, blocks=state.plan(2000, 700)),
+     r"part-000000.npz holds negative_ids of shape \(500, 5\)"),
+    (lambda manifest: manifest.update(block_rows=10**9, blocks=state.plan(2000, 10**9)),
+     r"part-000001.npz is not a block of this run's plan"),
+    (lambda manifest: manifest.update(block_rows=700), r"blocks: was \[\[0, 500\], \[500, 1000\], .*, now \[\[0, 700\]"),
+    (lambda manifest: manifest.update(blocks=state.plan(2000, 400)[:4]), r"blocks: was \[\[0, 400\], \[400, 800\], "
+                                                                      r".*, now \[\[0, 500\], \[500, 1000\], "),
     (lambda manifest: manifest.update(block_rows=-1), "has block_rows -1; it must be an integer >= 1"),
     (lambda manifest: manifest.update(block_rows=0), "has block_rows 0; it must be an integer >= 1"),
     (lambda manifest: manifest.update(block_rows="250"), "has block_rows '250'"),

@@ -126,6 +126,9 @@ def manifest(job, inputs: dict, block_rows: int) -> dict:
         "inputs": inputs["fingerprints"],
         "num_queries": inputs["num_queries"],
         "block_rows": block_rows,
+        # the global query rows of each block (part-NNNNNN.npz holds block NNNNNN): what every
+        # executor (this process, an array task, a Ray task) mines
+        "blocks": plan(inputs["num_queries"], block_rows),
     }
 
 
@@ -155,11 +158,23 @@ def stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """What differs between two manifests, field by field (into dicts, and lists of dicts)."""
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: was {a!r}, now {b!r}")
+        out += _compare(old.get(key), new.get(key), f"{prefix}{key}")
     return out
+
+
+def _compare(a, b, name: str) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return differences(a, b, f"{name}.")
+    if (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b
+            and all(isinstance(x, dict) for x in a + b)):  # e.g. the fingerprints of an input's files
+        return [line for i, (x, y) in enumerate(zip(a, b)) for line in _compare(x, y, f"{name}[{i}]")]
+    return [] if a == b else [f"{name}: was {_short(a)}, now {_short(b)}"]
+
+
+def _short(value, limit: int = 120) -> str:
+    """A value's repr, cut in the middle past ``limit`` characters (a block plan can be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit // 2]}, ..., {text[-limit // 2:]}"
