@@ -16,10 +16,7 @@ def info(print_result: bool = True) -> dict[str, Any]:
 
     Printed as a short report unless ``print_result=False``; always returned as a dict.
     """
-    try:
-        version = metadata.version("hardmine")
-    except metadata.PackageNotFoundError:
-        version = "unknown (not installed)"
+    version = installed_version("hardmine") or "unknown (not installed)"
     status = backends.status()
     build = None
     if status.get("cpu") is None:
@@ -33,15 +30,15 @@ def info(print_result: bool = True) -> dict[str, Any]:
         "cuda": backends.cuda_status(),
         "certified": {codes: dict(zip(("native", "reason"), _precision.kernel(codes))) for codes in ("int8", "bf16")},
         "auto": _precision.auto_codes(),
-        "ray": _installed("ray"),
+        "ray": installed_version("ray"),
     }
     if print_result:
         print(format_info(facts))
     return facts
 
 
-def _installed(name: str) -> str | None:
-    """The version of an installed distribution, read without importing it (Ray takes seconds)."""
+def installed_version(name: str) -> str | None:
+    """The version of an installed distribution (None if absent), read without importing it."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

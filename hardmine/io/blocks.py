@@ -10,11 +10,11 @@ import io
 import json
 import os
 import platform
-from importlib import metadata
 
 import numpy as np
 
 from .. import _precision, api, backends
+from ..info import installed_version
 from . import state
 from .outputs import npz_writer
 from .state import JobError
@@ -24,13 +24,6 @@ from .state import JobError
 #: are the same (tests/test_distributed_blocks.py mines a block on each). The thread count is not
 #: neutral: it sets the score tiles' shape, and with it float32 rounding.
 NEUTRAL = {"int8": ("products",)}
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def identity(job) -> dict:
@@ -53,8 +46,8 @@ def identity(job) -> dict:
     if precision == "auto":
         products["auto takes"] = _precision.auto_codes() or "fp32"
     return {"backend": backend.name, "blas": blas, "products": products or None, "scores": "float32",
-            "hardmine": _version("hardmine"), "numpy": np.__version__,
-            "numba": _version("numba") if backend.name == "numba" else None,
+            "hardmine": installed_version("hardmine"), "numpy": np.__version__,
+            "numba": installed_version("numba") if backend.name == "numba" else None,
             "machine": platform.machine(), **tiles}
 
 

@@ -11,10 +11,11 @@ import socket
 import time
 import zipfile
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from ..info import installed_version
 
 
 class JobError(Exception):
@@ -113,12 +114,8 @@ PATHS = ("queries", "candidates", "positives", "query_groups", "candidate_groups
 
 def manifest(job, inputs: dict, block_rows: int) -> dict:
     """What a run's parts depend on (each part also records its kernel, :mod:`hardmine.io.blocks`)."""
-    try:
-        version = metadata.version("hardmine")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
     return {
-        "hardmine_version": version,
+        "hardmine_version": installed_version("hardmine") or "unknown",
         "parameters": dict(job.mining, threads=job.threads, column=job.column, id_column=job.id_column,
                            **({"clusters": job.clusters, "cluster_thresholds": job.cluster_thresholds}
                               if job.mining["strategy"] == "cluster" else {})),
