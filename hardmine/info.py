@@ -20,7 +20,9 @@ def info(print_result: bool = True) -> dict[str, Any]:
     status = backends.status()
     build = None
     if status.get("cpu") is None:
-        build = dict(backends.get("cpu").build_info)
+        cpu = backends.get("cpu")
+        # with the BLAS kernel, what decides float32 score bytes (merges compare it: docs/scaling.md)
+        build = dict(cpu.build_info, tiles=cpu.tiles(None))
     facts = {
         "version": version,
         "python": platform.python_version(),
@@ -66,6 +68,6 @@ def format_info(facts: dict[str, Any]) -> str:
     build = facts["cpu_build"]
     if build:
         lines.append("cpu build:")
-        for key in ("blas", "openmp", "max_threads", "simd", "compiler", "cuda_reason"):
+        for key in ("blas", "openmp", "max_threads", "tiles", "simd", "compiler", "cuda_reason"):
             lines.append(f"  {key:<12} {build[key]}")
     return "\n".join(lines)
