@@ -145,7 +145,7 @@ class RayExecutor:
                 for ref in finished:
                     block = pending.pop(ref)
                     rows, digest = self._result(ray, ref, block)
-                    arrays, _ = blocks.read_part(parts, block)
+                    arrays = blocks.read_part(parts, block)
                     if rows != plan[block][1] - plan[block][0] or blocks.content_hash(arrays) != digest:
                         raise JobError(f"block {block}: its part does not hold what its task mined (hash or "
                                        f"rows differ); is {parts} shared by another run?")

@@ -91,21 +91,19 @@ def mine_block(job, inputs: dict, parts, block: int, start: int, stop: int, reli
     return block, stop - start, content_hash(arrays)
 
 
-def read_part(parts, block: int) -> tuple[dict[str, np.ndarray], dict]:
-    """A saved part's arrays and the kernel identity it records ({} for a part without one)."""
+def read_part(parts, block: int) -> dict[str, np.ndarray]:
+    """A saved part's mined arrays (its kernel identity left out)."""
     with np.load(io.BytesIO(parts.read(state.part_name(block))), allow_pickle=False) as part:
-        arrays = {name: part[name] for name in part.files if name != "kernel"}
-        kernel = json.loads(part["kernel"].tobytes()) if "kernel" in part.files else {}
-    return arrays, kernel
+        return {name: part[name] for name in part.files if name != "kernel"}
 
 
-def check_kernels(parts, plan: list[tuple[int, int]], precision: str) -> None:
-    """Refuses to merge parts scored by kernels whose bytes may differ, naming the field, the
+def check_kernels(kernels: dict[int, dict], precision: str) -> None:
+    """Refuses to merge parts scored by kernels whose bytes may differ (``kernels``: block -> the
+    identity its part records, from :func:`hardmine.io.state.verify_parts`), naming the field, the
     values and a block of each; fields in NEUTRAL are recorded but allowed to differ."""
     neutral = NEUTRAL.get(precision, ())
     first: tuple[int, dict] | None = None
-    for block in range(len(plan)):
-        _, kernel = read_part(parts, block)
+    for block, kernel in sorted(kernels.items()):
         relevant = {key: value for key, value in kernel.items() if key not in neutral}
         if first is None:
             first = block, relevant

@@ -53,7 +53,9 @@ def load_inputs(job, fingerprints: bool = True) -> dict:
     if query_dim != candidate_dim:
         raise JobError(f"dimension mismatch: {job.queries} has d={query_dim}, {job.candidates} has d={candidate_dim}")
     inputs: dict[str, Any] = {"num_queries": num_queries, "num_candidates": num_candidates, "dim": query_dim,
-                              "columnar": columnar, "fingerprints": {}}
+                              "columnar": columnar, "fingerprints": {},
+                              # local files (an input named by URI: its copy), for open_dumps
+                              "sources": {"queries": job.queries, "candidates": job.candidates}}
     for role, path in (("queries", job.queries), ("candidates", job.candidates)):
         if fingerprints:
             inputs["fingerprints"][role] = [fingerprint(f) for f in input_files(Path(path))]
@@ -91,9 +93,8 @@ def load_inputs(job, fingerprints: bool = True) -> dict:
 def open_dumps(job, inputs: dict, parts, quiet: bool) -> None:
     """Memory-maps the embeddings; Parquet/Arrow inputs are first converted into the local
     folder ``parts.scratch()`` (``OUT.parts/inputs``; once: a resumed run finds them there)."""
-    job = storage.localized(job)
-    for role, path, ids_name in (("queries", job.queries, "query_ids"),
-                                 ("candidates", job.candidates, "candidate_ids")):
+    for role, ids_name in (("queries", "query_ids"), ("candidates", "candidate_ids")):
+        path = inputs["sources"][role]
         if not inputs["columnar"][role]:
             inputs[role] = Dump(path)
             continue

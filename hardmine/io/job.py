@@ -143,10 +143,6 @@ def _manifest_bytes(value: dict) -> bytes:
     return json.dumps(value, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def _json(value: dict):
-    return lambda out: out.write(_manifest_bytes(value))
-
-
 def _loaded(job: Job, **options) -> dict:
     try:
         return load_inputs(job, **options)
@@ -212,7 +208,8 @@ def _run(job: Job, out: stores.Output, executor) -> int:
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
             parts.remove()
         parts.make()
-        parts.write(stores.MANIFEST, _json(state.manifest(job, inputs, block_rows)))
+        manifest = _manifest_bytes(state.manifest(job, inputs, block_rows))
+        parts.write(stores.MANIFEST, lambda out: out.write(manifest))
     try:
         return _mine_blocks(job, out, parts, inputs, block_rows, width, executor)
     except BaseException:
@@ -249,7 +246,7 @@ def _run_slice(job: Job, out: stores.Output) -> int:
     if not 0 <= first < last <= len(plan):
         raise JobError(f"--blocks {job.blocks[0]}:{'' if job.blocks[1] is None else job.blocks[1]} is outside "
                        f"the plan: {len(plan)} blocks of {block_rows} query rows (0:{len(plan)})")
-    state.verify_parts(parts, plan, width)
+    state.verify_parts(parts, plan, width, range(first, last))  # the others are their tasks' and the merge's
     try:
         check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
     except KeyboardInterrupt:
@@ -338,8 +335,8 @@ def _job_from_manifest(stored: dict, out: str, quiet: bool):
 
 
 def _merge(job: Job, out: stores.Output, parts, inputs: dict, plan: list[tuple[int, int]], width: int) -> int:
-    state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
-    blocks.check_kernels(parts, plan, job.mining.get("precision", "fp32"))
+    kernels = state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
+    blocks.check_kernels(kernels, job.mining.get("precision", "fp32"))
     out.write(negatives_writer(out.name, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"),
                                                                 inputs.get("candidate_ids"))))
     parts.remove()
@@ -382,7 +379,7 @@ def _mine_missing(job: Job, parts, inputs: dict, plan: list[tuple[int, int]], ch
 def _saved_blocks(parts, plan: list[tuple[int, int]], query_ids, candidate_ids):
     """The saved parts in order, one at a time, with row numbers mapped to ids."""
     for block, (start, stop) in enumerate(plan):
-        columns, _ = blocks.read_part(parts, block)
+        columns = blocks.read_part(parts, block)
         rows = np.arange(start, stop, dtype=np.int64)
         columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
         if candidate_ids is not None:

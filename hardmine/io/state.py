@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import io
+import json
 import os
 import socket
 import time
@@ -74,18 +75,22 @@ _PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32
                 "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
 
 
-def verify_parts(parts, plan: list[tuple[int, int]], width: int) -> None:
+def verify_parts(parts, plan: list[tuple[int, int]], width: int, chosen: range | None = None) -> dict[int, dict]:
     """Refuses, naming the part, any saved block in the store ``parts`` (:mod:`hardmine.io.stores`)
-    that is unreadable, of the wrong rows or columns, or not in the plan: a resume trusts nothing
-    it did not check."""
+    that is not in the plan, or (of the ``chosen`` blocks, default all) unreadable or of the wrong
+    rows or columns: a resume trusts nothing it did not check. Returns the kernel each checked
+    part records (``{}`` for a part without one), for :func:`hardmine.io.blocks.check_kernels`."""
+    names = set(parts.names("part-*.npz"))
     expected = {part_name(block) for block in range(len(plan))}
-    for stray in parts.names("part-*.npz"):
-        if stray not in expected:
-            raise JobError(f"--resume refused: {parts.label(stray)} is not a block of this run's plan ({len(plan)} "
-                           f"blocks); remove it or pass --overwrite to start over")
-    for block, (start, stop) in enumerate(plan):
+    strays = sorted(names - expected)
+    if strays:
+        raise JobError(f"--resume refused: {parts.label(strays[0])} is not a block of this run's plan ({len(plan)} "
+                       f"blocks); remove it or pass --overwrite to start over")
+    kernels = {}
+    for block in chosen if chosen is not None else range(len(plan)):
+        start, stop = plan[block]
         name = part_name(block)
-        if not parts.has(name):
+        if name not in names:
             continue
         problem = None
         try:
@@ -100,11 +105,14 @@ def verify_parts(parts, plan: list[tuple[int, int]], width: int) -> None:
                         problem = (f"holds {array_name} of shape {array.shape} and dtype {array.dtype}; block {block} "
                                    f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
                         break
+                else:
+                    kernels[block] = json.loads(part["kernel"].tobytes()) if "kernel" in part.files else {}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             problem = f"is unreadable ({type(error).__name__}: {error})"
         if problem is not None:
             raise JobError(f"--resume refused: {parts.label(name)} {problem}; delete that file to have the block mined "
                            f"again, or pass --overwrite to start over")
+    return kernels
 
 
 #: the Job fields naming input files, recorded (absolute) so that `hardmine merge` can rebuild the job

@@ -10,13 +10,9 @@ import os
 import shutil
 from pathlib import Path
 
+from . import state
 from .dumps import DumpError
 from .outputs import atomic_write
-
-#: the Job fields that may name an input by URI
-FIELDS = ("queries", "candidates", "positives", "query_groups", "candidate_groups", "exclude_keys", "query_ids",
-          "candidate_ids")
-
 
 def is_uri(text) -> bool:
     return isinstance(text, str) and "://" in text
@@ -60,5 +56,5 @@ def staged(uri: str) -> str:
 
 def localized(job):
     """``job`` with every input URI replaced by its local copy (plain paths unchanged)."""
-    changes = {name: staged(getattr(job, name)) for name in FIELDS if is_uri(getattr(job, name))}
+    changes = {name: staged(getattr(job, name)) for name in state.PATHS if is_uri(getattr(job, name))}
     return dataclasses.replace(job, **changes) if changes else job

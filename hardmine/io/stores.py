@@ -27,10 +27,6 @@ from .storage import cache_root, is_uri
 MANIFEST = "manifest.json"
 
 
-def part_name(block: int) -> str:
-    return f"part-{block:06d}.npz"
-
-
 class Folder:
     """A folder on a local or shared filesystem."""
 
