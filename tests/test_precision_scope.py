@@ -174,6 +174,15 @@ def test_mining_stats_report_the_shortlists(codes):
     np.testing.assert_array_equal(sharded.indices, ours.indices)
 
 
+def _as_the_reference(queries, candidates, codes, common):
+    """Mines with certified ``codes`` and with the reference backend; the same negatives, exact scores."""
+    ours = hardmine.mine(queries, candidates, precision=codes, **common)
+    reference = hardmine.mine(queries, candidates, backend="reference", **common)
+    np.testing.assert_array_equal(ours.indices, reference.indices)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
+    return ours, reference
+
+
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 @pytest.mark.parametrize("options", [dict(), dict(rank_range=(4, None)), dict(rank_range=(3, None), relative_margin=0.05),
                                      dict(max_score=0.0, seed=7), dict(rank_range=(2, 5000)), dict(query_offset=1000)])
@@ -184,10 +193,7 @@ def test_open_random_window_with_int8_equals_the_reference(metric, options, code
     queries, candidates = _clustered(rng, 80, 20, 1.0), _clustered(rng, 1500, 20, 1.0)
     positives = [list(rng.integers(0, 1500, rng.integers(0, 3))) for _ in range(80)]
     common = dict(positives=positives, num_negatives=7, strategy="random", metric=metric, **options)
-    ours = hardmine.mine(queries, candidates, precision=codes, **common)
-    reference = hardmine.mine(queries, candidates, backend="reference", **common)
-    np.testing.assert_array_equal(ours.indices, reference.indices)
-    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
+    ours, reference = _as_the_reference(queries, candidates, codes, common)
     for name, count in reference.stats.removed.items():  # a bound equal to a score may round either way
         assert abs(ours.stats.removed[name] - count) <= 2, name
 
@@ -236,9 +242,6 @@ def test_open_softmax_window_with_certified_scores_equals_the_reference(metric, 
         queries /= np.float32(6)
     positives = [list(rng.integers(0, 1800, rng.integers(1, 3))) for _ in range(70)]
     common = dict(positives=positives, num_negatives=6, strategy="softmax", metric=metric, **options)
-    ours = hardmine.mine(queries, candidates, precision=codes, **common)
-    reference = hardmine.mine(queries, candidates, backend="reference", **common)
-    np.testing.assert_array_equal(ours.indices, reference.indices)
-    np.testing.assert_allclose(ours.scores, reference.scores, rtol=0, atol=2e-6)
+    ours, _ = _as_the_reference(queries, candidates, codes, common)
     fp32 = hardmine.mine(queries, candidates, **common)
     np.testing.assert_array_equal(ours.indices, fp32.indices)
