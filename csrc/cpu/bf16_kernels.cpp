@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -65,9 +64,7 @@ __attribute__((target("avx512f,avx512bf16"))) void products_avx512(const uint16_
 
 bool has_bf16() {
 #ifdef HARDMINE_X86
-  const char* forced = std::getenv("HARDMINE_INT8_PORTABLE");  // the same switch as the int8 kernels'
-  return !(forced != nullptr && forced[0] == '1') && __builtin_cpu_supports("avx512f") &&
-         __builtin_cpu_supports("avx512bf16");
+  return !int8::portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 #else
   return false;
 #endif
@@ -77,13 +74,9 @@ bool has_bf16() {
 
 int8::RowFacts quantise(const float* x, int64_t d, int64_t padded, uint16_t* codes) {
   int8::RowFacts facts;
-  double peak = 0, norm2 = 0;
-  for (int64_t i = 0; i < d; ++i) {
-    peak = std::max(peak, std::fabs(static_cast<double>(x[i])));
-    norm2 += static_cast<double>(x[i]) * x[i];
-  }
+  const auto [peak, norm] = int8::row_peak(x, d);
   std::fill(codes, codes + padded, uint16_t{0});
-  facts.norm = std::sqrt(norm2) * (1 + 1e-12);
+  facts.norm = norm;
   if (!(peak > 0) || !std::isfinite(peak)) {  // zero (the caller falls back), or NaN/inf (untrusted)
     facts.residual = facts.norm;
     if (!std::isfinite(peak)) facts.norm = std::numeric_limits<double>::infinity();

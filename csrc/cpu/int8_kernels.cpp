@@ -13,6 +13,22 @@
 #endif
 
 namespace hardmine::int8 {
+
+// Read at load time (the kernels are chosen once).
+bool portable_forced() {
+  const char* value = std::getenv("HARDMINE_INT8_PORTABLE");
+  return value != nullptr && value[0] == '1';
+}
+
+RowPeak row_peak(const float* x, int64_t d) {
+  double peak = 0, norm2 = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    peak = std::max(peak, std::fabs(static_cast<double>(x[i])));
+    norm2 += static_cast<double>(x[i]) * x[i];
+  }
+  return {peak, std::sqrt(norm2) * (1 + 1e-12)};
+}
+
 namespace {
 
 // float32 slack factors of the screen (docs/precision.md): the bound's own rounding (64 u), the
@@ -24,13 +40,9 @@ const float kAbsolute = std::ldexp(1.0f, -100);
 // Quantises one row into codes[0, padded) (zeros past d) and returns what the bound needs.
 RowFacts quantise_portable(const float* x, int64_t d, int64_t padded, int8_t* codes) {
   RowFacts facts;
-  double peak = 0, norm2 = 0;
-  for (int64_t i = 0; i < d; ++i) {
-    peak = std::max(peak, std::fabs(static_cast<double>(x[i])));
-    norm2 += static_cast<double>(x[i]) * x[i];
-  }
+  const auto [peak, norm] = row_peak(x, d);
   std::fill(codes, codes + padded, int8_t{0});
-  facts.norm = std::sqrt(norm2) * (1 + 1e-12);
+  facts.norm = norm;
   const float scale = static_cast<float>(peak / 127.0);
   if (scale == 0) {  // all zero, or too small to scale: x^ = 0 and the residual is x itself
     facts.residual = facts.norm;
@@ -280,13 +292,6 @@ using ScreenFn = void (*)(const int32_t*, const ScreenRows&, const float*, const
                           uint32_t*, float*, float*);
 using DotFn = double (*)(const float*, const float*, int64_t);
 using QuantiseFn = RowFacts (*)(const float*, int64_t, int64_t, int8_t*);
-
-// HARDMINE_INT8_PORTABLE=1 (read once, at load time) selects the portable kernels, so that the
-// test suite checks them on a machine that has AVX-512.
-bool portable_forced() {
-  const char* value = std::getenv("HARDMINE_INT8_PORTABLE");
-  return value != nullptr && value[0] == '1';
-}
 
 bool has_vnni() {
 #ifdef HARDMINE_X86

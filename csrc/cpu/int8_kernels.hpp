@@ -21,6 +21,17 @@ struct RowFacts {
   int32_t code_sum = 0;
 };
 
+/// HARDMINE_INT8_PORTABLE=1 selects the portable int8 and bf16 kernels, so that the test suite
+/// checks them on a machine that has AVX-512.
+bool portable_forced();
+
+/// A row's largest magnitude and its norm (float64 sums, rounded up): where both quantisers start.
+struct RowPeak {
+  double peak = 0;
+  double norm = 0;
+};
+RowPeak row_peak(const float* x, int64_t d);
+
 /// The per-row inputs of the screen for one micro-kernel block.
 struct ScreenRows {
   int rows = 0;
