@@ -122,7 +122,7 @@ class RayExecutor:
             self.ray.shutdown()
         self.ray, self.joined = None, False
 
-    def mine(self, job: Job, parts, plan: list[tuple[int, int]], reliability, progress) -> None:
+    def mine(self, job: Job, parts, run: str, plan: list[tuple[int, int]], reliability, progress) -> None:
         """Submits one task per missing block and waits for them, checking each part's hash."""
         ray = self.ray
         # workers have other working directories: every path absolute
@@ -137,7 +137,7 @@ class RayExecutor:
         missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
         done_rows = sum(stop - start for block, (start, stop) in enumerate(plan) if state.part_name(block) in saved)
         done_blocks = len(plan) - len(missing)
-        pending = {task.remote(worker_job, parts, block, *plan[block], shared): block for block in missing}
+        pending = {task.remote(worker_job, parts, run, block, *plan[block], shared): block for block in missing}
         progress.update(done_rows, blocks=f"{done_blocks}/{len(plan)}", workers=self._workers())
         try:
             while pending:
@@ -146,7 +146,7 @@ class RayExecutor:
                     block = pending.pop(ref)
                     rows, digest = self._result(ray, ref, block)
                     arrays = blocks.read_part(parts, block)
-                    if rows != plan[block][1] - plan[block][0] or blocks.content_hash(arrays) != digest:
+                    if rows != plan[block][1] - plan[block][0] or state.content_hash(arrays) != digest:
                         raise JobError(f"block {block}: its part does not hold what its task mined (hash or "
                                        f"rows differ); is {parts} shared by another run?")
                     done_rows += rows
@@ -181,7 +181,7 @@ class RayExecutor:
 _opened: dict[str, dict] = {}
 
 
-def _block_task(job: Job, parts, block: int, start: int, stop: int, reliability):
+def _block_task(job: Job, parts, run: str, block: int, start: int, stop: int, reliability):
     """A Ray task: one block of the plan, from the inputs the driver checked (headers only here)."""
     key = json.dumps([str(parts), dataclasses.asdict(job)], sort_keys=True, default=str)
     if key not in _opened:
@@ -189,4 +189,4 @@ def _block_task(job: Job, parts, block: int, start: int, stop: int, reliability)
         inputs = load_inputs(job, fingerprints=False)
         open_dumps(job, inputs, parts, quiet=True)
         _opened[key] = inputs
-    return blocks.mine_block(job, _opened[key], parts, block, start, stop, reliability)
+    return blocks.mine_block(job, _opened[key], parts, run, block, start, stop, reliability)

@@ -50,6 +50,15 @@ def _check_tensor(x: Any, name: str) -> None:
         raise ValueError(f"{name} must be 2-D (n, d); got shape {tuple(x.shape)}")
 
 
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    """NaN and inf refused where they enter (the torch path and the bank would otherwise mine them
+    silently, or fail later naming another call); on a device this is one reduction and one sync."""
+    finite = torch.isfinite(x.detach()).all(dim=1)
+    if not bool(finite.all()):
+        row = int(torch.nonzero(~finite)[0, 0])
+        raise ValueError(f"{name} row {row} contains NaN or inf; clean the batch")
+
+
 @torch.compiler.disable
 @torch.no_grad()
 def mine_in_batch(
@@ -131,6 +140,9 @@ def mine_in_batch(
     if backend == "engine" and on_device:
         raise ValueError(f"backend='engine' reads host memory; these tensors are on {emb_a.device}")
     if backend == "torch" or (backend == "auto" and on_device):
+        _check_finite(emb_a, "emb_a")
+        if not same:
+            _check_finite(emb_b, "emb_b")
         return _mine_torch(emb_a, reference, anchor_labels, reference_labels, same, strategy, count, float(margin),
                            metric, seed)
     anchor_labels = _labels(anchor_labels, emb_a.shape[0], "labels")
@@ -266,6 +278,7 @@ class MemoryBank:
         if embeddings.ndim != 2 or embeddings.shape[1] != self._embeddings.shape[1]:
             raise ValueError(f"embeddings must have shape (n, {self._embeddings.shape[1]}); "
                              f"got {tuple(embeddings.shape)}")
+        _check_finite(embeddings, "embeddings")
         labels = torch.from_numpy(_labels(labels, embeddings.shape[0], "labels")).to(self._labels.device)
         rows = embeddings.shape[0]
         if rows >= self.capacity:  # only the newest rows fit

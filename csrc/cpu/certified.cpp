@@ -26,6 +26,7 @@ void Certified::pack_candidates(int threads) {
     panel_codes_.assign(static_cast<size_t>(panels_ * kLanes * padded_), uint8_t{128});
   }
   std::vector<RowFacts> facts(static_cast<size_t>(num));
+  candidate_norm2_.assign(cosine_ ? static_cast<size_t>(num) : 0, 0.0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     std::vector<float> buffer(static_cast<size_t>(dim_));
@@ -35,6 +36,7 @@ void Certified::pack_candidates(int threads) {
     for (int64_t c = 0; c < num; ++c) {
       int64_t leading = 0;
       const float* row = rows_as_f32(candidates_, c, 1, buffer.data(), &leading);
+      if (cosine_) candidate_norm2_[c] = int8::exact_dot(row, row, dim_);
       const int64_t lane = c % kLanes;
       if (bf16_) {  // panels of [padded/2][32 lanes][2] codes
         facts[c] = bf16::quantise(row, dim_, padded_, halves.data());
@@ -49,15 +51,12 @@ void Certified::pack_candidates(int threads) {
       }
     }
   }
-  for (int64_t c = 0; c < num; ++c) {
-    if (!quantisable(facts[c])) untrusted_ = true;  // NaN, inf or near-overflow rows (check_finite=False)
-  }
   // One power of two 2^E brings the largest candidate factor near 1, so that neither side
   // of the frame overflows or underflows float32 (docs/precision.md).
   double largest = 0;
   for (int64_t c = 0; c < num; ++c) {
     const double cosine = scales_.candidates ? scales_.candidates[c] : 1.0;
-    largest = std::max({largest, facts[c].scale * cosine, facts[c].norm * cosine});
+    if (quantisable(facts[c])) largest = std::max({largest, facts[c].scale * cosine, facts[c].norm * cosine});
   }
   int exponent = 0;
   if (largest > 0) std::frexp(largest, &exponent);
@@ -66,11 +65,30 @@ void Certified::pack_candidates(int threads) {
   frame_.residual.assign(frame_.scale.size(), 0.0f);
   frame_.coded.assign(frame_.scale.size(), 0.0f);
   for (int64_t c = 0; c < num; ++c) {
+    if (!quantisable(facts[c])) {
+      // a NaN, inf or near-overflow row (check_finite=False), which the bound does not cover: its
+      // approximation 0 with an infinite slack leaves it undecided for every query, so that it
+      // is always scored exactly (its codes are cleared: they may hold NaN)
+      frame_.residual[c] = kInf;
+      clear_codes(c);
+      continue;
+    }
     const double factor = std::ldexp(scales_.candidates ? scales_.candidates[c] : 1.0, -exponent);
     frame_.scale[c] = static_cast<float>(facts[c].scale * factor);
     frame_.residual[c] = float_up(facts[c].residual * factor);
     frame_.coded[c] = float_up(facts[c].coded * factor);
   }
+}
+
+void Certified::clear_codes(int64_t c) {
+  const int64_t lane = c % kLanes;
+  if (bf16_) {
+    uint16_t* panel = panel_bf16_.data() + (c / kLanes) * kLanes * padded_;
+    for (int64_t i = 0; i < padded_; ++i) panel[(i / 2) * kLanes * 2 + lane * 2 + i % 2] = 0;
+    return;
+  }
+  uint8_t* panel = panel_codes_.data() + (c / kLanes) * kLanes * padded_;
+  for (int64_t i = 0; i < padded_; ++i) panel[(i / 4) * kLanes * 4 + lane * 4 + i % 4] = 128;
 }
 
 void Certified::quantise_queries(int threads) {
@@ -81,6 +99,7 @@ void Certified::quantise_queries(int threads) {
     query_codes_.assign(static_cast<size_t>((num + kRows) * padded_), int8_t{0});
   }
   query_facts_.resize(static_cast<size_t>(num));
+  query_norm2_.assign(cosine_ ? static_cast<size_t>(num) : 0, 0.0);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     std::vector<float> buffer(static_cast<size_t>(dim_));
@@ -88,6 +107,7 @@ void Certified::quantise_queries(int threads) {
     for (int64_t q = 0; q < num; ++q) {
       int64_t leading = 0;
       const float* row = rows_as_f32(queries_, q, 1, buffer.data(), &leading);
+      if (cosine_) query_norm2_[q] = int8::exact_dot(row, row, dim_);
       query_facts_[q] = bf16_ ? bf16::quantise(row, dim_, padded_, query_bf16_.data() + q * padded_)
                               : int8::quantise(row, dim_, padded_, query_codes_.data() + q * padded_);
     }
@@ -139,13 +159,13 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
   for (int64_t r = 0; r < nq; ++r) {
     const RowFacts& facts = query_facts_[q0 + r];
     // a zero (or vanishing) row: every score is (nearly) 0; a NaN, inf or near-overflow row
-    // (check_finite=False): the bound does not hold. The exact engine answers both.
+    // (check_finite=False): the bound does not hold. Both are scored exhaustively.
     if (facts.scale == 0 || !quantisable(facts)) {
-      fall_back(lists[r]);
+      go_exhaustive(lists[r]);
       continue;
     }
     lists[r].next_compaction = static_cast<size_t>(4 * k_ + 256);
-    if (!limits(q0 + r, row_limits[r])) fall_back(lists[r]);  // a NaN bound: the exact engine's rules decide
+    if (!limits(q0 + r, row_limits[r])) go_exhaustive(lists[r]);  // a NaN bound: decided on exact scores
   }
   // the queries' side of the screen, per micro-kernel block; only the thresholds change per panel
   std::vector<ScreenRows> groups(static_cast<size_t>((nq + kRows - 1) / kRows));
@@ -163,27 +183,27 @@ void Certified::block(int64_t q0, int64_t nq, std::vector<Shortlist>& lists, Blo
     const int valid = static_cast<int>(std::min<int64_t>(kLanes, candidates_.rows - c0));
     for (int64_t r0 = 0; r0 < nq; r0 += kRows) {
       ScreenRows& screened = groups[static_cast<size_t>(r0 / kRows)];
-      for (int r = 0; r < screened.rows; ++r) {  // +inf: fell back; a softmax threshold is in priority units
-        screened.threshold[r] = softmax_.temperature > 0 && !lists[r0 + r].fell_back ? -kInf : lists[r0 + r].threshold;
+      for (int r = 0; r < screened.rows; ++r) {  // +inf: exhaustive; a softmax threshold is in priority units
+        screened.threshold[r] = softmax_.temperature > 0 && !lists[r0 + r].exhaustive ? -kInf : lists[r0 + r].threshold;
       }
       screen_panel(q0 + r0, screened, panel, valid, masks, uppers, lowers);
       for (int r = 0; r < screened.rows; ++r) {
         Shortlist& list = lists[r0 + r];
-        if (list.fell_back) continue;
+        if (list.exhaustive) continue;
         const int64_t query = q0 + r0 + r;
         const Limits& limit = row_limits[r0 + r];
         if (softmax_.temperature > 0) {
           draw_lanes(list, query, limit, uppers + r * kLanes, lowers + r * kLanes, valid, c0);
           continue;
         }
-        for (uint32_t mask = masks[r]; mask != 0 && !list.fell_back; mask &= mask - 1) {
+        for (uint32_t mask = masks[r]; mask != 0 && !list.exhaustive; mask &= mask - 1) {
           const int l = __builtin_ctz(mask);
           const float upper = uppers[r * kLanes + l], lower = lowers[r * kLanes + l];
           if (lower >= limit.out_upper || upper <= limit.out_lower) continue;  // certainly outside the window
           if (exclusion_.excludes(query, c0 + l)) continue;
           admit(list, c0 + l, upper, lower, upper <= limit.in_upper && lower >= limit.in_lower);
         }
-        if (tallies_.size > 0 && !list.fell_back) {
+        if (tallies_.size > 0 && !list.exhaustive) {
           tally(list, limit, uppers + r * kLanes, lowers + r * kLanes, valid, c0);
         }
       }
@@ -198,15 +218,6 @@ void Certified::run(const RunOptions& options) {
   const int threads = resolve_threads(options.num_threads, std::max(num_blocks, panels_));
   if (threads > 1) note_parallel_start();
   pack_candidates(threads);
-  if (untrusted_) {  // a candidate row the bound cannot hold for: the exact engine answers every query
-    for (int64_t q = 0; q < num_queries; ++q) {
-      Shortlist list;
-      list.fell_back = true;
-      std::vector<float> unused;
-      finish(q, list, unused);
-    }
-    return;
-  }
   quantise_queries(threads);
   struct Worker {
     std::vector<Shortlist> lists;

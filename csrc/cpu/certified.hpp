@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -24,9 +25,10 @@ using int8::ScreenRows;
 
 constexpr int64_t kQueryBlock = 240;  // queries per worker block: 20 micro-kernel blocks
 
-// Rows whose norm is finite and at most 2^60 (so that float64 exact scores cannot overflow):
-// the certified bound holds for them. Others reach the int8 path only with check_finite=False.
-inline bool quantisable(const RowFacts& facts) { return facts.norm <= 0x1p60; }
+// Rows whose norm is finite: the certified bound holds for them, at any magnitude (the frame's
+// powers of two keep float32 in range; a float64 sum of products of float32 values cannot
+// overflow). NaN and inf rows reach the certified paths only with check_finite=False.
+inline bool quantisable(const RowFacts& facts) { return std::isfinite(facts.norm); }
 
 // heap: a min-heap of the (at most k) largest values offered so far.
 template <class T>
@@ -48,7 +50,9 @@ struct Shortlist {
   std::vector<float> upper;
   float threshold = -kInf;   // the k-th best lower bound, -inf until k are seen
   size_t next_compaction = 0;
-  bool fell_back = false;
+  // the screen cannot decide this query (a zero, NaN or inf row, a NaN bound, a shortlist past
+  // its cap): every candidate is scored exactly at the end (docs/precision.md, "Exhaustive rows")
+  bool exhaustive = false;
   // filter tallies: the certain counts, and the candidates that may fall either side of a
   // bound (with the filters concerned, one bit each), re-scored at the end
   int64_t tally[FilterCounts::kMaxFilters] = {};
@@ -100,13 +104,15 @@ class Certified {
         out_shortlist_(out_shortlist),
         dim_(queries.cols), padded_((queries.cols + 3) / 4 * 4),
         panels_((candidates.rows + kLanes - 1) / kLanes),
-        cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))) {}
+        cap_(static_cast<size_t>(std::max<int64_t>(16 * k + 256, candidates.rows / 32))),
+        cosine_(scales.queries != nullptr) {}
 
   void run(const RunOptions& options);
   void bounds(double* lower, double* upper);
 
  private:
   void pack_candidates(int threads);
+  void clear_codes(int64_t candidate);
   void quantise_queries(int threads);
   void screen_rows(int64_t first, int count, ScreenRows& out) const;
   // the bounds of queries [first, first + 12) against one panel (rows.rows of them used)
@@ -119,9 +125,12 @@ class Certified {
   void tally(Shortlist& list, const Limits& limits, const float* uppers, const float* lowers, int valid,
              int64_t c0) const;
   double to_frame(int64_t query) const;
-  void fall_back(Shortlist& list) const;
+  double exact(int64_t query, const float* query_row, int64_t id, std::vector<float>& row_buffer) const;
+  void go_exhaustive(Shortlist& list) const;
+  void list_every_candidate(int64_t query, Shortlist& list) const;
   void compact(Shortlist& list) const;
   void finish(int64_t query, Shortlist& list, std::vector<float>& row_buffer) const;
+  void select(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
   void draw_lanes(Shortlist& list, int64_t query, const Limits& limits, const float* uppers, const float* lowers,
                   int valid, int64_t c0) const;
   void finish_draws(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const;
@@ -147,9 +156,10 @@ class Certified {
   std::vector<uint16_t> panel_bf16_;  // bf16: panels of [padded/2][32 lanes][2] codes
   std::vector<uint16_t> query_bf16_;  // bf16: (Q + kRows) x padded
   std::vector<RowFacts> query_facts_;
+  bool cosine_;  // the exact score is the cosine (exact_score): the rows' squared norms below
+  std::vector<double> query_norm2_, candidate_norm2_;
   Frame frame_;
   int frame_exponent_ = 0;  // the frame's 2^E on the candidate side
-  bool untrusted_ = false;  // some candidate row is not quantisable
 };
 
 }  // namespace hardmine::certified

@@ -69,7 +69,6 @@ void Certified::finish_draws(int64_t query, Shortlist& list, const float* query_
     return kept_before(a.priority, a.score, a.id, b.priority, b.score, b.id);
   };
   std::vector<Drawn> kept;  // a heap whose root is the draw kept last
-  int64_t leading = 0;
   size_t rescored = 0;
   for (size_t i = 0; i < order.size(); ++i, ++rescored) {
     // once the next upper bound is below the k-th priority (ties would need upper >= it), stop
@@ -78,9 +77,7 @@ void Certified::finish_draws(int64_t query, Shortlist& list, const float* query_
       if (static_cast<double>(order[i].first) < kth - std::fabs(kth) * 0x1p-40 - 0x1p-1000) break;
     }
     const int64_t id = order[i].second;
-    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    double exact = int8::exact_dot(query_row, c, dim_);
-    if (scales_.queries != nullptr) exact *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
+    const double exact = Certified::exact(query, query_row, id, row_buffer);
     const float s = static_cast<float>(exact);
     if (!(s > -kInf) || !bounds_.admits(query, s)) continue;
     const int64_t* keys = exclusion_.candidate_keys;

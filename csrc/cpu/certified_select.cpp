@@ -120,16 +120,40 @@ void Certified::tally(Shortlist& list, const Limits& limits, const float* uppers
     list.straddlers.push_back(c0 + __builtin_ctz(mask));
     list.straddled.push_back(filters[__builtin_ctz(mask)]);
   }
-  if (list.straddlers.size() > cap_) fall_back(list);  // a bound in the thick of the scores
+  if (list.straddlers.size() > cap_) go_exhaustive(list);  // a bound in the thick of the scores
 }
 
-void Certified::fall_back(Shortlist& list) const {
-  list.fell_back = true;
-  list.threshold = kInf;
+void Certified::go_exhaustive(Shortlist& list) const {
+  list.exhaustive = true;
+  list.threshold = kInf;  // the screen skips the row from now on
+  std::fill(std::begin(list.tally), std::end(list.tally), int64_t{0});  // every candidate is counted at the end
   std::vector<int64_t>().swap(list.ids);
   std::vector<float>().swap(list.upper);
   std::vector<int64_t>().swap(list.straddlers);
   std::vector<uint8_t>().swap(list.straddled);
+}
+
+// An exhaustive row's lists: every admissible candidate shortlisted with an infinite upper bound
+// (so none is skipped) and every candidate a straddler of every filter (counted exactly), which
+// finish() then treats as any other row's: the answer is that of the exact scores of all.
+void Certified::list_every_candidate(int64_t query, Shortlist& list) const {
+  const int64_t num = candidates_.rows;
+  for (int64_t c = 0; c < num; ++c) {
+    if (exclusion_.excludes(query, c)) continue;
+    list.ids.push_back(c);
+    list.upper.push_back(kInf);
+  }
+  if (tallies_.size == 0) return;
+  list.straddlers.resize(static_cast<size_t>(num));
+  for (int64_t c = 0; c < num; ++c) list.straddlers[static_cast<size_t>(c)] = c;
+  list.straddled.assign(static_cast<size_t>(num), static_cast<uint8_t>((1u << tallies_.size) - 1));
+}
+
+double Certified::exact(int64_t query, const float* query_row, int64_t id, std::vector<float>& row_buffer) const {
+  int64_t leading = 0;
+  const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
+  const double dot = int8::exact_dot(query_row, c, dim_);
+  return cosine_ ? int8::exact_score(dot, query_norm2_[query], candidate_norm2_[id], true) : dot;
 }
 
 void Certified::compact(Shortlist& list) const {
@@ -143,8 +167,8 @@ void Certified::compact(Shortlist& list) const {
   }
   list.ids.resize(kept);
   list.upper.resize(kept);
-  if (kept > cap_) {  // near-ties everywhere (e.g. many duplicates): the exact engine is cheaper
-    fall_back(list);
+  if (kept > cap_) {  // near-ties everywhere (e.g. many duplicates): scoring every candidate is cheaper
+    go_exhaustive(list);
     return;
   }
   list.next_compaction = std::max<size_t>(2 * kept, static_cast<size_t>(4 * k_ + 256));
@@ -155,26 +179,32 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   float* scores = out_scores_ + query * k_;
   std::fill(indices, indices + k_, int64_t{-1});
   std::fill(scores, scores + k_, -kInf);
-  if (!list.fell_back) compact(list);  // the survivors of the final threshold (or too many of them)
-  if (list.fell_back) {
-    out_shortlist_[query] = -1;
-    return;
-  }
+  if (!list.exhaustive) compact(list);  // the survivors of the final threshold (or too many of them)
+  if (list.exhaustive) list_every_candidate(query, list);
   int64_t leading = 0;
   std::vector<float> query_row(static_cast<size_t>(dim_));
   const float* q = rows_as_f32(queries_, query, 1, row_buffer.data(), &leading);
   std::copy(q, q + dim_, query_row.begin());
   if (softmax_.temperature > 0) {
     finish_draws(query, list, query_row.data(), row_buffer);
-    return;
+  } else {
+    select(query, list, query_row.data(), row_buffer);
   }
+  if (list.exhaustive) out_shortlist_[query] = -1;  // reported as such (MiningStats.shortlists)
+}
+
+void Certified::select(int64_t query, Shortlist& list, const float* query_row, std::vector<float>& row_buffer) const {
+  int64_t* indices = out_indices_ + query * k_;
+  float* scores = out_scores_ + query * k_;
   // Re-score by decreasing upper bound, keeping the k-th best exact score: once the next upper
   // bound is below it, no candidate left can enter (ties included: they would need upper >= it).
   std::vector<std::pair<float, int64_t>> order(list.ids.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = {list.upper[i], list.ids[i]};
   std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
-  // The frame's unit (A_q 2^E) turns an exact dot product into the bounds' units.
-  const double to_frame = 1.0 / std::ldexp(query_facts_[query].scale, frame_exponent_);
+  // exact scores in the bounds' units (docs/precision.md: they hold for the exact score); an
+  // exhaustive row has no bounds (and may have no frame), so nothing stops its scan early
+  const bool early_stop = !list.exhaustive && exclusion_.candidate_keys == nullptr;
+  const double unit = early_stop ? to_frame(query) : 0.0;
   // Shortlisted rows are scattered over the candidate matrix: fetch a few rows ahead of the dot
   // products, so that their memory latency overlaps.
   const auto* base = static_cast<const char*>(candidates_.data);
@@ -187,50 +217,47 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
   };
   constexpr size_t kAhead = 4;
   for (size_t i = 0; i < kAhead; ++i) prefetch(i);
-  std::vector<std::pair<double, int64_t>> exact;  // ranked by the exact score (as the float64 reference), ties by index
+  std::vector<std::pair<double, int64_t>> exact_scores;  // ranked by the exact score, ties by index
   std::vector<double> best;  // min-heap of the k best exact scores, in the frame
   size_t rescored = 0;
   for (size_t i = 0; i < order.size(); ++i, ++rescored) {
     const float upper = order[i].first;
     // (with keys the k best are over distinct keys: every survivor is re-scored)
-    if (static_cast<int64_t>(best.size()) == k_ && exclusion_.candidate_keys == nullptr) {
+    if (early_stop && static_cast<int64_t>(best.size()) == k_) {
       const double kth = best.front();
       // a margin far above the float64 rounding of the frame scores
       if (static_cast<double>(upper) < kth - std::fabs(kth) * 0x1p-40 - 0x1p-1000) break;
     }
     prefetch(i + kAhead);
     const int64_t id = order[i].second;
-    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    const double dot = int8::exact_dot(query_row.data(), c, dim_);
-    const double candidate_scale = scales_.candidates != nullptr ? scales_.candidates[id] : 1.0;
-    const double query_scale = scales_.queries != nullptr ? scales_.queries[query] : 1.0;
-    const double score = dot * query_scale * candidate_scale;
-    // the mining window applies to the score returned, fl32(score), exactly as the fp32 engine's
-    if (!bounds_.admits(query, static_cast<float>(score))) continue;
-    keep_best(best, k_, dot * candidate_scale * to_frame);
-    exact.emplace_back(score, id);
+    const double score = exact(query, query_row, id, row_buffer);
+    // NaN and -inf are never returned (rows of check_finite=False); the mining window applies to
+    // the score returned, fl32(score), exactly as the fp32 engine's
+    if (!(score > -kInf) || !bounds_.admits(query, static_cast<float>(score))) continue;
+    if (early_stop) keep_best(best, k_, score * unit);
+    exact_scores.emplace_back(score, id);
   }
   out_shortlist_[query] = static_cast<int64_t>(rescored);
   const auto better = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
   const int64_t* keys = exclusion_.candidate_keys;
   if (keys != nullptr) {  // the best candidate of each key, as the exact engine keeps
-    std::sort(exact.begin(), exact.end(), better);
+    std::sort(exact_scores.begin(), exact_scores.end(), better);
     std::vector<int64_t> seen;
     size_t kept = 0;
-    for (size_t i = 0; i < exact.size() && static_cast<int64_t>(kept) < k_; ++i) {
-      if (std::find(seen.begin(), seen.end(), keys[exact[i].second]) != seen.end()) continue;
-      seen.push_back(keys[exact[i].second]);
-      exact[kept++] = exact[i];
+    for (size_t i = 0; i < exact_scores.size() && static_cast<int64_t>(kept) < k_; ++i) {
+      if (std::find(seen.begin(), seen.end(), keys[exact_scores[i].second]) != seen.end()) continue;
+      seen.push_back(keys[exact_scores[i].second]);
+      exact_scores[kept++] = exact_scores[i];
     }
-    exact.resize(kept);
+    exact_scores.resize(kept);
   }
-  const size_t take = std::min(exact.size(), static_cast<size_t>(k_));
-  std::partial_sort(exact.begin(), exact.begin() + take, exact.end(), better);
+  const size_t take = std::min(exact_scores.size(), static_cast<size_t>(k_));
+  std::partial_sort(exact_scores.begin(), exact_scores.begin() + take, exact_scores.end(), better);
   for (size_t i = 0; i < take; ++i) {
-    indices[i] = exact[i].second;
-    scores[i] = static_cast<float>(exact[i].first);
+    indices[i] = exact_scores[i].second;
+    scores[i] = static_cast<float>(exact_scores[i].first);
   }
-  count_straddlers(query, list, query_row.data(), row_buffer);
+  count_straddlers(query, list, query_row, row_buffer);
 }
 
 // Candidates that may lie either side of a filter bound (violations: every possible violator),
@@ -238,14 +265,10 @@ void Certified::finish(int64_t query, Shortlist& list, std::vector<float>& row_b
 void Certified::count_straddlers(int64_t query, Shortlist& list, const float* query_row,
                                  std::vector<float>& row_buffer) const {
   double hinge_sum = 0;
-  int64_t leading = 0;
   for (size_t i = 0; i < list.straddlers.size(); ++i) {
     const int64_t id = list.straddlers[i];
     if (hinges_.positive != nullptr && exclusion_.excludes(query, id)) continue;  // a positive
-    const float* c = rows_as_f32(candidates_, id, 1, row_buffer.data(), &leading);
-    double score = int8::exact_dot(query_row, c, dim_);
-    if (scales_.queries != nullptr) score *= static_cast<double>(scales_.queries[query]) * scales_.candidates[id];
-    const float value = static_cast<float>(score);
+    const float value = static_cast<float>(exact(query, query_row, id, row_buffer));
     for (int f = 0; f < tallies_.size; ++f) {
       if (!(list.straddled[i] >> f & 1)) continue;
       const float b = tallies_.bound[f][query];

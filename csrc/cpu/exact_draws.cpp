@@ -39,16 +39,16 @@ class ExactDraws {
   ExactDraws(const MatrixView& queries, const MatrixView& candidates, int64_t count, const RowScales& scales,
              const Exclusion& exclusion, const ScoreBounds& bounds, const SampleRule& rule)
       : queries_(queries), candidates_(candidates), count_(count), scales_(scales), exclusion_(exclusion),
-        bounds_(bounds), rule_(rule), keys_(exclusion.candidate_keys),
-        cap_(std::max<int64_t>(16 * count + 256, candidates.rows / 32)) {}
+        bounds_(bounds), rule_(rule), keys_(exclusion.candidate_keys) {}
 
   struct Worker {
     std::vector<Drawn> kept;
     std::vector<float> query, buffer;
+    double query_norm2 = 0;
   };
 
-  // The query's draws into out (count, window order); returns the candidates scored, or -1
-  // when more than the cap would be needed (a window that admits few candidates).
+  // The query's draws into out (count, window order); returns the candidates scored. A window
+  // that admits few candidates widens the visited draws 8x at a time, up to every candidate.
   int64_t draw(int64_t query, Worker& worker, int64_t* indices, float* scores, double* priorities) const {
     std::fill(indices, indices + count_, int64_t{-1});
     std::fill(scores, scores + count_, -std::numeric_limits<float>::infinity());
@@ -56,9 +56,10 @@ class ExactDraws {
     int64_t leading = 0;
     const float* q = rows_as_f32(queries_, query, 1, worker.buffer.data(), &leading);
     std::copy(q, q + queries_.cols, worker.query.begin());
+    if (scales_.queries != nullptr) worker.query_norm2 = int8::exact_dot(q, q, queries_.cols);
     for (int64_t width = 4 * count_ + 64;; width *= 8) {
       double edge = 0;
-      const bool all = smallest(query, std::min(width, cap_), worker.kept, edge);
+      const bool all = smallest(query, std::min(width, candidates_.rows), worker.kept, edge);
       std::vector<Drawn> taken;
       std::vector<int64_t> taken_keys;
       int64_t scored = 0;
@@ -83,10 +84,7 @@ class ExactDraws {
       }
       // complete when every candidate was seen, or the draws stopped short of the unseen ones
       const bool complete = all || (static_cast<int64_t>(taken.size()) == count_ && taken.back().u < edge);
-      if (!complete) {
-        if (width >= cap_) return -1;
-        continue;
-      }
+      if (!complete) continue;
       std::sort(taken.begin(), taken.end(), exact_order);
       for (size_t r = 0; r < taken.size(); ++r) {
         indices[r] = taken[r].id;
@@ -136,7 +134,9 @@ class ExactDraws {
     int64_t leading = 0;
     const float* c = rows_as_f32(candidates_, drawn.id, 1, worker.buffer.data(), &leading);
     double value = int8::exact_dot(worker.query.data(), c, queries_.cols);
-    if (scales_.queries != nullptr) value *= static_cast<double>(scales_.queries[query]) * scales_.candidates[drawn.id];
+    if (scales_.queries != nullptr) {
+      value = int8::exact_score(value, worker.query_norm2, int8::exact_dot(c, c, queries_.cols), true);
+    }
     drawn.exact = value;
     drawn.score = static_cast<float>(value);
   }
@@ -149,7 +149,6 @@ class ExactDraws {
   ScoreBounds bounds_;
   SampleRule rule_;
   const int64_t* keys_;
-  int64_t cap_;
 };
 
 }  // namespace

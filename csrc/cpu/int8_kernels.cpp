@@ -177,15 +177,26 @@ void classify_portable(const float* uppers, const float* lowers, int valid, bool
   *unsure_mask = inside & ~yes & ~no;
 }
 
-double exact_dot_portable(const float* a, const float* b, int64_t d) {
-  double sum[8] = {};
+// The exact dot product's one order of additions (docs/precision.md, "Exact scores"): 16 lanes,
+// lane j summing the products at i = j (mod 16) by increasing i, then the lanes folded
+// j + (j + 8), j + (j + 4), j + (j + 2), 0 + 1. One source, compiled for each instruction set
+// (below): without -ffast-math the compiler keeps every addition as written, and a product of
+// float32 values is exact in float64, so a fused multiply-add rounds as the addition alone:
+// every kernel, and the reference backend's NumPy (backends/reference.py), gives the same bits.
+__attribute__((always_inline)) inline double exact_dot_lanes(const float* a, const float* b, int64_t d) {
+  double lane[16] = {};
   int64_t i = 0;
-  for (; i + 8 <= d; i += 8) {
-    for (int t = 0; t < 8; ++t) sum[t] += static_cast<double>(a[i + t]) * b[i + t];
+  for (; i + 16 <= d; i += 16) {
+    for (int j = 0; j < 16; ++j) lane[j] += static_cast<double>(a[i + j]) * b[i + j];
   }
-  for (; i < d; ++i) sum[i % 8] += static_cast<double>(a[i]) * b[i];
-  return ((sum[0] + sum[4]) + (sum[1] + sum[5])) + ((sum[2] + sum[6]) + (sum[3] + sum[7]));
+  for (int j = 0; i + j < d; ++j) lane[j] += static_cast<double>(a[i + j]) * b[i + j];
+  for (int width = 8; width >= 1; width /= 2) {
+    for (int j = 0; j < width; ++j) lane[j] = lane[j] + lane[j + width];
+  }
+  return lane[0];
 }
+
+double exact_dot_portable(const float* a, const float* b, int64_t d) { return exact_dot_lanes(a, b, d); }
 
 #ifdef HARDMINE_X86
 __attribute__((target("avx512f,avx512bw,avx512vnni"))) void int8_products_vnni(
@@ -274,16 +285,11 @@ __attribute__((target("avx512f"))) void classify_avx512(const float* uppers, con
 }
 
 __attribute__((target("avx512f"))) double exact_dot_avx512(const float* a, const float* b, int64_t d) {
-  __m512d sum0 = _mm512_setzero_pd(), sum1 = _mm512_setzero_pd();
-  int64_t i = 0;
-  for (; i + 16 <= d; i += 16) {  // float32 products are exact in float64
-    sum0 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i)), _mm512_cvtps_pd(_mm256_loadu_ps(b + i)), sum0);
-    sum1 = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + i + 8)),
-                           _mm512_cvtps_pd(_mm256_loadu_ps(b + i + 8)), sum1);
-  }
-  double tail = 0;
-  for (; i < d; ++i) tail += static_cast<double>(a[i]) * b[i];
-  return _mm512_reduce_add_pd(_mm512_add_pd(sum0, sum1)) + tail;
+  return exact_dot_lanes(a, b, d);
+}
+
+__attribute__((target("avx2,fma"))) double exact_dot_avx2(const float* a, const float* b, int64_t d) {
+  return exact_dot_lanes(a, b, d);
 }
 #endif
 
@@ -320,7 +326,10 @@ void (*const screen)(const int32_t*, const ScreenRows&, const float*, const floa
                      float*, float*) = has_avx512() ? screen_avx512<int32_t> : screen_portable<int32_t>;
 void (*const screen_sums)(const float*, const ScreenRows&, const float*, const float*, const float*, int, uint32_t*,
                           float*, float*) = has_avx512() ? screen_avx512<float> : screen_portable<float>;
-double (*const exact_dot)(const float*, const float*, int64_t) = has_avx512() ? exact_dot_avx512 : exact_dot_portable;
+double (*const exact_dot)(const float*, const float*, int64_t) =
+    has_avx512()                                                                                ? exact_dot_avx512
+    : !portable_forced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? exact_dot_avx2
+                                                                                              : exact_dot_portable;
 void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) =
     has_avx512() ? classify_avx512 : classify_portable;
 #else

@@ -82,8 +82,19 @@ extern void (*const screen_sums)(const float* products, const ScreenRows& rows, 
 extern void (*const classify)(const float* uppers, const float* lowers, int valid, bool above, float yes_at,
                               float no_at, uint32_t* yes_mask, uint32_t* unsure_mask);
 
-/// sum a[i] * b[i] over float32 rows with float64 products (exact) and float64 sums.
+/// sum a[i] * b[i] over float32 rows with float64 products (exact) and float64 sums, in the one
+/// order of additions of docs/precision.md ("Exact scores"), whichever kernel runs.
 extern double (*const exact_dot)(const float* a, const float* b, int64_t d);
+
+/// The exact score (docs/precision.md, "Exact scores") of a dot product `dot` (exact_dot) and,
+/// under cosine, the two rows' squared norms (exact_dot of each row with itself): the float64
+/// operations sign(D) sqrt(D D / S_c / S_q) in this order, which every exact path repeats (the
+/// reference backend in NumPy), so that equal real cosines whose sums are exact (integer rows and
+/// their multiples) are equal float64 scores, and ties are broken by index alike everywhere.
+inline double exact_score(double dot, double query_norm2, double candidate_norm2, bool cosine) {
+  if (!cosine) return dot;
+  return std::copysign(std::sqrt(dot * dot / candidate_norm2 / query_norm2), dot);
+}
 
 /// True when the products kernel is the AVX-512 VNNI one.
 bool native();

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _merge as merge
 from .._draws import Rule
-from .._problem import CERTIFIED, F32, HOST, Embeddings, Problem, restrict_candidates, select_queries
+from .._problem import CERTIFIED, F32, HOST, Embeddings, Problem, restrict_candidates
 
 
 def _load_openblas() -> None:
@@ -146,8 +146,9 @@ class CpuBackend:
         """(indices, scores, counts, shortlist): the exact top-k through certified int8 or bf16
         scores (``problem.precision``)
         (csrc/cpu/certified.cpp), the mining window and filter tallies included; ``shortlist`` is
-        the number of candidates re-scored per query, -1 where the query fell back to the float32
-        engine (a shortlist past its cap, a zero row, a NaN bound)."""
+        the number of candidates re-scored per query, -1 where the screen could not decide the query
+        (a shortlist past its cap, a zero or non-finite row, a NaN bound) and every candidate was
+        scored exactly instead."""
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, k), dtype=np.int64)
         scores = np.empty((num_queries, k), dtype=np.float32)
@@ -155,10 +156,6 @@ class CpuBackend:
         counts = np.zeros((num_queries, len(problem.count_bounds)), dtype=np.int64)
         _core.topk_int8(k=k, out_indices=indices, out_scores=scores, out_shortlist=shortlist, **_int8_common(problem),
                         **_exclusion(problem), **_filters(problem, counts), codes=problem.precision)
-        fell_back = np.flatnonzero(shortlist < 0)
-        if fell_back.size:
-            exact = replace(select_queries(problem, fell_back), precision="fp32")
-            indices[fell_back], scores[fell_back], counts[fell_back] = self.topk(exact, k)
         return indices, scores, counts, shortlist
 
     def sample(self, problem: Problem, count: int, rule: Rule, top_k: int = 0):
@@ -228,8 +225,9 @@ class CpuBackend:
         """:meth:`sample` with exact scores: uniform draws visit candidates by priority
         and score only those (csrc/cpu/exact_draws.cpp); softmax draws bound each priority from
         the certified screen (csrc/cpu/certified_draws.cpp); the top ``top_k`` and the filter
-        tallies come from the certified top-k. A query whose window admits too few candidates
-        (or whose shortlist outgrows its cap) is drawn by the fp32 sampler."""
+        tallies come from the certified top-k. A query whose window admits few candidates visits
+        more of them (up to all); one whose softmax shortlist outgrows its cap scores every
+        candidate exactly."""
         num_queries = problem.queries.rows
         indices = np.empty((num_queries, count), dtype=np.int64)
         scores = np.empty((num_queries, count), dtype=np.float32)
@@ -243,11 +241,6 @@ class CpuBackend:
                          excluded_key_indptr=problem.excluded_key_indptr,
                          excluded_key_indices=problem.excluded_key_indices, **_int8_common(problem),
                          **_exclusion(problem))
-        fp32 = replace(problem, precision="fp32")
-        for start, stop in merge.runs(np.flatnonzero(scored < 0)):  # draws depend on the row: whole runs
-            found = self.sample(select_queries(fp32, np.arange(start, stop)), count,
-                                rule._replace(first_row=rule.first_row + start))
-            indices[start:stop], scores[start:stop], priorities[start:stop] = found[:3]
         if not (top_k or problem.count_bounds):  # nothing to skip or count: no screen at all
             top_indices, top_scores = np.empty((num_queries, 0), np.int64), np.empty((num_queries, 0), np.float32)
             return indices, scores, priorities, np.zeros((num_queries, 0), dtype=np.int64), top_indices, top_scores
@@ -256,8 +249,8 @@ class CpuBackend:
 
     def _violations_certified(self, problem: Problem, positive_scores: np.ndarray, margin: float):
         """(count, hinge_sum, best_scores, argmax) through certified int8 or bf16 scores: the hardest
-        negative is the certified top-1 and every possible violator is re-scored exactly; the
-        queries with more possible violators than the shortlist cap run on the float32 engine."""
+        negative is the certified top-1 and every possible violator is re-scored exactly; a query
+        with more possible violators than the shortlist cap scores every candidate exactly."""
         num_queries = problem.queries.rows
         count = np.empty(num_queries, dtype=np.int64)
         hinge_sum = np.empty(num_queries, dtype=np.float64)
@@ -268,11 +261,6 @@ class CpuBackend:
                               out_hinge_sum=hinge_sum, out_best_scores=best_scores, out_argmax=argmax,
                               out_shortlist=shortlist, **_int8_common(problem), **_exclusion(problem),
                               codes=problem.precision)
-        fell_back = np.flatnonzero(shortlist < 0)
-        if fell_back.size:
-            exact = replace(select_queries(problem, fell_back), precision="fp32")
-            parts = _split(exact, lambda part, _: self._violations(part, positive_scores[fell_back], margin), ids_at=3)
-            count[fell_back], hinge_sum[fell_back], best_scores[fell_back], argmax[fell_back] = merge.violations(parts)
         return count, hinge_sum, best_scores, argmax
 
     def similarity(self, problem: Problem) -> np.ndarray:

@@ -20,17 +20,62 @@ def _rows64(emb, start: int, stop: int) -> np.ndarray:
     return np.asarray(emb.array[start:stop], dtype=np.float32).astype(np.float64)
 
 
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+#: the exact dot product's lanes (docs/precision.md, "Exact scores"): lane j sums the products at
+#: i = j (mod 16) by increasing i, then the lanes are folded j + (j + 8), j + (j + 4), ... as the
+#: core's exact_dot does, so that every exact path computes the same float64 bits
+_LANES = 16
+_BLOCK_VALUES = 1 << 21  # query rows per step: (rows, C, 16) float64 lanes of at most 16 MiB
+
+
+def _padded_lanes(rows: np.ndarray) -> np.ndarray:
+    """(n, d) -> (n, ceil(d / 16), 16), zeros past d."""
+    steps = -(-rows.shape[1] // _LANES)
+    out = np.zeros((rows.shape[0], steps * _LANES))
+    out[:, : rows.shape[1]] = rows
+    return out.reshape(rows.shape[0], steps, _LANES)
+
+
+def _fold(lanes: np.ndarray) -> np.ndarray:
+    width = _LANES // 2
+    while width:
+        lanes = lanes[..., :width] + lanes[..., width : 2 * width]
+        width //= 2
+    return lanes[..., 0]
+
+
+def exact_dots(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n, m) float64 dot products of float64 rows (float32 values), added in the exact order."""
+    a, b = _padded_lanes(queries), _padded_lanes(candidates)
+    out = np.empty((a.shape[0], b.shape[0]))
+    step = max(1, _BLOCK_VALUES // max(1, _LANES * b.shape[0]))
+    for start in range(0, a.shape[0], step):
+        lanes = np.zeros((min(step, a.shape[0] - start), b.shape[0], _LANES))
+        for t in range(a.shape[1]):
+            lanes += a[start : start + step, None, t, :] * b[None, :, t, :]
+        out[start : start + step] = _fold(lanes)
+    return out
+
+
+def squared_norms(rows: np.ndarray) -> np.ndarray:
+    """Each row's dot product with itself, added in the exact order."""
+    a = _padded_lanes(rows)
+    lanes = np.zeros((a.shape[0], _LANES))
+    for t in range(a.shape[1]):
+        lanes += a[:, t, :] * a[:, t, :]
+    return _fold(lanes)
 
 
 def score_block(problem: Problem, start: int, stop: int) -> np.ndarray:
-    """Exact float64 scores of queries [start, stop) against every candidate."""
+    """Exact float64 scores of queries [start, stop) against every candidate: the dot product, or
+    the cosine sign(D) sqrt(D D / S_c / S_q) of docs/precision.md, operation by operation."""
     queries = _rows64(problem.queries, start, stop)
     candidates = _rows64(problem.candidates, 0, problem.candidates.rows)
-    if problem.metric == "cosine":
-        queries, candidates = _normalised(queries), _normalised(candidates)
-    return queries @ candidates.T
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows of check_finite=False: NaN, never returned
+        dots = exact_dots(queries, candidates)
+        if problem.metric != "cosine":
+            return dots
+        ratio = dots * dots / squared_norms(candidates)[None, :] / squared_norms(queries)[:, None]
+        return np.copysign(np.sqrt(ratio), dots)
 
 
 def excluded_mask(problem: Problem, start: int, stop: int) -> np.ndarray:
@@ -52,15 +97,17 @@ def excluded_mask(problem: Problem, start: int, stop: int) -> np.ndarray:
 
 
 def outside_bounds(problem: Problem, start: int, stop: int, block: np.ndarray) -> np.ndarray:
-    """True where a score falls outside the query's mining window (float64 comparison)."""
+    """True where a score falls outside the query's mining window; as every engine, the window
+    applies to the score returned, fl32(s)."""
     outside = np.zeros(block.shape, dtype=bool)
     strict = problem.exclusive_bounds
+    returned = block.astype(np.float32)
     if problem.upper_bounds is not None:
-        upper = problem.upper_bounds[start:stop, None].astype(np.float64)
-        outside |= ~(block < upper) if strict else ~(block <= upper)
+        upper = problem.upper_bounds[start:stop, None]
+        outside |= ~(returned < upper) if strict else ~(returned <= upper)
     if problem.lower_bounds is not None:
-        lower = problem.lower_bounds[start:stop, None].astype(np.float64)
-        outside |= ~(block > lower) if strict else ~(block >= lower)
+        lower = problem.lower_bounds[start:stop, None]
+        outside |= ~(returned > lower) if strict else ~(returned >= lower)
     return outside
 
 
@@ -84,9 +131,11 @@ class ReferenceBackend:
         for start in range(0, num_queries, _QUERY_BLOCK):
             stop = min(start + _QUERY_BLOCK, num_queries)
             block = score_block(problem, start, stop)
+            returned = block.astype(np.float32)  # the tallies count the scores returned, fl32(s)
             for f, (bound, below) in enumerate(zip(problem.count_bounds, problem.count_below)):
-                edge = bound[start:stop, None].astype(np.float64)
-                counts[start:stop, f] = ((block < edge) & (block > -np.inf) if below else block > edge).sum(axis=1)
+                edge = bound[start:stop, None]
+                counts[start:stop, f] = ((returned < edge) & (returned > -np.inf) if below
+                                         else returned > edge).sum(axis=1)
             # NaN and -inf scores, like excluded candidates, are never returned.
             admissible = ~excluded_mask(problem, start, stop) & (block > -np.inf)
             admissible &= ~outside_bounds(problem, start, stop, block)

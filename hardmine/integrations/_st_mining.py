@@ -15,12 +15,14 @@ FILTERS = ("absolute_margin", "relative_margin", "max_score", "min_score")
 
 def window_pick(ids: np.ndarray, scores: np.ndarray, excluded: np.ndarray, s_p: np.ndarray, filters: dict,
                 range_min: int, range_max: int, num_negatives: int, strategy: str, seed: int,
-                first_row: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+                first_row: int, min_score_counts_dropped: bool) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Negatives from a candidate matrix: ``ids``/``scores`` (Q, W) (-1 padded), ``excluded``
     (Q, W) the positives to drop, ``s_p`` (Q,) the hardest positive's score. The filters
     remove candidates with the original's float32 expressions; the survivors are ranked by
     score (ties by the smaller id), ranks ``[range_min, range_max)`` kept and ``top`` or
-    ``random`` (hardmine's seeded draws) applied. Returns (indices, scores, removed per filter)."""
+    ``random`` (hardmine's seeded draws) applied. ``min_score_counts_dropped``: the ``min_score``
+    count includes candidates dropped already (sentence-transformers before 6.3). Returns
+    (indices, scores, removed per filter)."""
     scores = np.where((ids >= 0) & ~excluded, scores.astype(np.float32), np.float32(-np.inf))
     s_p = s_p.astype(np.float32)[:, None]
     removed = {}
@@ -35,7 +37,9 @@ def window_pick(ids: np.ndarray, scores: np.ndarray, excluded: np.ndarray, s_p: 
         elif name == "max_score":
             drop = scores > np.float32(value)
         else:
-            drop = (scores < np.float32(value)) & (scores > -np.inf)
+            drop = scores < np.float32(value)
+            if not min_score_counts_dropped:
+                drop &= scores > -np.inf
         removed[name] = int(drop.sum())
         scores = np.where(drop, np.float32(-np.inf), scores)
     order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)
@@ -57,10 +61,11 @@ def positive_mask(ids: np.ndarray, first_row: int, indptr: np.ndarray, positive_
 
 def blockwise(similarity, query_vectors: np.ndarray, corpus_vectors: np.ndarray, indptr: np.ndarray,
               positive_ids: np.ndarray, s_p: np.ndarray, include_positives: bool, block_rows: int,
-              **pick) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+              query_text: np.ndarray, **pick) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """:func:`window_pick` over the whole corpus, ``block_rows`` queries at a time, scored by
     ``similarity`` (float32 (rows, C) scores): exact (no truncated candidate list), memory
-    ``block_rows`` x corpus."""
+    ``block_rows`` x corpus. ``query_text`` (Q,): the corpus id of each query's own text, never a
+    negative (-1: none)."""
     parts, removed_total = [], {}
     num_candidates = corpus_vectors.shape[0]
     for start in range(0, query_vectors.shape[0], block_rows):
@@ -69,6 +74,7 @@ def blockwise(similarity, query_vectors: np.ndarray, corpus_vectors: np.ndarray,
         ids = np.broadcast_to(np.arange(num_candidates, dtype=np.int64), scores.shape)
         excluded = (np.zeros(scores.shape, dtype=bool) if include_positives
                     else positive_mask(ids, start, indptr, positive_ids))
+        excluded |= ids == query_text[start:stop, None]
         found, found_scores, removed = window_pick(ids, scores, excluded, s_p[start:stop], first_row=start, **pick)
         parts.append((found, found_scores))
         for name, count in removed.items():

@@ -42,12 +42,23 @@ from .. import _positives, api
 __all__ = ["BatchEasyHardMiner", "BatchHardMiner", "MultiSimilarityMiner", "TripletMarginMiner"]
 
 
-def _supported(distance, embeddings) -> bool:
+def _supported(distance, embeddings, ref_emb) -> bool:
     """Whether hardmine computes this call: a distance it can derive from dot products, on host
-    tensors (device tensors stay on their device, in PML's own code)."""
+    tensors (device tensors stay on their device, in PML's own code). A NaN or inf value is refused
+    (as every hardmine entry point refuses it); a batch with an all-zero row under a normalising
+    distance runs PML's own code (F.normalize leaves the row at zero, so its distances are not the
+    unit-sphere ones that hardmine's dot products stand for, and PML's ties among them are its own)."""
     if embeddings.device.type != "cpu":
         return False
+    for name, x in (("embeddings", embeddings), ("ref_emb", ref_emb)):
+        finite = torch.isfinite(x.detach()).all(dim=1)
+        if not bool(finite.all()):
+            row = int(torch.nonzero(~finite)[0, 0])
+            raise ValueError(f"{name} row {row} contains NaN or inf; clean the batch (hardmine's miners refuse "
+                             f"non-finite embeddings)")
     kind = type(distance)
+    if distance.normalize_embeddings and any(bool((x.detach() == 0).all(dim=1).any()) for x in (embeddings, ref_emb)):
+        return False
     if kind in (pml_distances.CosineSimilarity, pml_distances.DotProductSimilarity):
         return distance.power == 1
     return kind is pml_distances.LpDistance and distance.p == 2 and distance.power in (1, 2)
@@ -104,7 +115,7 @@ class TripletMarginMiner(pml_miners.TripletMarginMiner):
     """PML's ``TripletMarginMiner`` (types ``all``/``hard``/``semihard``/``easy``) on hardmine kernels."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance, embeddings):
+        if not _supported(self.distance, embeddings, ref_emb):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         # PML's own distance matrix (same function, same dtype; halves scored in fp32 as documented)
         # and PML's own float expressions below: every tuple is decided on exactly PML's values, so
@@ -164,7 +175,7 @@ class BatchEasyHardMiner(pml_miners.BatchEasyHardMiner):
     """PML's ``BatchEasyHardMiner`` (every strategy pair and range) with hardmine's score matrix."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance, embeddings):
+        if not _supported(self.distance, embeddings, ref_emb):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         mat = _matrix(self.distance, embeddings, ref_emb)
         positives, negatives = _label_masks(labels, ref_labels, ref_labels is labels)
@@ -237,7 +248,7 @@ class BatchHardMiner(BatchEasyHardMiner):
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         distance = self.distance
-        fused = _supported(distance, embeddings) and (distance.is_inverted or distance.normalize_embeddings)
+        fused = _supported(distance, embeddings, ref_emb) and (distance.is_inverted or distance.normalize_embeddings)
         if not fused:
             a1, p, _, n = super().mine(embeddings, labels, ref_emb, ref_labels)
             return a1, p, n
@@ -267,7 +278,7 @@ class MultiSimilarityMiner(pml_miners.MultiSimilarityMiner):
     """PML's ``MultiSimilarityMiner`` (Wang et al. 2019) without sorting every row."""
 
     def mine(self, embeddings, labels, ref_emb, ref_labels):
-        if not _supported(self.distance, embeddings):
+        if not _supported(self.distance, embeddings, ref_emb):
             return super().mine(embeddings, labels, ref_emb, ref_labels)
         mat = _matrix(self.distance, embeddings, ref_emb)
         # PML ignores, per side, the pairs of the other kind; what neither list names (the

@@ -29,10 +29,15 @@ Differences, by decision:
   installed. ``faiss_batch_size`` is the number of queries scored at a time where
   a score block is built (a similarity that is not a dot product, or positives
   kept under a margin); the engine bounds its own memory otherwise.
-- With a ``cross_encoder`` and a filter, each query's ``range_max + max_positives``
+- With a ``cross_encoder``, each query's ``range_max + max_positives`` (6.3: one more)
   best bi-encoder candidates are rescored, as in the original (rescoring the whole
-  corpus would cost a cross-encoder pass per pair); without a filter the
-  cross-encoder is not used, as in the original.
+  corpus would cost a cross-encoder pass per pair); sentence-transformers 6.2 uses the
+  cross-encoder only under a filter, 6.3 always.
+
+The behaviour follows the installed sentence-transformers release (:func:`st_version`):
+6.3 also never returns a candidate whose text is the query's, and counts ``min_score``
+removals only among candidates not dropped already. Both 6.2 and 6.3 are tested against
+the real library in CI.
 - ``include_positives=True`` with a margin is allowed, as in the original (which
   warns that positives may then be discarded).
 
@@ -241,7 +246,18 @@ def mine_hard_negatives(
     max_positives = int(rows_per_query.max())
     filters = {"absolute_margin": absolute_margin, "relative_margin": relative_margin, "max_score": max_score,
                "min_score": min_score}
-    rescore = cross_encoder is not None and any(value is not None for value in filters.values())
+    since_63 = st_version() >= (6, 3)
+    # 6.2 rescores with the cross-encoder only under a filter; 6.3 whenever one is given
+    rescore = cross_encoder is not None and (since_63 or any(value is not None for value in filters.values()))
+    # 6.3: a candidate whose text is the query's is never a negative (unless, with include_positives,
+    # the query is one of its own positives); -1: none
+    query_text = np.full(len(queries), -1, dtype=np.int64)
+    if since_63:
+        query_text[:] = [corpus_index.get(query, -1) for query in queries]
+        if include_positives:
+            for query, positive in zip(anchors, positive_texts):
+                if query == positive:
+                    query_text[query_index[query]] = -1
 
     if range_max is None:
         filtered = (absolute_margin is not None or relative_margin is not None or max_score is not None
@@ -291,9 +307,12 @@ def mine_hard_negatives(
     s_p = (np.minimum.reduceat(positive_scores, indptr[:-1]) if positive_scores.size
            else np.zeros(len(queries), np.float32))
     pick = dict(filters=filters, range_min=range_min, range_max=range_max, num_negatives=num_negatives,
-                strategy=sampling_strategy, seed=seed)
+                strategy=sampling_strategy, seed=seed, min_score_counts_dropped=not since_63)
+    margins = absolute_margin is not None or relative_margin is not None
     if rescore:
-        width = range_max + max_positives
+        # the original rescores range_max + max_positives candidates per query (6.3: one more, for the
+        # query's own text)
+        width = range_max + max_positives + (1 if since_63 else 0)
         ids = _st_mining.top_candidates(similarity, query_vectors, corpus_vectors, width, metric, faiss_batch_size)
         groups = [[(queries[q], texts[j]) for j in ids[q] if j >= 0] for q in range(len(queries))]
         rescored = _st_encoding.predict(cross_encoder, groups, batch_size=batch_size,
@@ -303,26 +322,36 @@ def mine_hard_negatives(
             scores[q, : values.size] = values
         excluded = (np.zeros(ids.shape, dtype=bool) if include_positives
                     else _st_mining.positive_mask(ids, 0, indptr, positive_ids))
+        excluded |= (ids == query_text[:, None]) & (ids >= 0)
         negatives, negative_scores, removed = _st_mining.window_pick(ids, scores, excluded, s_p, first_row=0, **pick)
         candidates_seen = ids.size
-    elif metric is None or (include_positives and (absolute_margin is not None or relative_margin is not None)):
+    elif metric is None or (margins and (include_positives or (query_text >= 0).any())):
+        # (positives kept, or a query's own text excluded, under a margin: the engine's positives
+        # would be both the exclusions and the margin's reference)
         negatives, negative_scores, removed = _st_mining.blockwise(
             similarity, query_vectors, corpus_vectors, indptr, positive_ids, s_p, include_positives,
-            faiss_batch_size, **pick)
+            faiss_batch_size, query_text=query_text, **pick)
         candidates_seen = len(queries) * len(texts)
     else:
         options: dict[str, Any] = {"num_negatives": num_negatives, "rank_range": (range_min, range_max),
                                    "max_score": max_score, "min_score": min_score, "seed": seed,
                                    "strategy": sampling_strategy, "metric": metric, "backend": backend,
                                    "precision": precision}
-        if include_positives:
+        # without a margin the positives only exclude: the query's own text joins them (6.3)
+        excluded_lists = [([] if include_positives else list(positive_lists[q]))
+                          + ([int(query_text[q])] if query_text[q] >= 0 and not (
+                              not include_positives and query_text[q] in positive_lists[q]) else [])
+                          for q in range(len(queries))]
+        exclude_indptr = np.concatenate([[0], np.cumsum([len(ids) for ids in excluded_lists])]).astype(np.int64)
+        exclude_ids = np.array([i for ids in excluded_lists for i in ids], dtype=np.int64)
+        if include_positives and not exclude_ids.size:
             mined = api.mine(query_vectors, corpus_vectors, **options)
         else:
-            mined = api.mine(query_vectors, corpus_vectors, positives=(indptr, positive_ids), margin=absolute_margin,
-                             relative_margin=relative_margin, **options)
+            mined = api.mine(query_vectors, corpus_vectors, positives=(exclude_indptr, exclude_ids),
+                             margin=absolute_margin, relative_margin=relative_margin, **options)
         negatives, negative_scores = np.asarray(mined.indices), np.asarray(mined.scores)
         removed = {("absolute_margin" if key == "margin" else key): count for key, count in mined.stats.removed.items()}
-        candidates_seen = len(queries) * len(texts) - (0 if include_positives else positive_ids.size)
+        candidates_seen = len(queries) * len(texts) - exclude_ids.size
     if verbose:
         print("Negative candidates mined, preparing dataset...")
     data = _st_output.assemble(output_format, output_scores, anchor_column_name, positive_column_name, queries,
@@ -332,6 +361,20 @@ def mine_hard_negatives(
         _st_output.report(output_format, len(output), len(dataset), counts, positive_scores, negatives,
                           negative_scores, num_negatives, removed, candidates_seen, filters, range_min)
     return output
+
+
+def st_version() -> tuple[int, int]:
+    """The installed sentence-transformers' (major, minor): the drop-in follows the behaviour of that
+    release of ``mine_hard_negatives`` (6.2 and 6.3 are matched; older releases get 6.2's, later ones
+    6.3's). (0, 0) when it is not installed: 6.2's behaviour."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("sentence-transformers")
+    except metadata.PackageNotFoundError:
+        return (0, 0)
+    parts = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
 
 
 def _given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts, corpus, positive_texts):

@@ -5,7 +5,6 @@ that a merge never mixes parts whose bytes could differ."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -51,26 +50,17 @@ def identity(job) -> dict:
             "machine": platform.machine(), **tiles}
 
 
-def content_hash(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of a part's mined arrays (names, dtypes, shapes, bytes), its identity left out."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def slice_csr(positives, start: int, stop: int):
     indptr, indices = positives
     return indptr[start : stop + 1] - indptr[start], indices[indptr[start] : indptr[stop]]
 
 
-def mine_block(job, inputs: dict, parts, block: int, start: int, stop: int, reliability=None,
+def mine_block(job, inputs: dict, parts, run: str, block: int, start: int, stop: int, reliability=None,
                kernel: dict | None = None) -> tuple[int, int, str]:
     """Mines query rows ``start:stop`` exactly as the single-process run does (same shards,
     ``query_offset``, seeded draws) and writes ``part-NNNNNN.npz`` whole into the store ``parts``
-    (:mod:`hardmine.io.stores`)."""
+    (:mod:`hardmine.io.stores`), with its identity (``run``: :func:`hardmine.io.state.run_digest`,
+    the block, its rows and content digest) and the kernel that scored it."""
     kwargs = dict(job.mining)
     if "positives" in inputs:
         kwargs["positives"] = slice_csr(inputs["positives"], start, stop)
@@ -86,15 +76,20 @@ def mine_block(job, inputs: dict, parts, block: int, start: int, stop: int, reli
     arrays = {"negative_ids": result.indices, "negative_scores": result.scores,
               "positive_score": result.positive_scores, "num_valid": result.num_valid}
     kernel = identity(job) if kernel is None else kernel
+    recorded = state.part_identity(run, block, start, stop, arrays)
     parts.write(state.part_name(block), npz_writer({
-        **arrays, "kernel": np.frombuffer(json.dumps(kernel, sort_keys=True).encode(), dtype=np.uint8)}))
-    return block, stop - start, content_hash(arrays)
+        **arrays, "identity": _json_member(recorded), "kernel": _json_member(kernel)}))
+    return block, stop - start, recorded["content"]
+
+
+def _json_member(value: dict) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode(), dtype=np.uint8)
 
 
 def read_part(parts, block: int) -> dict[str, np.ndarray]:
-    """A saved part's mined arrays (its kernel identity left out)."""
+    """A saved part's mined arrays (its identity and kernel left out)."""
     with np.load(io.BytesIO(parts.read(state.part_name(block))), allow_pickle=False) as part:
-        return {name: part[name] for name in part.files if name != "kernel"}
+        return {name: part[name] for name in part.files if name not in ("identity", "kernel")}
 
 
 def check_kernels(kernels: dict[int, dict], precision: str) -> None:

@@ -20,15 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import _precision, _validation, backends, cluster
 from ..mining import mining_options
 from ..mining.pipeline import POSITIVES_NEEDED
 from . import blocks, state, stores
 from .dumps import DumpError
 from .inputs import check_inputs, load_inputs, open_dumps
-from .outputs import negatives_writer
+from .merge import write_output
 from .plan import block_rows_for, parse_size
 from .progress import Progress
 from .state import JobError
@@ -158,22 +156,24 @@ def _width(job: Job, inputs: dict) -> int:
     return width
 
 
-def _stored(parts, job: Job, inputs: dict, num_queries: int, refusal: str) -> int:
-    """The block size of the run recorded in the manifest in ``parts``, refused unless this run matches it."""
+def _stored(parts, job: Job, inputs: dict, num_queries: int, refusal: str) -> tuple[int, str]:
+    """The block size and identity (:func:`state.run_digest`) of the run recorded in the manifest
+    in ``parts``, refused unless this run (its options and input fingerprints) matches it."""
     manifest_path = parts.label(stores.MANIFEST)
     try:
         old = json.loads(parts.read(stores.MANIFEST))
         if not isinstance(old, dict):
             raise TypeError("not a JSON object")
     except (ValueError, TypeError, OSError) as error:
-        raise JobError(f"{manifest_path} is not a hardmine manifest ({error!r}); pass --overwrite to start "
-                       f"over") from None
+        advice = "mine again with --overwrite" if refusal.startswith("merge") else "pass --overwrite to start over"
+        raise JobError(f"{refusal}: {manifest_path} is not a hardmine manifest ({type(error).__name__}: {error}); "
+                       f"{advice}") from None
     block_rows = state.stored_block_rows(old, manifest_path, num_queries)
     new = json.loads(json.dumps(state.manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
     differences = state.differences(old, new)
     if differences:
         raise JobError(f"{refusal}: {manifest_path} does not match this run: " + "; ".join(differences))
-    return block_rows
+    return block_rows, state.run_digest(new)
 
 
 def _run(job: Job, out: stores.Output, executor) -> int:
@@ -197,8 +197,9 @@ def _run(job: Job, out: stores.Output, executor) -> int:
         parts.remove()
     fresh = not (job.resume and parts.has(stores.MANIFEST))
     if not fresh:
-        block_rows = _stored(parts, job, inputs, num_queries, "--resume refused")
-        state.verify_parts(parts, state.plan(num_queries, block_rows), width)
+        block_rows, run = _stored(parts, job, inputs, num_queries, "--resume refused")
+        state.verify_parts(parts, state.plan(num_queries, block_rows), width, run=run,
+                           num_candidates=inputs["num_candidates"], refusal="--resume refused")
     else:
         block_rows = job.block_rows or block_rows_for(
             parse_size(job.memory_limit) if job.memory_limit else None, inputs["dim"],
@@ -208,10 +209,12 @@ def _run(job: Job, out: stores.Output, executor) -> int:
         if parts.exists():  # a run killed before its manifest: nothing in it can be trusted
             parts.remove()
         parts.make()
-        manifest = _manifest_bytes(state.manifest(job, inputs, block_rows))
+        recorded = state.manifest(job, inputs, block_rows)
+        run = state.run_digest(recorded)
+        manifest = _manifest_bytes(recorded)
         parts.write(stores.MANIFEST, lambda out: out.write(manifest))
     try:
-        return _mine_blocks(job, out, parts, inputs, block_rows, width, executor)
+        return _mine_blocks(job, out, parts, inputs, run, block_rows, width, executor)
     except BaseException:
         # A fresh run that fails before saving any block leaves nothing behind, so the
         # next attempt needs no --resume or --overwrite (converted inputs are not worth keeping).
@@ -231,33 +234,49 @@ def _run_slice(job: Job, out: stores.Output) -> int:
     inputs = _loaded(job)
     width = _width(job, inputs)
     parts = out.parts
+    created = False
     if not parts.has(stores.MANIFEST):
         if job.block_rows is None:
             raise JobError("--blocks needs --block-rows: every task of an array job must cut the same plan")
+        _slice(job, state.plan(inputs["num_queries"], job.block_rows), job.block_rows)  # refused before writing
         parts.make()
         parts.create(stores.MANIFEST, _manifest_bytes(state.manifest(job, inputs, job.block_rows)))
-    block_rows = _stored(parts, job, inputs, inputs["num_queries"], "--blocks refused")
+        created = True
+    block_rows, run = _stored(parts, job, inputs, inputs["num_queries"], "--blocks refused")
     if job.block_rows is not None and job.block_rows != block_rows:
         raise JobError(f"--blocks refused: --block-rows {job.block_rows}, but the run in {parts} cuts blocks of "
                        f"{block_rows} rows; every task of an array job must give the same --block-rows")
     plan = state.plan(inputs["num_queries"], block_rows)
-    first, last = job.blocks
-    last = len(plan) if last is None else last
-    if not 0 <= first < last <= len(plan):
-        raise JobError(f"--blocks {job.blocks[0]}:{'' if job.blocks[1] is None else job.blocks[1]} is outside "
-                       f"the plan: {len(plan)} blocks of {block_rows} query rows (0:{len(plan)})")
-    state.verify_parts(parts, plan, width, range(first, last))  # the others are their tasks' and the merge's
+    first, last = _slice(job, plan, block_rows)
+    # the others are their tasks' and the merge's
+    state.verify_parts(parts, plan, width, range(first, last), run=run, num_candidates=inputs["num_candidates"],
+                       refusal="--blocks refused")
     try:
         check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
     except KeyboardInterrupt:
         return 130
+    except JobError:
+        # refused inputs (NaN, overflow): every task of the run sees the same, so the run this task
+        # started leaves nothing behind
+        if created and not parts.names():
+            with contextlib.suppress(OSError):
+                parts.remove()
+        raise
     progress = Progress(sum(stop - start for start, stop in plan[first:last]), job.mining.get("backend", "auto"),
                         job.quiet)
     try:
-        _mine_missing(job, parts, inputs, plan, range(first, last), _reliability(job, inputs), progress)
+        _mine_missing(job, parts, inputs, run, plan, range(first, last), _reliability(job, inputs), progress)
     except KeyboardInterrupt:
         print(f"\nhardmine mine: interrupted; blocks saved so far are kept in {parts}", file=sys.stderr)
         return 130
+    except FileNotFoundError:
+        if parts.has(stores.MANIFEST) or not out.exists():
+            raise
+        # `hardmine merge` ran meanwhile (every block was saved, this task's too, by another task)
+        # and removed the parts folder, with this task's temp file in it: nothing is lost
+        print(f"hardmine mine: {out} was merged while this task ran (its blocks had been saved by another "
+              f"task); nothing left to do", file=sys.stderr)
+        return 0
     finally:
         progress.close()
     saved = len(parts.names())
@@ -267,7 +286,18 @@ def _run_slice(job: Job, out: stores.Output) -> int:
     return 0
 
 
-def _mine_blocks(job: Job, out: stores.Output, parts, inputs: dict, block_rows: int, width: int, executor) -> int:
+def _slice(job: Job, plan: list[tuple[int, int]], block_rows: int) -> tuple[int, int]:
+    """``--blocks A:B`` as block numbers, refused unless inside ``plan``."""
+    first, last = job.blocks
+    last = len(plan) if last is None else last
+    if not 0 <= first < last <= len(plan):
+        raise JobError(f"--blocks {job.blocks[0]}:{'' if job.blocks[1] is None else job.blocks[1]} is outside "
+                       f"the plan: {len(plan)} blocks of {block_rows} query rows (0:{len(plan)})")
+    return first, last
+
+
+def _mine_blocks(job: Job, out: stores.Output, parts, inputs: dict, run: str, block_rows: int, width: int,
+                 executor) -> int:
     """The run after its state is settled: check the inputs, mine the missing blocks, merge."""
     try:
         check_inputs(job, inputs, parts, parse_size(job.memory_limit) if job.memory_limit else None)
@@ -280,9 +310,9 @@ def _mine_blocks(job: Job, out: stores.Output, parts, inputs: dict, block_rows: 
     progress = Progress(inputs["num_queries"], job.mining.get("backend", "auto"), job.quiet)
     try:
         if executor is None:
-            _mine_missing(job, parts, inputs, plan, range(len(plan)), reliability, progress)
+            _mine_missing(job, parts, inputs, run, plan, range(len(plan)), reliability, progress)
         else:
-            executor.mine(job, parts, plan, reliability, progress)
+            executor.mine(job, parts, run, plan, reliability, progress)
     except KeyboardInterrupt:
         progress.close()
         done = len(parts.names())
@@ -291,7 +321,7 @@ def _mine_blocks(job: Job, out: stores.Output, parts, inputs: dict, block_rows: 
         return 130
     finally:
         progress.close()
-    return _merge(job, out, parts, inputs, plan, width)
+    return write_output(job, out, parts, inputs, run, plan, width, "--resume refused", "hardmine mine")
 
 
 def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = False) -> int:
@@ -305,20 +335,34 @@ def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = Fals
     with out.lock():
         if out.exists() and not overwrite:
             raise JobError(f"{out} exists; pass --overwrite to replace it")
-        out.clean_temps()
-        parts.clean_temps("part-")
-        stored = json.loads(parts.read(stores.MANIFEST))
+        out.clean_temps()  # (the parts' temp files may be live --blocks tasks': left alone)
+        stored = _manifest(parts, "merge refused")
         job = _job_from_manifest(stored, str(out), quiet)
-        inputs = _loaded(job, fingerprints=False)
-        plan = state.plan(inputs["num_queries"], state.stored_block_rows(stored, parts.label(stores.MANIFEST),
-                                                                         inputs["num_queries"]))
+        inputs = _loaded(job)  # fingerprinted: the manifest names the inputs the parts were mined from
+        block_rows, run = _stored(parts, job, inputs, inputs["num_queries"], "merge refused")
+        plan = state.plan(inputs["num_queries"], block_rows)
         saved = set(parts.names())
         missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
         if missing:
             raise JobError(f"merge refused: {len(missing)} of {len(plan)} blocks are not saved yet "
                            f"({state.ranges(missing)}); mine them with hardmine mine --blocks A:B")
         open_dumps(job, inputs, parts, quiet=True)  # the ids of Parquet/Arrow inputs, converted by the tasks
-        return _merge(job, out, parts, inputs, plan, _width(job, inputs))
+        return write_output(job, out, parts, inputs, run, plan, _width(job, inputs), "merge refused",
+                            "hardmine merge")
+
+
+def _manifest(parts, refusal: str) -> dict:
+    """The manifest in ``parts`` as a dict, refused (naming the file) unless it is one."""
+    path = parts.label(stores.MANIFEST)
+    try:
+        stored = json.loads(parts.read(stores.MANIFEST))
+    except (ValueError, OSError) as error:
+        raise JobError(f"{refusal}: {path} is not a hardmine manifest ({type(error).__name__}: {error}); mine "
+                       f"again with --overwrite") from None
+    if not isinstance(stored, dict):
+        raise JobError(f"{refusal}: {path} is not a hardmine manifest (not a JSON object); mine again with "
+                       f"--overwrite")
+    return stored
 
 
 def _job_from_manifest(stored: dict, out: str, quiet: bool):
@@ -332,17 +376,6 @@ def _job_from_manifest(stored: dict, out: str, quiet: bool):
     except (KeyError, TypeError) as error:
         raise JobError(f"{out}.parts/manifest.json lacks {error} (written by another hardmine version, or "
                        f"damaged); mine again with --overwrite") from None
-
-
-def _merge(job: Job, out: stores.Output, parts, inputs: dict, plan: list[tuple[int, int]], width: int) -> int:
-    kernels = state.verify_parts(parts, plan, width)  # parts written by this run and any an earlier one left
-    blocks.check_kernels(kernels, job.mining.get("precision", "fp32"))
-    out.write(negatives_writer(out.name, lambda: _saved_blocks(parts, plan, inputs.get("query_ids"),
-                                                                inputs.get("candidate_ids"))))
-    parts.remove()
-    if not job.quiet:
-        print(f"hardmine mine: wrote {out} ({inputs['num_queries']:,} queries)", file=sys.stderr)
-    return 0
 
 
 def _reliability(job: Job, inputs: dict):
@@ -360,8 +393,8 @@ def _reliability(job: Job, inputs: dict):
         candidate_threshold=job.cluster_thresholds[1], seed=job.mining["seed"], backend=job.mining["backend"])
 
 
-def _mine_missing(job: Job, parts, inputs: dict, plan: list[tuple[int, int]], chosen: range, reliability,
-                  progress: Progress) -> None:
+def _mine_missing(job: Job, parts, inputs: dict, run: str, plan: list[tuple[int, int]], chosen: range,
+                  reliability, progress: Progress) -> None:
     """Mines every chosen block without a saved part, in this process, one after another."""
     saved = set(parts.names())
     missing = [block for block in chosen if state.part_name(block) not in saved]
@@ -371,19 +404,6 @@ def _mine_missing(job: Job, parts, inputs: dict, plan: list[tuple[int, int]], ch
     kernel = blocks.identity(job)
     for block in missing:
         start, stop = plan[block]
-        blocks.mine_block(job, inputs, parts, block, start, stop, reliability, kernel)
+        blocks.mine_block(job, inputs, parts, run, block, start, stop, reliability, kernel)
         finished += stop - start
         progress.update(finished, final=finished == total)
-
-
-def _saved_blocks(parts, plan: list[tuple[int, int]], query_ids, candidate_ids):
-    """The saved parts in order, one at a time, with row numbers mapped to ids."""
-    for block, (start, stop) in enumerate(plan):
-        columns = blocks.read_part(parts, block)
-        rows = np.arange(start, stop, dtype=np.int64)
-        columns["query_id"] = np.asarray(query_ids[rows]) if query_ids is not None else rows
-        if candidate_ids is not None:
-            found = columns["negative_ids"]
-            named = np.asarray(candidate_ids[np.maximum(found, 0).ravel()]).reshape(found.shape)
-            columns["negative_ids"] = np.where(found >= 0, named, "" if named.dtype.kind == "U" else -1)
-        yield columns

@@ -78,7 +78,8 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 COLUMNS = ("query_id", "negative_ids", "negative_scores", "positive_score", "num_valid")
 
 
-def negatives_writer(name: str, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> Callable[[BinaryIO], None]:
+def negatives_writer(name: str, blocks: Callable[[], Iterator[dict[str, np.ndarray]]],
+                     width: int) -> Callable[[BinaryIO], None]:
     """Streams the mining output into ``.parquet``, ``.npz`` or ``.jsonl`` (by the suffix of
     ``name``), one block of queries at a time, so memory stays at one block whatever the total.
 
@@ -86,22 +87,27 @@ def negatives_writer(name: str, blocks: Callable[[], Iterator[dict[str, np.ndarr
     (rows, n) int64 and ``negative_scores`` (rows, n) float32 with -1/-inf padding,
     the others (rows,). In parquet and jsonl the lists hold only the ``num_valid``
     real negatives; the npz keeps the padded (Q, n) arrays. NaN ``positive_score``
-    (no positives) is null in jsonl.
+    (no positives) is null in jsonl. ``width``: the negatives per query (the npz's second
+    dimension when there are no queries).
     """
     suffix = Path(name).suffix.lower()
     streams = {".npz": _stream_npz, ".parquet": _stream_parquet, ".jsonl": _stream_jsonl}
     if suffix not in streams:
         raise ValueError(f"--out must end in .parquet, .npz or .jsonl; got {name}")
-    return lambda out: streams[suffix](out, blocks)
+    return lambda out: streams[suffix](out, blocks, width)
 
 
-def _stream_npz(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
-    shapes: dict[str, tuple] = {}
-    dtypes: dict[str, np.dtype] = {}
+def _stream_npz(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]], width: int) -> None:
+    # no queries: empty arrays of the columns' dtypes (ids: row numbers)
+    shapes: dict[str, tuple] = {"query_id": (0,), "negative_ids": (0, width), "negative_scores": (0, width),
+                                "positive_score": (0,), "num_valid": (0,)}
+    dtypes: dict[str, np.dtype] = {"query_id": np.dtype(np.int64), "negative_ids": np.dtype(np.int64),
+                                   "negative_scores": np.dtype(np.float32), "positive_score": np.dtype(np.float32),
+                                   "num_valid": np.dtype(np.int64)}
     for block in blocks():  # first pass: shapes only (reads the small headers of the parts)
         for name in COLUMNS:
             array = block[name]
-            rows = shapes.get(name, (0,))[0] + array.shape[0]
+            rows = shapes[name][0] + array.shape[0]
             shapes[name], dtypes[name] = (rows, *array.shape[1:]), array.dtype
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for name in COLUMNS:
@@ -126,7 +132,7 @@ def _parquet_schema(block: dict[str, np.ndarray] | None):
                       ("num_valid", pa.int64())])
 
 
-def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]], width: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -152,7 +158,7 @@ def _stream_parquet(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.nd
             writer.close()
 
 
-def _stream_jsonl(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]]) -> None:
+def _stream_jsonl(out: BinaryIO, blocks: Callable[[], Iterator[dict[str, np.ndarray]]], width: int) -> None:
     for block in blocks():
         for q in range(block["query_id"].shape[0]):
             n = int(block["num_valid"][q])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -74,45 +75,114 @@ def part_name(block: int) -> str:
 _PART_ARRAYS = {"negative_ids": (np.int64, True), "negative_scores": (np.float32, True),
                 "positive_score": (np.float32, False), "num_valid": (np.int64, False)}
 
+#: the fields every part's kernel member holds (:func:`hardmine.io.blocks.identity`)
+KERNEL_FIELDS = frozenset({"backend", "blas", "products", "scores", "hardmine", "numpy", "numba", "machine",
+                           "threads"})
 
-def verify_parts(parts, plan: list[tuple[int, int]], width: int, chosen: range | None = None) -> dict[int, dict]:
-    """Refuses, naming the part, any saved block in the store ``parts`` (:mod:`hardmine.io.stores`)
-    that is not in the plan, or (of the ``chosen`` blocks, default all) unreadable or of the wrong
-    rows or columns: a resume trusts nothing it did not check. Returns the kernel each checked
-    part records (``{}`` for a part without one), for :func:`hardmine.io.blocks.check_kernels`."""
+
+def run_digest(manifest: dict) -> str:
+    """The identity of a run: SHA-256 of its manifest (options, input fingerprints, block plan) as
+    canonical JSON. Every part carries it, so that a part of another run is never taken."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def content_hash(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of a part's mined arrays (names, dtypes, shapes, bytes), its identity left out."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def part_identity(run: str, block: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> dict:
+    """What a part says of itself: its run, block, global query rows and content digest."""
+    return {"run": run, "block": block, "rows": [start, stop], "content": content_hash(arrays)}
+
+
+def verify_parts(parts, plan: list[tuple[int, int]], width: int, chosen: range | None = None, *, run: str,
+                 num_candidates: int, refusal: str) -> dict[int, dict]:
+    """Refuses (``refusal``: "--resume refused", "merge refused", ...), naming the part and the
+    field, any saved block in the store ``parts`` (:mod:`hardmine.io.stores`) that is not in the
+    plan, or (of the ``chosen`` blocks, default all) unreadable, of the wrong rows or columns, of
+    another run (``run``: :func:`run_digest`) or block, whose content is not what it recorded, or
+    whose values are out of range (``num_valid`` in [0, width], ids in [-1, num_candidates)): a
+    resume or a merge trusts nothing it did not check. Returns the kernel each checked part
+    records, for :func:`hardmine.io.blocks.check_kernels`."""
     names = set(parts.names("part-*.npz"))
     expected = {part_name(block) for block in range(len(plan))}
     strays = sorted(names - expected)
     if strays:
-        raise JobError(f"--resume refused: {parts.label(strays[0])} is not a block of this run's plan ({len(plan)} "
-                       f"blocks); remove it or pass --overwrite to start over")
+        raise JobError(f"{refusal}: {parts.label(strays[0])} is not a block of this run's plan ({len(plan)} "
+                       f"blocks); remove it{_advice(refusal)}")
     kernels = {}
     for block in chosen if chosen is not None else range(len(plan)):
-        start, stop = plan[block]
         name = part_name(block)
         if name not in names:
             continue
-        problem = None
         try:
-            with np.load(io.BytesIO(parts.read(name)), allow_pickle=False) as part:
-                for array_name, (dtype, wide) in _PART_ARRAYS.items():
-                    if array_name not in part.files:
-                        problem = f"has no array {array_name!r}"
-                        break
-                    array = part[array_name]
-                    shape = (stop - start, width) if wide else (stop - start,)
-                    if array.shape != shape or array.dtype != dtype:
-                        problem = (f"holds {array_name} of shape {array.shape} and dtype {array.dtype}; block {block} "
-                                   f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}")
-                        break
-                else:
-                    kernels[block] = json.loads(part["kernel"].tobytes()) if "kernel" in part.files else {}
+            problem, kernel = _check_part(parts.read(name), block, plan[block], width, run, num_candidates)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            problem = f"is unreadable ({type(error).__name__}: {error})"
+            problem, kernel = f"is unreadable ({type(error).__name__}: {error})", None
         if problem is not None:
-            raise JobError(f"--resume refused: {parts.label(name)} {problem}; delete that file to have the block mined "
-                           f"again, or pass --overwrite to start over")
+            raise JobError(f"{refusal}: {parts.label(name)} {problem}; delete that file to have block {block} "
+                           f"mined again{_advice(refusal)}")
+        kernels[block] = kernel
     return kernels
+
+
+def _advice(refusal: str) -> str:
+    return " (hardmine mine --blocks)" if refusal.startswith("merge") else ", or pass --overwrite to start over"
+
+
+def _check_part(data: bytes, block: int, rows: tuple[int, int], width: int, run: str,
+                num_candidates: int) -> tuple[str | None, dict | None]:
+    """(what is wrong with a part's bytes or None, the kernel it records)."""
+    start, stop = rows
+    arrays = {}
+    with np.load(io.BytesIO(data), allow_pickle=False) as part:
+        for array_name, (dtype, wide) in _PART_ARRAYS.items():
+            if array_name not in part.files:
+                return f"has no array {array_name!r}", None
+            array = part[array_name]
+            shape = (stop - start, width) if wide else (stop - start,)
+            if array.shape != shape or array.dtype != dtype:
+                return (f"holds {array_name} of shape {array.shape} and dtype {array.dtype}; block {block} "
+                        f"(query rows {start}..{stop - 1}) needs {shape} {np.dtype(dtype)}"), None
+            arrays[array_name] = array
+        members = {}
+        for member in ("identity", "kernel"):
+            if member not in part.files:
+                return f"has no {member!r} member (written by an older hardmine, or not by hardmine)", None
+            try:
+                members[member] = json.loads(part[member].tobytes())
+            except (ValueError, UnicodeDecodeError):
+                return f"holds a {member!r} member that is not JSON", None
+    identity, kernel = members["identity"], members["kernel"]
+    if not isinstance(identity, dict) or set(identity) != {"run", "block", "rows", "content"}:
+        return "holds a malformed 'identity' member (expected run, block, rows and content)", None
+    if identity["run"] != run:
+        return ("belongs to another run (its options, inputs or plan differ from this run's manifest: run "
+                f"{str(identity['run'])[:12]}..., this run {run[:12]}...)"), None
+    if identity["block"] != block or identity["rows"] != [start, stop]:
+        return (f"says it is block {identity['block']!r} (rows {identity['rows']!r}), not block {block} "
+                f"(rows [{start}, {stop}])"), None
+    if identity["content"] != content_hash(arrays):
+        return "does not hold what it recorded (its content digest differs: the file was altered)", None
+    if not isinstance(kernel, dict) or set(kernel) < KERNEL_FIELDS or not all(isinstance(k, str) for k in kernel):
+        return f"holds a malformed 'kernel' member (expected an object with {sorted(KERNEL_FIELDS)})", None
+    valid, ids = arrays["num_valid"], arrays["negative_ids"]
+    bad = np.flatnonzero((valid < 0) | (valid > width))
+    if bad.size:
+        return f"holds num_valid {int(valid[bad[0]])} at row {start + int(bad[0])}, outside [0, {width}]", None
+    bad = np.flatnonzero(((ids < -1) | (ids >= num_candidates)).any(axis=1))
+    if bad.size:
+        row = ids[bad[0]]
+        value = int(row[(row < -1) | (row >= num_candidates)][0])
+        return (f"holds negative id {value} at row {start + int(bad[0])}, outside [-1, {num_candidates}) "
+                f"(the candidates)"), None
+    return None, kernel
 
 
 #: the Job fields naming input files, recorded (absolute) so that `hardmine merge` can rebuild the job

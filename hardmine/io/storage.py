@@ -8,11 +8,12 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from . import state
 from .dumps import DumpError
-from .outputs import atomic_write
+
 
 def is_uri(text) -> bool:
     return isinstance(text, str) and "://" in text
@@ -24,9 +25,14 @@ def cache_root() -> Path:
 
 
 def staged(uri: str) -> str:
-    """The local copy of the file, or folder of files, at ``uri``: fetched once into the cache
-    (a folder keyed by the URI and each file's name, size and modification time), each file
-    written atomically, so concurrent workers on one machine share it safely."""
+    """The local copy of the file, or folder of files, at ``uri``, in the cache keyed by content.
+
+    A store's size and modification time cannot prove a file unchanged (a rewrite may keep both),
+    and ``pyarrow.fs`` reports no checksum, so every call streams the input once from the store,
+    hashing it while it copies into a temp folder; the copy lands under its content's SHA-256
+    (or, when that content is cached already, the temp copy is dropped). The cost is one read of
+    each input per process, as a fresh copy costs; what the cache saves is every later read (each
+    block re-reads the candidates). Temp folders of killed processes are removed on the next call."""
     try:
         import pyarrow.fs as pafs
     except ImportError:
@@ -36,22 +42,58 @@ def staged(uri: str) -> str:
         info = filesystem.get_file_info(path)
         if info.type == pafs.FileType.NotFound:
             raise DumpError(f"{uri}: no such file or directory")
+        folder = info.type == pafs.FileType.Directory
         files = sorted((entry for entry in filesystem.get_file_info(pafs.FileSelector(path))
-                        if entry.type == pafs.FileType.File), key=lambda entry: entry.base_name) if (
-            info.type == pafs.FileType.Directory) else [info]
+                        if entry.type == pafs.FileType.File), key=lambda entry: entry.base_name) if folder else [info]
     except (OSError, ValueError) as error:  # pyarrow's errors are OSError / ValueError subclasses
         raise DumpError(f"{uri}: cannot be read ({error})") from None
-    key = hashlib.sha256(repr([uri] + [(entry.base_name, entry.size, entry.mtime_ns) for entry in files]).encode())
-    local = cache_root() / "inputs" / key.hexdigest()[:24] / (info.base_name or "input")
-    folder = local if info.type == pafs.FileType.Directory else local.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    for entry in files:
-        target = folder / entry.base_name
-        if target.exists() and target.stat().st_size == entry.size:
+    root = cache_root() / "inputs"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        remove_dead_temps(root)
+        temp = Path(tempfile.mkdtemp(prefix=f".staging.{os.getpid()}.", suffix=".tmp", dir=root))
+    except OSError as error:
+        raise DumpError(f"$HARDMINE_CACHE ({cache_root()}) cannot hold staged inputs: {error}; set HARDMINE_CACHE "
+                        f"to a writable folder") from None
+    try:
+        digests = [(entry.base_name, _copy(filesystem, entry.path, temp / entry.base_name)) for entry in files]
+        final = root / hashlib.sha256(repr([folder, digests]).encode()).hexdigest()[:32]
+        if not final.exists():
+            try:
+                os.rename(temp, final)
+            except OSError:
+                if not final.exists():  # else another process staged the same content first
+                    raise
+    except OSError as error:
+        raise DumpError(f"{uri}: staging into $HARDMINE_CACHE ({root}) failed: {error}") from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return str(final if folder else final / info.base_name)
+
+
+def _copy(filesystem, path: str, target: Path) -> str:
+    """Copies one file of the store to ``target`` (fsynced) and returns its SHA-256."""
+    digest = hashlib.sha256()
+    with filesystem.open_input_stream(path) as source, open(target, "wb") as out:
+        while chunk := source.read(8 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return digest.hexdigest()
+
+
+def remove_dead_temps(root: Path) -> None:
+    """Removes the temp folders of staging processes that no longer run (their pid is in the name;
+    the cache is one machine's, so the pid says whether the writer is alive)."""
+    for temp in root.glob(".staging.*.tmp"):
+        try:
+            pid = int(temp.name.split(".")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(temp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):  # not ours, or a live process of another user
             continue
-        with filesystem.open_input_stream(entry.path) as source:
-            atomic_write(target, lambda out: shutil.copyfileobj(source, out, 8 << 20))
-    return str(local)
 
 
 def localized(job):

@@ -11,6 +11,11 @@ import numpy as np
 from .. import _validation as v
 from .strategies import STRATEGIES, WINDOW_SAMPLERS
 
+#: the smallest softmax temperature: scores reach 2**100 (SCORE_LIMIT), and the certified paths
+#: keep priorities s / T in float32, so T >= 2**-20 keeps every priority finite on every path
+MIN_TEMPERATURE = 2.0**-20
+
+
 @dataclass(frozen=True)
 class MiningOptions:
     """Validated :func:`hardmine.mine` options; ``first``/``end`` are the scanned rank window
@@ -82,6 +87,10 @@ def mining_options(
     temperature = _optional_real(temperature, "temperature")
     if strategy == "softmax" and (temperature is None or temperature <= 0):
         raise ValueError(f"strategy='softmax' needs temperature > 0; got {temperature!r}")
+    if strategy == "softmax" and temperature < MIN_TEMPERATURE:
+        raise ValueError(f"temperature must be at least {MIN_TEMPERATURE:.3g} (2**-20: scores reach 2**100, and "
+                         f"the priorities s / temperature must stay finite in float32 on every path); got "
+                         f"{temperature!r}; for the top of the window use strategy='top'")
     if strategy != "softmax" and temperature is not None:
         raise ValueError(f"temperature only applies to strategy='softmax'; got strategy={strategy!r}")
     if strategy == "semihard" and (margin is None or margin <= 0):

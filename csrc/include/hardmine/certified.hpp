@@ -22,11 +22,11 @@ bool certified_bf16_native();
 
 /// The exact top-k of topk() (exclusions, candidate keys, the mining window, filter tallies), found by int8 scores screened with a certified bound and a float64 re-score
 /// of each query's shortlist and of the candidates that may lie either side of a tally bound.
-/// Scores are fl32 of the exact score; the window and the tallies apply to them.
-/// @param[out] out_shortlist (Q,) candidates re-scored per query, or -1 where the shortlist
-///             outgrew its cap, the query row is zero or a bound is NaN: that row of
-///             out_indices/out_scores is -1/-inf, its tallies untouched, and the caller runs the
-///             exact engine for it
+/// Scores are fl32 of the exact score (docs/precision.md, "Exact scores"); the window and the
+/// tallies apply to them. `scales` non-null means cosine (the values serve the screen only).
+/// @param[out] out_shortlist (Q,) candidates re-scored per query, or -1 where the screen could
+///             not decide the row (its shortlist outgrew its cap, the query row is zero, NaN or
+///             inf, a bound is NaN): that row was scored exhaustively, every candidate exactly
 void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t k, const RowScales& scales,
                const Exclusion& exclusion, const ScoreBounds& bounds, const FilterCounts& tallies,
                const RunOptions& options, int64_t* out_indices, float* out_scores, int64_t* out_shortlist,
@@ -35,8 +35,7 @@ void topk_int8(const MatrixView& queries, const MatrixView& candidates, int64_t 
 /// The exact engine's violations() through the same screen: the hardest negative is the
 /// certified top-1, and every candidate that may violate the margin is re-scored (float64,
 /// rounded to float32) for the count and the hinge sum. Scores, ids and out_shortlist as in
-/// topk_int8; a query with -1 (more possible violators than the cap, ...) is left untouched
-/// for the caller's exact engine.
+/// topk_int8 (-1: more possible violators than the cap, ..., so every candidate was scored).
 /// @param[out] count, hinge_sum, best_scores, argmax  (Q,) each (best_scores: the hardest
 ///             negative's score, -inf when none)
 void violations_int8(const MatrixView& queries, const MatrixView& candidates, const float* positive_scores,
@@ -46,11 +45,10 @@ void violations_int8(const MatrixView& queries, const MatrixView& candidates, co
 
 /// The sampler's uniform draw (sample(), temperature 0) with exact scores:
 /// per query the non-excluded candidates are visited by decreasing priority (-u) and only
-/// those are scored (float64 sums rounded to float32) and tested against the window, until
-/// `count` are admissible. Outputs as sample()'s (window order, -1 / -inf padded).
-/// @param[out] out_scored (Q,) candidates scored per query, or -1 where the window admits so
-///             few candidates that more than max(16 count + 256, C/32) would be needed: that row
-///             is left for the caller's sampler
+/// those are scored exactly and tested against the window, until `count` are admissible (a
+/// window that admits few candidates may visit all). Outputs as sample()'s (window order, -1 /
+/// -inf padded).
+/// @param[out] out_scored (Q,) candidates scored per query
 void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates, int64_t count,
                         const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
                         const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
@@ -59,7 +57,7 @@ void draw_uniform_exact(const MatrixView& queries, const MatrixView& candidates,
 /// The sampler's softmax draw (sample(), temperature > 0) through the
 /// certified screen: priorities p = fl32(s) / T - log(-log u) are bounded from the score
 /// bounds, the `count` best kept by lower bound, the shortlist re-scored exactly. Outputs as
-/// sample()'s; out_shortlist as topk_int8's (-1: the row is left for the caller's sampler).
+/// sample()'s; out_shortlist as topk_int8's (-1: every candidate of the row was scored).
 void draw_softmax_certified(const MatrixView& queries, const MatrixView& candidates, int64_t count,
                             const RowScales& scales, const Exclusion& exclusion, const ScoreBounds& bounds,
                             const SampleRule& rule, const RunOptions& options, int64_t* out_indices, float* out_scores,
