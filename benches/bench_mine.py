@@ -20,10 +20,9 @@ st_util = pytest.importorskip("sentence_transformers.util")
 torch = pytest.importorskip("torch")
 datasets = pytest.importorskip("datasets")
 
-from hardmine import backends  # noqa: E402
 from hardmine.integrations.sentence_transformers import FixedEmbeddingModel  # noqa: E402
 
-from conftest import flops, run  # noqa: E402  (benches/ is on sys.path)
+from conftest import flops, run, skip_unless_native  # noqa: E402  (benches/ is on sys.path)
 
 WINDOW = (10, 100)
 
@@ -63,8 +62,7 @@ def test_hardmine_mine(benchmark, world, record, backend):
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_hardmine_mine_certified(benchmark, world, record, precision):
     """The same mining with precision="int8" / "bf16": certified screening, exact re-scoring."""
-    if backends.status()["cpu"] is not None:
-        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    skip_unless_native(precision)
     queries, corpus, positives, _, _ = world
     options = dict(positives=positives, strategy="random", rank_range=WINDOW, relative_margin=0.05, num_negatives=5,
                    seed=0)

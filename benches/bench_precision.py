@@ -23,7 +23,7 @@ import pytest
 import hardmine
 from hardmine import _validation, backends
 
-from conftest import NUMPY_BLOCK, SIZE, flops, numpy_sgemm, run  # noqa: E402  (benches/ is on sys.path)
+from conftest import NUMPY_BLOCK, SIZE, flops, numpy_sgemm, run, skip_unless_native  # noqa: E402  (benches/ is on sys.path)
 
 KS = (10, 100)
 DATA = ("uniform", "clustered")
@@ -53,6 +53,14 @@ def inputs(size):
         return cache[(kind, dim)]
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _native_kernels_only(request):
+    """Certified timings need the native kernels (conftest.skip_unless_native)."""
+    codes = getattr(request.node, "callspec", None) and request.node.callspec.params.get("precision")
+    if codes in ("int8", "bf16"):
+        skip_unless_native(codes)
 
 
 def pytest_generate_tests(metafunc):

@@ -33,6 +33,19 @@ def run(benchmark, fn):
     return benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
+def skip_unless_native(codes: str) -> None:
+    """Skips a certified (int8/bf16) timing where the compiled core or its native kernel is absent:
+    the portable kernels are a correctness fallback, far slower than fp32, and nothing is claimed
+    of their speed."""
+    from hardmine import _precision, backends
+
+    if backends.status()["cpu"] is not None:
+        pytest.skip(f"compiled core absent: {backends.status()['cpu']}")
+    native, why = _precision.kernel(codes)
+    if not native:
+        pytest.skip(f"{codes}: {why}")
+
+
 def numpy_sgemm(queries, candidates):
     """The fp32 floor: NumPy's sgemm over the same shape, blocked like the peers."""
     out = np.empty((queries.shape[0], NUMPY_BLOCK), dtype=np.float32)

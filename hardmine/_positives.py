@@ -1,11 +1,12 @@
 """Every query's positives as sparse rows (ids and group members together), their exact
-scores (float64 sums of the values the engine sees), the keys a query may not get, and the
-same-label pairs of a training batch."""
+scores (docs/precision.md, "Exact scores"), the keys a query may not get, and the same-label
+pairs of a training batch."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import _exact as exact
 from ._interop import as_numpy
 from ._problem import Problem
 
@@ -45,18 +46,17 @@ def positive_members(problem: Problem) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def pair_scores(problem: Problem, rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """float64 score of each (query row, candidate id) pair, gathered in chunks."""
-    dots = np.empty(rows.shape[0], dtype=np.float64)
+    """The exact score (docs/precision.md, hardmine/_exact.py) of each (query row, candidate id)
+    pair, gathered in chunks: the same float64 bits as the exact paths' scores of that pair."""
+    scores = np.empty(rows.shape[0], dtype=np.float64)
     for start in range(0, rows.shape[0], _PAIR_CHUNK):
         stop = min(start + _PAIR_CHUNK, rows.shape[0])
-        q = np.asarray(problem.queries.array[rows[start:stop]])
-        c = np.asarray(problem.candidates.array[ids[start:stop]])
-        if q.dtype not in (np.float32, np.float16):  # bfloat16: einsum cannot cast it on the fly
-            q, c = q.astype(np.float32), c.astype(np.float32)
-        dots[start:stop] = np.einsum("ij,ij->i", q, c, dtype=np.float64)  # exact products, float64 sums
-    if problem.metric == "cosine":
-        dots *= problem.query_scales[rows] * problem.candidate_scales[ids]
-    return dots
+        q = np.asarray(problem.queries.array[rows[start:stop]]).astype(np.float32).astype(np.float64)
+        c = np.asarray(problem.candidates.array[ids[start:stop]]).astype(np.float32).astype(np.float64)
+        dots = exact.pair_dots(q, c)
+        scores[start:stop] = (exact.cosine(dots, exact.squared_norms(q), exact.squared_norms(c))
+                              if problem.metric == "cosine" else dots)
+    return scores
 
 
 def positive_scores(problem: Problem, indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -90,6 +90,19 @@ def assert_topk_matches(result, reference, dense: np.ndarray, excluded: np.ndarr
         assert np.all(np.diff(scores[row, valid[row]]) <= 0), f"row {row}: not sorted by score"
 
 
+def paired_dump(folder, num_candidates: int, num_queries: int, dim: int):
+    """Writes candidates.npy, queries.npy (each query near its positive candidate) and
+    positives.npy into ``folder``; returns (candidates, queries, positives)."""
+    rng = np.random.default_rng(0)
+    candidates = rng.standard_normal((num_candidates, dim), dtype=np.float32)
+    positives = rng.integers(0, num_candidates, num_queries)
+    queries = candidates[positives] + 0.5 * rng.standard_normal((num_queries, dim), dtype=np.float32)
+    np.save(folder / "candidates.npy", candidates)
+    np.save(folder / "queries.npy", queries)
+    np.save(folder / "positives.npy", positives)
+    return candidates, queries, positives
+
+
 def hardmine_mine(cwd, *args, **popen):
     """`hardmine mine ARGS` in a subprocess (the installed package), its output captured."""
     return subprocess.run([sys.executable, "-m", "hardmine", "mine", *map(str, args)], cwd=cwd,

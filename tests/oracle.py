@@ -130,3 +130,28 @@ def topk(queries, candidates, k: int, metric: str = "dot", excluded: np.ndarray 
         ids = ids[:k]
         out[row, : ids.size] = ids
     return out
+
+
+#: what float64 resolves (docs/precision.md "Exact scores"): the exact paths' scores are within a
+#: few ulps of the real ones, so candidates whose real scores are this close may be ordered by
+#: their float64 scores rather than by index
+FLOAT64_RESOLUTION = 2.0**-44
+
+
+def differing_rows(got: np.ndarray, want: np.ndarray, approx: np.ndarray,
+                   resolution: float = FLOAT64_RESOLUTION) -> list[int]:
+    """Rows of ``got`` that differ from the oracle's ``want`` other than by swapping candidates
+    whose real scores (``approx``, (Q, C)) are within ``resolution`` of each other."""
+    rows = []
+    for row in np.flatnonzero((got != want).any(axis=1)):
+        for a, b in zip(got[row], want[row]):
+            if a == b:
+                continue
+            if a < 0 or b < 0:
+                rows.append(int(row))
+                break
+            sa, sb = approx[row, a], approx[row, b]
+            if abs(sa - sb) > resolution * max(abs(sa), abs(sb)):
+                rows.append(int(row))
+                break
+    return rows

@@ -17,23 +17,17 @@ import hardmine
 from hardmine import cli
 from hardmine.io import job as offline
 from hardmine.io import merge as merging
-from conftest import hardmine_mine
+from conftest import hardmine_mine, paired_dump
 
 pq = pytest.importorskip("pyarrow.parquet")
 
 
 @pytest.fixture
 def dump(tmp_path):
-    rng = np.random.default_rng(0)
-    candidates = rng.standard_normal((6000, 24), dtype=np.float32)
-    positives = rng.integers(0, 6000, 1500)
-    queries = candidates[positives] + 0.5 * rng.standard_normal((1500, 24), dtype=np.float32)
-    np.save(tmp_path / "candidates.npy", candidates)
-    np.save(tmp_path / "queries.npy", queries)
+    candidates, queries, positives = paired_dump(tmp_path, 6000, 1500, 24)
     (tmp_path / "shards").mkdir()
     for i, (start, stop) in enumerate([(0, 700), (700, 701), (701, 1500)]):
         np.save(tmp_path / "shards" / f"part-{i:02d}.npy", queries[start:stop])
-    np.save(tmp_path / "positives.npy", positives)
     return tmp_path, queries, candidates, positives
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import hardmine
+import oracle
 from hardmine import backends
 
 GPU_BACKENDS = [name for name in ("cupy", "cuda") if backends.status()[name] is None]
@@ -46,6 +47,8 @@ def test_topk_with_ties_matches_the_reference(gpu, k):
     ours, reference = _both(gpu, hardmine.topk, queries, candidates, k)
     np.testing.assert_array_equal(ours.indices, reference.indices)
     np.testing.assert_array_equal(ours.scores, reference.scores)
+    # integer scores are exact in float32: the independent oracle's order, ties by index
+    np.testing.assert_array_equal(ours.indices, oracle.topk(queries, candidates, k, "dot"))
 
 
 @pytest.mark.parametrize("options", [{}, dict(strategy="random", rank_range=(2, None), exclude_keys="keys")])

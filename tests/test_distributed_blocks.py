@@ -4,6 +4,8 @@ the single-process run; parts of kernels whose bytes may differ are never merged
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,3 +164,32 @@ def test_inputs_and_output_named_by_uri_give_the_same_bytes(tmp_path):
     unknown = hardmine_mine(tmp_path, *remote, "--out", "nosuch://bucket/y.npz", env=env)
     assert unknown.returncode == 2 and "--out nosuch://bucket/y.npz: cannot be reached" in unknown.stderr
     assert not list(tmp_path.glob("x.npz*")) and not list(tmp_path.glob("y.npz*"))
+
+
+def test_a_uri_input_rewritten_with_the_same_size_and_mtime_is_not_served_stale(tmp_path):
+    """adversarial 04: the cache is keyed by content; staging killed midway leaves nothing behind."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "q.npy", rng.standard_normal((300, 16)).astype(np.float32))
+    np.save(tmp_path / "c.npy", rng.standard_normal((500, 16)).astype(np.float32))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "HARDMINE_CACHE": str(cache)}
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (cache / "inputs" / f".staging.{dead.stdout.strip()}.abc.tmp").mkdir(parents=True)  # a killed staging
+    live = cache / "inputs" / f".staging.{os.getpid()}.def.tmp"  # this process: still staging
+    live.mkdir()
+    args = ("--candidates", tmp_path / "c.npy", "--num-negatives", "5", "--threads", "1", "--quiet")
+    assert hardmine_mine(tmp_path, "--queries", (tmp_path / "q.npy").as_uri(), *args, "--out", "before.npz",
+                         env=env).returncode == 0
+    assert sorted(p.name for p in (cache / "inputs").glob(".staging.*")) == [live.name]
+    stat = os.stat(tmp_path / "q.npy")
+    np.save(tmp_path / "q.npy", np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32))
+    os.utime(tmp_path / "q.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    assert os.stat(tmp_path / "q.npy").st_size == stat.st_size
+    done = hardmine_mine(tmp_path, "--queries", (tmp_path / "q.npy").as_uri(), *args, "--out", "after.npz", env=env)
+    assert done.returncode == 0, done.stderr
+    assert hardmine_mine(tmp_path, "--queries", tmp_path / "q.npy", *args, "--out", "local.npz").returncode == 0
+    assert (tmp_path / "after.npz").read_bytes() == (tmp_path / "local.npz").read_bytes()
+    assert (tmp_path / "after.npz").read_bytes() != (tmp_path / "before.npz").read_bytes()
+    unusable = {**os.environ, "HARDMINE_CACHE": str(tmp_path / "q.npy")}  # a file, not a folder
+    done = hardmine_mine(tmp_path, "--queries", (tmp_path / "q.npy").as_uri(), *args, "--out", "x.npz", env=unusable)
+    assert done.returncode == 2 and "$HARDMINE_CACHE" in done.stderr and "cannot hold staged inputs" in done.stderr

@@ -164,8 +164,9 @@ def test_mining_in_pieces_with_query_offset_draws_what_one_call_draws(backend, s
     np.testing.assert_array_equal(np.concatenate([p.indices for p in pieces]), whole.indices)
     unshifted = hardmine.mine(queries[9:], candidates, positives=positives[9:], **options)
     assert not np.array_equal(unshifted.indices, whole.indices[9:]), "the offset must change the draws"
-    with pytest.raises(ValueError, match="query_offset must be >= 0"):
-        hardmine.mine(queries, candidates, query_offset=-1)
+    for offset in (-1, 2**62, 2**63):  # the same clear error on every backend
+        with pytest.raises(ValueError, match=r"query_offset must be in \[0, 2\*\*62\)"):
+            hardmine.mine(queries, candidates, query_offset=offset, backend=backend)
 
 
 @pytest.mark.parametrize("strategy", ["random", "softmax"])

@@ -153,3 +153,36 @@ def test_triplet_margin_miner_is_identical_to_pml_on_exact_ties(distance, kind, 
     assert tuples(ours(emb, labels)) == tuples(theirs(emb, labels))
     ref, ref_labels = circle_batch(36, dtype)
     assert tuples(ours(emb, labels, ref, ref_labels)) == tuples(theirs(emb, labels, ref, ref_labels))
+
+
+MINERS = {
+    "TripletMarginMiner": dict(margin=0.2, type_of_triplets="semihard"),
+    "BatchHardMiner": {},
+    "BatchEasyHardMiner": {},
+    "MultiSimilarityMiner": {},
+}
+
+
+@pytest.mark.parametrize("name", sorted(MINERS))
+@pytest.mark.parametrize("where", ["embeddings", "ref_emb"])
+def test_a_batch_with_nan_or_inf_is_refused_naming_the_row(name, where):
+    # PML would return triplets whose "negative" has the anchor's label (adversarial 08)
+    emb, lab, ref, ref_lab = batch(5, size=16, ref=12)
+    bad = emb if where == "embeddings" else ref
+    bad[3, 2] = float("nan") if name != "BatchHardMiner" else float("inf")
+    with pytest.raises(ValueError, match=rf"^{where} row 3 contains NaN or inf"):
+        getattr(pml, name)(**MINERS[name])(emb, lab, ref, ref_lab)
+
+
+@pytest.mark.parametrize("name", sorted(MINERS))
+@pytest.mark.parametrize("distance", ["cosine", "lp-normalized"])
+@pytest.mark.parametrize("shape", ["self", "ref"])
+def test_an_all_zero_row_gives_the_same_tuples_as_pml(name, distance, shape):
+    # F.normalize leaves a zero row at zero: its distances are PML's own (adversarial 09)
+    emb, lab, ref, ref_lab = batch(6, size=16, ref=12 if shape == "ref" else None)
+    emb[15] = 0.0
+    if ref is not None:
+        ref[4] = 0.0
+    options = dict(MINERS[name], distance=DISTANCES[distance]())
+    theirs_options = dict(MINERS[name], distance=DISTANCES[distance]())
+    compare(getattr(pml, name)(**options), getattr(pml_miners, name)(**theirs_options), emb, lab, ref, ref_lab)

@@ -1,5 +1,6 @@
-"""Regression tests for the reliability findings of issue 16: each case here once hung,
-crashed, lost data or returned a wrong answer silently."""
+"""Regression tests for cases that once hung, crashed, lost data or returned a wrong answer
+silently, grouped by the module that owns the behaviour (the offline job's are in
+tests/test_io_job.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,26 @@ import numpy as np
 import pytest
 
 import hardmine
-from conftest import available_engine_backends, hardmine_mine
+from conftest import available_engine_backends
 
 #: a child that hangs is killed after this long; a healthy run takes a few seconds
 _CHILD_TIMEOUT = 240
+
+
+def _peak_growth_mib(setup: list[str], call: list[str]) -> float:
+    """How much ``call`` raises the peak RSS of a fresh interpreter after ``setup`` (warm-up
+    included). Measured in a child: in this process the peak of an earlier test would hide any
+    growth below it, and the check could never fail."""
+    lines = ["import resource", "import numpy as np", "import hardmine", *setup,
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss", *call,
+             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"]
+    done = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True,
+                          timeout=_CHILD_TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+# --- hardmine._runtime: worker processes and threads ------------------------------------------
 
 _FORK_SCRIPT = textwrap.dedent("""
     import multiprocessing, sys
@@ -60,7 +77,18 @@ def test_workers_started_after_the_thread_pool_neither_hang_nor_die(tmp_path, en
     assert "children agree" in done.stdout
 
 
-# --- 3. scipy.sparse in every format --------------------------------------------------------
+def test_many_threads_for_one_query_allocate_no_idle_tiles():
+    if hardmine.backends.status()["cpu"] is not None:
+        pytest.skip("compiled core absent")
+    grown_mib = _peak_growth_mib(
+        ["candidates = np.random.default_rng(0).standard_normal((50_000, 64)).astype(np.float32)",
+         "hardmine.topk(candidates[:1], candidates, 10, backend='cpu')"],
+        ["result = hardmine.topk(candidates[:1], candidates, 10, backend='cpu', num_threads=256)",
+         "assert result.indices[0, 0] == 0"])
+    assert grown_mib < 64, f"{grown_mib:.0f} MiB for one query on 256 threads"  # was 3.2 GB of idle tiles
+
+
+# --- hardmine._validation and hardmine._rows: inputs taken or refused ------------------------
 
 @pytest.mark.parametrize("form", ["csr", "csc", "coo", "lil", "dok", "bsr"])
 def test_positives_as_scipy_sparse_in_any_format_are_read_as_query_rows(backend, form):
@@ -90,7 +118,13 @@ def test_explicit_zeros_of_a_sparse_matrix_are_not_ids():
     assert hardmine.topk(q, c, 2, exclude=matrix).indices[0].tolist() == [1, -1]
 
 
-# --- 7. extreme scales ------------------------------------------------------------------------
+def test_bad_positives_are_reported_as_positives():
+    q = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
+        hardmine.mine(q, q, positives=np.array([0, 1, 9]))
+    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
+        hardmine.violations(q, q, positives=np.array([0, 1, 9]))
+
 
 def _cosine64(q: np.ndarray, c: np.ndarray) -> np.ndarray:
     q, c = q.astype(np.float64), c.astype(np.float64)
@@ -137,17 +171,43 @@ def test_absurd_margins_and_bounds_are_refused(name):
         hardmine.violations(q, q, positives=np.array([0, 1]), margin=1e40)
 
 
-# --- 9. / 8. results sized by the candidates, huge sizes refused up front ---------------------
+def test_without_the_finite_check_nan_and_minus_inf_scores_are_never_returned(backend):
+    q = np.array([[1.0, 0.0]], dtype=np.float32)
+    c = np.array([[np.nan, 0.0], [0.5, 0.0], [np.inf, 0.0], [-np.inf, 0.0]], dtype=np.float32)
+    result = hardmine.topk(q, c, 4, check_finite=False, backend=backend)
+    assert result.indices[0].tolist() == [2, 1, -1, -1]  # +inf first; NaN and -inf (like padding) never
+    with pytest.raises(ValueError, match="candidates row 0 contains NaN or inf"):
+        hardmine.topk(q, c, 4, backend=backend)
+
+
+def test_torch_negated_and_conjugated_views_are_read():
+    torch = pytest.importorskip("torch")
+    base = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    negated = torch._neg_view(base)
+    assert negated.is_neg()
+    result = hardmine.topk(negated, base, 1)
+    assert result.scores.tolist() == [[0.0], [0.0]]
+
+
+def test_strides_that_are_not_a_multiple_of_the_item_size_are_copied_not_refused(backend):
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((6, 3)).astype(np.float32)
+    raw = np.zeros((6, 13), dtype=np.uint8)  # 13-byte rows: float32 rows that are not 4-aligned
+    odd = np.ndarray(shape=(6, 3), dtype=np.float32, buffer=raw, strides=(13, 4))
+    odd[...] = values
+    result = hardmine.topk(odd, odd, 2, backend=backend)
+    np.testing.assert_array_equal(result.indices, hardmine.topk(values, values, 2, backend=backend).indices)
+
+
+# --- hardmine.engine and the backends: results sized by the candidates, splits, conversions -
 
 def test_a_window_past_the_candidates_costs_no_memory(backend):
-    import resource
-
-    rng = np.random.default_rng(0)
-    q, c = rng.standard_normal((1000, 8)).astype(np.float32), rng.standard_normal((100, 8)).astype(np.float32)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = hardmine.mine(q, c, num_negatives=5, rank_range=(10**5, None), backend=backend)
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert (result.indices == -1).all() and (result.num_valid == 0).all()
+    grown_mib = _peak_growth_mib(
+        ["rng = np.random.default_rng(0)",
+         "q, c = rng.standard_normal((1000, 8)).astype(np.float32), rng.standard_normal((100, 8)).astype(np.float32)",
+         f"hardmine.mine(q, c, num_negatives=5, backend={backend!r})"],  # compiles and starts the pools
+        [f"result = hardmine.mine(q, c, num_negatives=5, rank_range=(10**5, None), backend={backend!r})",
+         "assert (result.indices == -1).all() and (result.num_valid == 0).all()"])
     assert grown_mib < 100, f"{grown_mib:.0f} MiB for a padding-only result"  # a (Q, 10**5) window is 1.2 GB
 
 
@@ -160,27 +220,6 @@ def test_k_beyond_the_candidates_is_padded_and_a_result_too_big_for_memory_is_re
         hardmine.topk(q, q, 10**12, backend=backend)
     with pytest.raises(ValueError, match="num_negatives=.* asks for a"):
         hardmine.mine(q, q, num_negatives=10**12, backend=backend)
-
-
-# --- 10. check_finite=False does what its docstring says --------------------------------------
-
-def test_without_the_finite_check_nan_and_minus_inf_scores_are_never_returned(backend):
-    q = np.array([[1.0, 0.0]], dtype=np.float32)
-    c = np.array([[np.nan, 0.0], [0.5, 0.0], [np.inf, 0.0], [-np.inf, 0.0]], dtype=np.float32)
-    result = hardmine.topk(q, c, 4, check_finite=False, backend=backend)
-    assert result.indices[0].tolist() == [2, 1, -1, -1]  # +inf first; NaN and -inf (like padding) never
-    with pytest.raises(ValueError, match="candidates row 0 contains NaN or inf"):
-        hardmine.topk(q, c, 4, backend=backend)
-
-
-# --- 11. clearer errors -----------------------------------------------------------------------
-
-def test_bad_positives_are_reported_as_positives():
-    q = np.eye(3, dtype=np.float32)
-    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
-        hardmine.mine(q, q, positives=np.array([0, 1, 9]))
-    with pytest.raises(ValueError, match=r"^positives: id 9 at query 2"):
-        hardmine.violations(q, q, positives=np.array([0, 1, 9]))
 
 
 def test_sharded_queries_work_on_every_backend(backend):
@@ -202,257 +241,6 @@ def test_sharded_queries_work_on_every_backend(backend):
     np.testing.assert_allclose(hardmine.similarity(shards, c, backend=backend), q @ c.T, rtol=1e-5, atol=1e-5)
 
 
-def test_torch_negated_and_conjugated_views_are_read():
-    torch = pytest.importorskip("torch")
-    base = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    negated = torch._neg_view(base)
-    assert negated.is_neg()
-    result = hardmine.topk(negated, base, 1)
-    assert result.scores.tolist() == [[0.0], [0.0]]
-
-
-# --- the offline job: one writer, verified resume, clean failures ----------------------------
-
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-
-from hardmine import cli  # noqa: E402
-from hardmine.io import job as offline  # noqa: E402
-from hardmine.io import outputs, state  # noqa: E402
-
-
-@pytest.fixture
-def dump(tmp_path):
-    rng = np.random.default_rng(0)
-    candidates = rng.standard_normal((4000, 16), dtype=np.float32)
-    positives = rng.integers(0, 4000, 2000)
-    queries = candidates[positives] + 0.5 * rng.standard_normal((2000, 16), dtype=np.float32)
-    np.save(tmp_path / "candidates.npy", candidates)
-    np.save(tmp_path / "queries.npy", queries)
-    np.save(tmp_path / "positives.npy", positives)
-    return tmp_path
-
-
-INPUTS = ("--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "positives.npy")
-
-
-def interrupted_run(folder, monkeypatch, *args, blocks: int) -> None:
-    """Runs `hardmine mine` in this process and stops it (as Ctrl-C does) after `blocks` blocks."""
-    real_mine, calls = hardmine.api.mine, [0]
-
-    def mine(*a, **kw):
-        calls[0] += 1
-        if calls[0] > blocks + 1:  # the first call is the option probe
-            raise KeyboardInterrupt
-        return real_mine(*a, **kw)
-
-    monkeypatch.chdir(folder)
-    monkeypatch.setattr(hardmine.api, "mine", mine)
-    assert cli.main(["mine", *map(str, args), "--quiet"]) == 130
-    monkeypatch.setattr(hardmine.api, "mine", real_mine)
-
-
-def test_a_second_run_on_the_same_output_refuses_and_the_first_one_finishes_intact(dump):
-    args = (*INPUTS, "--block-rows", "100", "--num-negatives", "5", "--quiet")
-    first = subprocess.Popen([sys.executable, "-m", "hardmine", "mine", *args, "--out", "x.npz"], cwd=dump,
-                             stderr=subprocess.PIPE, text=True)
-    lock = state.lock_path(dump / "x.npz")
-    while first.poll() is None and not (lock.exists() and lock.read_text().startswith("pid")):
-        time.sleep(0.001)
-    first.send_signal(signal.SIGSTOP)  # holds the lock, mid-run, for as long as the test needs
-    try:
-        second = hardmine_mine(dump, *INPUTS, "--num-negatives", "3", "--out", "x.npz", "--overwrite")
-    finally:
-        first.send_signal(signal.SIGCONT)
-    assert second.returncode == 2
-    assert f"x.npz is being written by another hardmine mine (pid {first.pid}" in second.stderr
-    _, errors = first.communicate(timeout=600)
-    assert first.returncode == 0, errors
-    alone = hardmine_mine(dump, *args, "--out", "alone.npz")
-    assert alone.returncode == 0, alone.stderr
-    assert (dump / "x.npz").read_bytes() == (dump / "alone.npz").read_bytes()
-    assert not lock.exists()
-
-
-def test_a_lock_left_by_a_dead_process_is_taken_over(dump):
-    state.lock_path(dump / "x.npz").write_text("pid 999999 on elsewhere, started long ago\n")
-    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet")
-    assert done.returncode == 0, done.stderr
-    assert not state.lock_path(dump / "x.npz").exists()
-
-
-def test_resume_refuses_inputs_changed_anywhere(dump, monkeypatch):
-    args = (*INPUTS, "--block-rows", "500", "--out", "x.npz")
-    interrupted_run(dump, monkeypatch, *args, blocks=2)
-    candidates = np.load(dump / "candidates.npy")
-    candidates[1234:1434] *= -1  # same size, far from any sampled region
-    np.save(dump / "candidates.npy", candidates)
-    done = hardmine_mine(dump, *args, "--resume")
-    assert done.returncode == 2
-    assert "--resume refused" in done.stderr and "sha256" in done.stderr
-
-
-@pytest.mark.parametrize("edit, message", [
-    (lambda manifest: manifest.update(block_rows=700, blocks=state.plan(2000, 700)),
-     r"part-000000.npz holds negative_ids of shape \(500, 5\)"),
-    (lambda manifest: manifest.update(block_rows=10**9, blocks=state.plan(2000, 10**9)),
-     r"part-000001.npz is not a block of this run's plan"),
-    (lambda manifest: manifest.update(block_rows=700), r"blocks: was \[\[0, 500\], \[500, 1000\], .*, now \[\[0, 700\]"),
-    (lambda manifest: manifest.update(blocks=state.plan(2000, 400)[:4]), r"blocks: was \[\[0, 400\], \[400, 800\], "
-                                                                      r".*, now \[\[0, 500\], \[500, 1000\], "),
-    (lambda manifest: manifest.update(block_rows=-1), "has block_rows -1; it must be an integer >= 1"),
-    (lambda manifest: manifest.update(block_rows=0), "has block_rows 0; it must be an integer >= 1"),
-    (lambda manifest: manifest.update(block_rows="250"), "has block_rows '250'"),
-    (lambda manifest: manifest.update(num_queries=1999), "num_queries: was 1999, now 2000"),
-])
-def test_resume_refuses_an_edited_manifest(dump, monkeypatch, edit, message):
-    args = (*INPUTS, "--block-rows", "500", "--out", "x.parquet")
-    interrupted_run(dump, monkeypatch, *args, blocks=2)
-    path = dump / "x.parquet.parts" / "manifest.json"
-    manifest = json.loads(path.read_text())
-    edit(manifest)
-    path.write_text(json.dumps(manifest))
-    done = hardmine_mine(dump, *args, "--resume")
-    assert done.returncode == 2, done.stderr
-    assert __import__("re").search(message, done.stderr), done.stderr
-    assert not (dump / "x.parquet").exists()
-
-
-@pytest.mark.parametrize("damage, message", [
-    ("foreign", r"part-000002.npz holds negative_ids of shape \(7, 5\)"),
-    ("truncated", r"part-000001.npz is unreadable"),
-    ("stray", r"part-000009.npz is not a block of this run's plan \(4 blocks\)"),
-])
-def test_resume_refuses_damaged_or_foreign_parts(dump, monkeypatch, damage, message):
-    args = (*INPUTS, "--block-rows", "500", "--out", "x.npz")
-    interrupted_run(dump, monkeypatch, *args, blocks=2)
-    parts = dump / "x.npz.parts"
-    if damage == "foreign":
-        with np.load(parts / "part-000000.npz") as part:
-            outputs.write_npz(parts / "part-000002.npz", {name: part[name][:7] for name in part.files})
-    elif damage == "truncated":
-        data = (parts / "part-000001.npz").read_bytes()
-        (parts / "part-000001.npz").write_bytes(data[: len(data) // 2])
-    else:
-        (parts / "part-000009.npz").write_bytes((parts / "part-000000.npz").read_bytes())
-    done = hardmine_mine(dump, *args, "--resume")
-    assert done.returncode == 2, done.stderr
-    assert __import__("re").search(message, done.stderr), done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_the_input_scan_reads_chunks_sized_by_the_memory_limit(dump, monkeypatch):
-    from hardmine import _rows
-    from hardmine.io.dumps import Dump
-
-    big = np.zeros((20000, 2048), dtype=np.float32)  # 160 MiB
-    np.save(dump / "wide.npy", big)
-    seen = []
-    real = _rows.row_peaks
-    monkeypatch.setattr(_rows, "row_peaks", lambda chunk, code: seen.append(chunk.nbytes) or real(chunk, code))
-    Dump(dump / "wide.npy").check_finite(memory_limit=100 << 20)
-    assert max(seen) <= (100 << 20) // 64, f"a {max(seen) / 2**20:.0f} MiB chunk under a 100 MiB limit"
-
-
-def test_header_corruptions_are_clear_errors_never_tracebacks(dump):
-    original = (dump / "candidates.npy").read_bytes()
-    header = original.index(b"\n") + 1
-    rng = np.random.default_rng(8)
-    for trial in range(12):
-        damaged = bytearray(original)
-        for position in rng.integers(0, header, size=rng.integers(1, 4)):
-            damaged[position] = int(rng.integers(0, 256))
-        (dump / "candidates.npy").write_bytes(bytes(damaged))
-        done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet", "--overwrite")
-        assert "Traceback" not in done.stderr, done.stderr
-        assert done.returncode in (0, 2), done.stderr
-        assert not (dump / "x.npz.parts").exists()
-    (dump / "candidates.npy").write_bytes(original[: len(original) // 3])  # truncated data
-    done = hardmine_mine(dump, *INPUTS, "--out", "y.npz")
-    assert done.returncode == 2 and "not a readable .npy file" in done.stderr, done.stderr
-
-
-def test_a_truncated_positives_npz_is_a_clear_error(dump):
-    outputs.write_npz(dump / "p.npz", {"indptr": np.arange(2001), "indices": np.arange(2000)})
-    data = (dump / "p.npz").read_bytes()
-    (dump / "p.npz").write_bytes(data[: len(data) - 100])
-    done = hardmine_mine(dump, "--queries", "queries.npy", "--candidates", "candidates.npy", "--positives", "p.npz",
-                         "--out", "x.npz")
-    assert done.returncode == 2, done.stderr
-    assert "p.npz" in done.stderr and "Traceback" not in done.stderr
-
-
-@pytest.mark.parametrize("args, message", [
-    (("--num-negatives", "100000000"), r"--num-negatives 100000000 exceeds the 4000 candidates"),
-    (("--threads", "0"), "--threads must be >= 1; got 0"),
-    (("--strategy", "cluster", "--clusters", "0,0", "--cluster-thresholds", "0.5,0.5"),
-     "--clusters takes two cluster counts >= 1"),
-    (("--strategy", "cluster", "--cluster-thresholds", "0.5,0.5", "--exclude-keys", "keys.npy"),
-     "strategy='cluster' draws among the reliable negatives; exclude_keys does not apply to it"),
-])
-def test_bad_options_fail_at_once_and_leave_nothing(dump, args, message):
-    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", *args)
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr or __import__("re").search(message, done.stderr), done.stderr
-    assert not (dump / "x.npz.parts").exists() and not (dump / "x.npz").exists()
-    assert hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--quiet").returncode == 0  # no --resume needed
-
-
-def test_a_window_past_the_candidates_is_mined_quickly_as_padding(dump):
-    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--rank-range", "100000000:", "--quiet")
-    assert done.returncode == 0, done.stderr
-    with np.load(dump / "x.npz") as result:
-        assert (result["num_valid"] == 0).all()
-
-
-def test_an_output_that_is_a_directory_is_refused_before_any_work(dump):
-    (dump / "x.npz").mkdir()
-    done = hardmine_mine(dump, *INPUTS, "--out", "x.npz", "--overwrite")
-    assert done.returncode == 2 and "--out x.npz is a directory" in done.stderr, done.stderr
-    assert not (dump / "x.npz.parts").exists()
-
-
-def test_temp_files_of_a_killed_merge_are_cleaned_and_outputs_follow_the_umask(dump):
-    stale = dump / ".x.parquet.k1lled.tmp"
-    stale.write_bytes(b"\0" * 1000)
-    done = subprocess.run(["sh", "-c", f"umask 027 && exec {sys.executable} -m hardmine mine "
-                           + " ".join(INPUTS) + " --out x.parquet --quiet"], cwd=dump, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert not stale.exists()
-    assert (os.stat(dump / "x.parquet").st_mode & 0o777) == 0o640
-
-
-# --- 13. threads capped by the work -------------------------------------------------------------
-
-def test_many_threads_for_one_query_allocate_no_idle_tiles():
-    import resource
-
-    if hardmine.backends.status()["cpu"] is not None:
-        pytest.skip("compiled core absent")
-    rng = np.random.default_rng(0)
-    candidates = rng.standard_normal((50_000, 64)).astype(np.float32)
-    hardmine.topk(candidates[:1], candidates, 10, backend="cpu")
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = hardmine.topk(candidates[:1], candidates, 10, backend="cpu", num_threads=256)
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert result.indices[0, 0] == 0
-    assert grown_mib < 64, f"{grown_mib:.0f} MiB for one query on 256 threads"  # was 3.2 GB of idle tiles
-
-
-def test_the_numba_half_conversion_is_exact_for_every_half():
-    from hardmine.backends import numba_kernels
-
-    bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
-    expected = bits.view(np.float16).astype(np.float32)
-    got = np.empty((256, 256), dtype=np.float32)
-    numba_kernels.halves_to_float32(bits, got)
-    nan = np.isnan(expected)
-    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
-    assert np.isnan(got[nan]).all()
-
-
 @pytest.mark.parametrize("engine", available_engine_backends())
 def test_few_queries_against_many_candidates_split_the_candidates_exactly(engine):
     rng = np.random.default_rng(4)
@@ -470,11 +258,13 @@ def test_few_queries_against_many_candidates_split_the_candidates_exactly(engine
         np.testing.assert_array_equal(violated.argmax, expected.argmax)
 
 
-def test_strides_that_are_not_a_multiple_of_the_item_size_are_copied_not_refused(backend):
-    rng = np.random.default_rng(6)
-    values = rng.standard_normal((6, 3)).astype(np.float32)
-    raw = np.zeros((6, 13), dtype=np.uint8)  # 13-byte rows: float32 rows that are not 4-aligned
-    odd = np.ndarray(shape=(6, 3), dtype=np.float32, buffer=raw, strides=(13, 4))
-    odd[...] = values
-    result = hardmine.topk(odd, odd, 2, backend=backend)
-    np.testing.assert_array_equal(result.indices, hardmine.topk(values, values, 2, backend=backend).indices)
+def test_the_numba_half_conversion_is_exact_for_every_half():
+    from hardmine.backends import numba_kernels
+
+    bits = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expected = bits.view(np.float16).astype(np.float32)
+    got = np.empty((256, 256), dtype=np.float32)
+    numba_kernels.halves_to_float32(bits, got)
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], expected.view(np.uint32)[~nan])
+    assert np.isnan(got[nan]).all()

@@ -11,6 +11,7 @@ import pytest
 from conftest import available_engine_backends
 
 import hardmine
+import oracle
 from hardmine import _draws
 
 ALL_BACKENDS = [*available_engine_backends(), "reference"]
@@ -106,6 +107,16 @@ def test_engine_backends_agree_and_match_the_reference(strategy, temperature, wi
     for backend in ALL_BACKENDS:
         np.testing.assert_array_equal(found[backend].indices, found["reference"].indices)
         np.testing.assert_array_equal(found[backend].scores, found["reference"].scores)
+    # the independent oracle's window: ranks 4 on of the admissible candidates (one per key)
+    excluded = np.zeros((10, 900), dtype=bool)
+    excluded[np.arange(10), np.arange(10)] = True
+    order = oracle.topk(queries, candidates, 900, "dot", excluded=excluded, keys=keys)
+    for row in range(10):
+        window = order[row, 4:]
+        got = found["reference"].indices[row]
+        got = got[got >= 0]
+        assert len(set(got.tolist())) == got.size and set(got.tolist()) <= set(window[window >= 0].tolist())
+        assert got.size == min(15, int((window >= 0).sum()))
 
 
 @pytest.mark.parametrize("backend", available_engine_backends())

@@ -131,6 +131,17 @@ def test_cache_is_shared_with_the_original_and_keyed_by_prompt(model, dataset, t
     assert len(list(folder.iterdir())) == 3  # the prompted queries cached beside the others
 
 
+def test_a_cache_file_of_the_wrong_row_count_is_named(model, dataset, tmp_path):
+    folder = tmp_path / "cache"
+    options = dict(num_negatives=2, verbose=False, cache_folder=str(folder))
+    mine_hard_negatives(dataset, model, **options)
+    corpus_file = next(folder.glob("corpus_embeddings_*.npy"))
+    np.save(corpus_file, np.load(corpus_file)[:-3])
+    with pytest.raises(ValueError, match=r"corpus_embeddings_\w+\.npy: the cached corpus embeddings have shape "
+                                         r"\(\d+, 384\), not one row per corpus text"):
+        mine_hard_negatives(dataset, model, **options)
+
+
 def test_multi_process_pool_encodes_the_same(model, dataset):
     options = dict(num_negatives=2, output_format="n-tuple", output_scores=True, verbose=False)
     same_rows(mine_hard_negatives(dataset, model, use_multi_process=["cpu"], **options),

@@ -183,3 +183,22 @@ def test_memory_bank_mines_with_int8_precision(strategy):
             assert torch.equal(ours, theirs)
     with pytest.raises(ValueError, match="precision must be one of"):
         mine_in_batch(batch, labels=labels, precision="int4")
+
+
+@pytest.mark.parametrize("backend", ["auto", "engine", "torch"])
+def test_nan_is_refused_where_it_enters(backend):
+    # backend="torch" is the path of every CUDA batch: it mined NaN batches silently (adversarial 11)
+    emb = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(16) % 4
+    emb[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"emb_a row 2 contains NaN or inf|queries row 2 contains NaN or inf"):
+        mine_in_batch(emb, labels=labels, strategy="hardest", num_negatives=1, backend=backend)
+    other = torch.randn(10, 8)
+    other[7] = float("inf")
+    if backend == "torch":
+        with pytest.raises(ValueError, match=r"^emb_b row 7 contains NaN or inf"):
+            mine_in_batch(emb[3:13], other, labels=labels[3:13], ref_labels=torch.arange(10) % 4, backend=backend)
+    bank = MemoryBank(capacity=8, dim=8)
+    with pytest.raises(ValueError, match=r"^embeddings row 2 contains NaN or inf"):
+        bank.add(emb[:4], labels[:4])
+    assert len(bank) == 0  # nothing stored

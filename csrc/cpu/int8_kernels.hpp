@@ -88,12 +88,19 @@ extern double (*const exact_dot)(const float* a, const float* b, int64_t d);
 
 /// The exact score (docs/precision.md, "Exact scores") of a dot product `dot` (exact_dot) and,
 /// under cosine, the two rows' squared norms (exact_dot of each row with itself): the float64
-/// operations sign(D) sqrt(D D / S_c / S_q) in this order, which every exact path repeats (the
-/// reference backend in NumPy), so that equal real cosines whose sums are exact (integer rows and
-/// their multiples) are equal float64 scores, and ties are broken by index alike everywhere.
+/// operations sign(D) sqrt(q / S_q), q = D D / S_c taken from D D = hi + lo and hi = r S_c + e,
+/// both exact (fused multiply-adds), as r + (e + lo) / S_c: the real quotient as it rounds save
+/// within ~2^-100 of a tie between two floats. So collinear rows whose sums are exact (integer
+/// rows, any rows at d = 1) have equal scores, and ties go by index alike on every path; the
+/// reference backend repeats these operations in NumPy (hardmine/_exact.py, Dekker's products).
 inline double exact_score(double dot, double query_norm2, double candidate_norm2, bool cosine) {
   if (!cosine) return dot;
-  return std::copysign(std::sqrt(dot * dot / candidate_norm2 / query_norm2), dot);
+  const double hi = dot * dot;
+  const double lo = std::fma(dot, dot, -hi);
+  const double r = hi / candidate_norm2;
+  const double e = std::fma(-r, candidate_norm2, hi);
+  const double quotient = r + (e + lo) / candidate_norm2;
+  return std::copysign(std::sqrt(quotient / query_norm2), dot);
 }
 
 /// True when the products kernel is the AVX-512 VNNI one.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _exact as exact
 from .. import _merge as merge
 from .._draws import Rule, priorities
 from .._problem import HOST, Problem
@@ -20,62 +21,15 @@ def _rows64(emb, start: int, stop: int) -> np.ndarray:
     return np.asarray(emb.array[start:stop], dtype=np.float32).astype(np.float64)
 
 
-#: the exact dot product's lanes (docs/precision.md, "Exact scores"): lane j sums the products at
-#: i = j (mod 16) by increasing i, then the lanes are folded j + (j + 8), j + (j + 4), ... as the
-#: core's exact_dot does, so that every exact path computes the same float64 bits
-_LANES = 16
-_BLOCK_VALUES = 1 << 21  # query rows per step: (rows, C, 16) float64 lanes of at most 16 MiB
-
-
-def _padded_lanes(rows: np.ndarray) -> np.ndarray:
-    """(n, d) -> (n, ceil(d / 16), 16), zeros past d."""
-    steps = -(-rows.shape[1] // _LANES)
-    out = np.zeros((rows.shape[0], steps * _LANES))
-    out[:, : rows.shape[1]] = rows
-    return out.reshape(rows.shape[0], steps, _LANES)
-
-
-def _fold(lanes: np.ndarray) -> np.ndarray:
-    width = _LANES // 2
-    while width:
-        lanes = lanes[..., :width] + lanes[..., width : 2 * width]
-        width //= 2
-    return lanes[..., 0]
-
-
-def exact_dots(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """(n, m) float64 dot products of float64 rows (float32 values), added in the exact order."""
-    a, b = _padded_lanes(queries), _padded_lanes(candidates)
-    out = np.empty((a.shape[0], b.shape[0]))
-    step = max(1, _BLOCK_VALUES // max(1, _LANES * b.shape[0]))
-    for start in range(0, a.shape[0], step):
-        lanes = np.zeros((min(step, a.shape[0] - start), b.shape[0], _LANES))
-        for t in range(a.shape[1]):
-            lanes += a[start : start + step, None, t, :] * b[None, :, t, :]
-        out[start : start + step] = _fold(lanes)
-    return out
-
-
-def squared_norms(rows: np.ndarray) -> np.ndarray:
-    """Each row's dot product with itself, added in the exact order."""
-    a = _padded_lanes(rows)
-    lanes = np.zeros((a.shape[0], _LANES))
-    for t in range(a.shape[1]):
-        lanes += a[:, t, :] * a[:, t, :]
-    return _fold(lanes)
-
-
 def score_block(problem: Problem, start: int, stop: int) -> np.ndarray:
     """Exact float64 scores of queries [start, stop) against every candidate: the dot product, or
-    the cosine sign(D) sqrt(D D / S_c / S_q) of docs/precision.md, operation by operation."""
+    the cosine, of docs/precision.md "Exact scores" (hardmine/_exact.py)."""
     queries = _rows64(problem.queries, start, stop)
     candidates = _rows64(problem.candidates, 0, problem.candidates.rows)
-    with np.errstate(invalid="ignore", divide="ignore"):  # rows of check_finite=False: NaN, never returned
-        dots = exact_dots(queries, candidates)
-        if problem.metric != "cosine":
-            return dots
-        ratio = dots * dots / squared_norms(candidates)[None, :] / squared_norms(queries)[:, None]
-        return np.copysign(np.sqrt(ratio), dots)
+    dots = exact.dots(queries, candidates)
+    if problem.metric != "cosine":
+        return dots
+    return exact.cosine(dots, exact.squared_norms(queries)[:, None], exact.squared_norms(candidates)[None, :])
 
 
 def excluded_mask(problem: Problem, start: int, stop: int) -> np.ndarray:

@@ -49,6 +49,11 @@ def encode(model, queries: list[str], corpus: list[str], *, batch_size: int, que
         for kind, path in files.items():
             if os.path.exists(path):
                 vectors[kind] = np.load(path)
+                texts = queries if kind == "query" else corpus
+                if vectors[kind].ndim != 2 or vectors[kind].shape[0] != len(texts):
+                    raise ValueError(f"{path}: the cached {kind} embeddings have shape {vectors[kind].shape}, not one "
+                                     f"row per {kind} text ({len(texts)}): a damaged or foreign cache file; delete it "
+                                     f"to have them encoded again")
                 if verbose:
                     print(f"[Cache] Loaded {kind} embeddings from {path} (shape={vectors[kind].shape})")
     if vectors["query"] is None or vectors["corpus"] is None:

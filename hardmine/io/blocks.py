@@ -77,8 +77,14 @@ def mine_block(job, inputs: dict, parts, run: str, block: int, start: int, stop:
               "positive_score": result.positive_scores, "num_valid": result.num_valid}
     kernel = identity(job) if kernel is None else kernel
     recorded = state.part_identity(run, block, start, stop, arrays)
-    parts.write(state.part_name(block), npz_writer({
-        **arrays, "identity": _json_member(recorded), "kernel": _json_member(kernel)}))
+    try:
+        parts.write(state.part_name(block), npz_writer({
+            **arrays, "identity": _json_member(recorded), "kernel": _json_member(kernel)}))
+    except FileNotFoundError:
+        raise  # the parts folder is gone (a merge meanwhile): the caller decides
+    except OSError as error:  # disk full, a store gone: name the part; the saved ones are kept
+        raise JobError(f"writing {parts.label(state.part_name(block))} failed ({type(error).__name__}: {error}); "
+                       f"the blocks saved so far are kept: fix that and rerun with --resume") from None
     return block, stop - start, recorded["content"]
 
 

@@ -156,26 +156,6 @@ def _width(job: Job, inputs: dict) -> int:
     return width
 
 
-def _stored(parts, job: Job, inputs: dict, num_queries: int, refusal: str) -> tuple[int, str]:
-    """The block size and identity (:func:`state.run_digest`) of the run recorded in the manifest
-    in ``parts``, refused unless this run (its options and input fingerprints) matches it."""
-    manifest_path = parts.label(stores.MANIFEST)
-    try:
-        old = json.loads(parts.read(stores.MANIFEST))
-        if not isinstance(old, dict):
-            raise TypeError("not a JSON object")
-    except (ValueError, TypeError, OSError) as error:
-        advice = "mine again with --overwrite" if refusal.startswith("merge") else "pass --overwrite to start over"
-        raise JobError(f"{refusal}: {manifest_path} is not a hardmine manifest ({type(error).__name__}: {error}); "
-                       f"{advice}") from None
-    block_rows = state.stored_block_rows(old, manifest_path, num_queries)
-    new = json.loads(json.dumps(state.manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
-    differences = state.differences(old, new)
-    if differences:
-        raise JobError(f"{refusal}: {manifest_path} does not match this run: " + "; ".join(differences))
-    return block_rows, state.run_digest(new)
-
-
 def _run(job: Job, out: stores.Output, executor) -> int:
     if out.exists() and not job.overwrite:
         raise JobError(f"{out} exists; pass --overwrite to replace it")
@@ -197,7 +177,7 @@ def _run(job: Job, out: stores.Output, executor) -> int:
         parts.remove()
     fresh = not (job.resume and parts.has(stores.MANIFEST))
     if not fresh:
-        block_rows, run = _stored(parts, job, inputs, num_queries, "--resume refused")
+        block_rows, run = state.stored_run(parts, job, inputs, "--resume refused")
         state.verify_parts(parts, state.plan(num_queries, block_rows), width, run=run,
                            num_candidates=inputs["num_candidates"], refusal="--resume refused")
     else:
@@ -242,7 +222,7 @@ def _run_slice(job: Job, out: stores.Output) -> int:
         parts.make()
         parts.create(stores.MANIFEST, _manifest_bytes(state.manifest(job, inputs, job.block_rows)))
         created = True
-    block_rows, run = _stored(parts, job, inputs, inputs["num_queries"], "--blocks refused")
+    block_rows, run = state.stored_run(parts, job, inputs, "--blocks refused")
     if job.block_rows is not None and job.block_rows != block_rows:
         raise JobError(f"--blocks refused: --block-rows {job.block_rows}, but the run in {parts} cuts blocks of "
                        f"{block_rows} rows; every task of an array job must give the same --block-rows")
@@ -270,20 +250,30 @@ def _run_slice(job: Job, out: stores.Output) -> int:
         print(f"\nhardmine mine: interrupted; blocks saved so far are kept in {parts}", file=sys.stderr)
         return 130
     except FileNotFoundError:
-        if parts.has(stores.MANIFEST) or not out.exists():
+        if not _merged_meanwhile(out, parts):
             raise
-        # `hardmine merge` ran meanwhile (every block was saved, this task's too, by another task)
-        # and removed the parts folder, with this task's temp file in it: nothing is lost
+    finally:
+        progress.close()
+    if _merged_meanwhile(out, parts):
+        # `hardmine merge` ran while this task mined (every block had been saved, this task's by
+        # another task): what this task wrote since is not needed, and nothing is lost
+        for block in range(first, last):
+            with contextlib.suppress(OSError):
+                parts.delete(state.part_name(block))
+        with contextlib.suppress(OSError):
+            parts.remove_merged()
         print(f"hardmine mine: {out} was merged while this task ran (its blocks had been saved by another "
               f"task); nothing left to do", file=sys.stderr)
         return 0
-    finally:
-        progress.close()
     saved = len(parts.names())
     if not job.quiet:
         print(f"hardmine mine: blocks {first}..{last - 1} saved ({saved}/{len(plan)} of the plan); once all are, "
               f"run: hardmine merge {out}", file=sys.stderr)
     return 0
+
+
+def _merged_meanwhile(out: stores.Output, parts) -> bool:
+    return out.exists() and not parts.has(stores.MANIFEST)
 
 
 def _slice(job: Job, plan: list[tuple[int, int]], block_rows: int) -> tuple[int, int]:
@@ -336,10 +326,10 @@ def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = Fals
         if out.exists() and not overwrite:
             raise JobError(f"{out} exists; pass --overwrite to replace it")
         out.clean_temps()  # (the parts' temp files may be live --blocks tasks': left alone)
-        stored = _manifest(parts, "merge refused")
+        stored = state.read_manifest(parts, "merge refused")
         job = _job_from_manifest(stored, str(out), quiet)
         inputs = _loaded(job)  # fingerprinted: the manifest names the inputs the parts were mined from
-        block_rows, run = _stored(parts, job, inputs, inputs["num_queries"], "merge refused")
+        block_rows, run = state.stored_run(parts, job, inputs, "merge refused")
         plan = state.plan(inputs["num_queries"], block_rows)
         saved = set(parts.names())
         missing = [block for block in range(len(plan)) if state.part_name(block) not in saved]
@@ -349,20 +339,6 @@ def merge(out: str | os.PathLike, *, overwrite: bool = False, quiet: bool = Fals
         open_dumps(job, inputs, parts, quiet=True)  # the ids of Parquet/Arrow inputs, converted by the tasks
         return write_output(job, out, parts, inputs, run, plan, _width(job, inputs), "merge refused",
                             "hardmine merge")
-
-
-def _manifest(parts, refusal: str) -> dict:
-    """The manifest in ``parts`` as a dict, refused (naming the file) unless it is one."""
-    path = parts.label(stores.MANIFEST)
-    try:
-        stored = json.loads(parts.read(stores.MANIFEST))
-    except (ValueError, OSError) as error:
-        raise JobError(f"{refusal}: {path} is not a hardmine manifest ({type(error).__name__}: {error}); mine "
-                       f"again with --overwrite") from None
-    if not isinstance(stored, dict):
-        raise JobError(f"{refusal}: {path} is not a hardmine manifest (not a JSON object); mine again with "
-                       f"--overwrite")
-    return stored
 
 
 def _job_from_manifest(stored: dict, out: str, quiet: bool):

@@ -27,9 +27,12 @@ def write_output(job, out: stores.Output, parts, inputs: dict, run: str, plan: l
         again = "hardmine merge OUT" if command == "hardmine merge" else "the same command with --resume"
         raise JobError(f"writing {out} failed ({type(error).__name__}: {error}); nothing was written there and "
                        f"the {len(plan)} parts are kept in {parts}: fix that and run {again}") from None
-    parts.remove()
+    live = parts.remove_merged()
     if not job.quiet:
         print(f"{command}: wrote {out} ({inputs['num_queries']:,} queries)", file=sys.stderr)
+        if live:
+            print(f"{command}: {live} temp file(s) of running --blocks tasks left in {parts}; those tasks "
+                  f"remove them (and the folder) when they finish", file=sys.stderr)
     return 0
 
 

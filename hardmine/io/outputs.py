@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -38,12 +39,34 @@ def remove_stale_temps(folder: str | os.PathLike, name: str) -> None:
         temp.unlink(missing_ok=True)
 
 
+def may_be_live(temp: Path) -> bool:
+    """Whether the temp file of :func:`atomic_write` may belong to a writer still running: its
+    name holds the writer's host and pid; on this host a pid that no longer runs proves it dead,
+    on another host nothing does."""
+    try:
+        host, _, pid = temp.name.split(".")[-3].rpartition("-")
+        pid_number = int(pid)
+    except (IndexError, ValueError):  # not a name atomic_write makes
+        return False
+    if host != socket.gethostname().replace(".", "_"):
+        return True
+    try:
+        os.kill(pid_number, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Writes through a temp file in the same folder, fsyncs and renames it into place:
     readers see the old file or the complete new one, never a half-written one. The file
     gets the permissions of a plain ``open()`` under the process umask."""
     path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's host and pid in the name: a merge can tell a live writer's temp file (may_be_live)
+    writer = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600 files
         with os.fdopen(handle, "wb") as out:

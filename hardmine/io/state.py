@@ -24,6 +24,10 @@ class JobError(Exception):
     """A job that cannot start or continue; the CLI prints it and exits with status 2."""
 
 
+#: the run's manifest, in its parts store
+MANIFEST = "manifest.json"
+
+
 def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
@@ -115,7 +119,7 @@ def verify_parts(parts, plan: list[tuple[int, int]], width: int, chosen: range |
     strays = sorted(names - expected)
     if strays:
         raise JobError(f"{refusal}: {parts.label(strays[0])} is not a block of this run's plan ({len(plan)} "
-                       f"blocks); remove it{_advice(refusal)}")
+                       f"blocks); remove it, or{_advice(refusal)}")
     kernels = {}
     for block in chosen if chosen is not None else range(len(plan)):
         name = part_name(block)
@@ -127,13 +131,14 @@ def verify_parts(parts, plan: list[tuple[int, int]], width: int, chosen: range |
             problem, kernel = f"is unreadable ({type(error).__name__}: {error})", None
         if problem is not None:
             raise JobError(f"{refusal}: {parts.label(name)} {problem}; delete that file to have block {block} "
-                           f"mined again{_advice(refusal)}")
+                           f"mined again, or{_advice(refusal)}")
         kernels[block] = kernel
     return kernels
 
 
 def _advice(refusal: str) -> str:
-    return " (hardmine mine --blocks)" if refusal.startswith("merge") else ", or pass --overwrite to start over"
+    return (" mine it again (hardmine mine --blocks), or mine again with --overwrite" if refusal.startswith("merge")
+            else " pass --overwrite to start over")
 
 
 def _check_part(data: bytes, block: int, rows: tuple[int, int], width: int, run: str,
@@ -223,13 +228,40 @@ def ranges(blocks: list[int]) -> str:
     return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
-def stored_block_rows(old: dict, manifest_path: Path, num_queries: int) -> int:
+def stored_block_rows(old: dict, manifest_path: str, refusal: str) -> int:
     """The block size a resumed run must keep, refused unless it is a positive integer."""
     rows = old.get("block_rows")
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise JobError(f"--resume refused: {manifest_path} has block_rows {rows!r}; it must be an integer >= 1 "
-                       f"(the manifest was edited or damaged); pass --overwrite to start over")
+        raise JobError(f"{refusal}: {manifest_path} has block_rows {rows!r}; it must be an integer >= 1 "
+                       f"(the manifest was edited or damaged);{_advice(refusal)}")
     return rows
+
+
+def read_manifest(parts, refusal: str) -> dict:
+    """The manifest in the store ``parts`` as a dict, refused (naming the file) unless it is one."""
+    path = parts.label(MANIFEST)
+    try:
+        stored = json.loads(parts.read(MANIFEST))
+    except (ValueError, OSError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(stored, dict):
+            return stored
+        problem = "not a JSON object"
+    raise JobError(f"{refusal}: {path} is not a hardmine manifest ({problem});{_advice(refusal)}")
+
+
+def stored_run(parts, job, inputs: dict, refusal: str) -> tuple[int, str]:
+    """The block size and identity (:func:`run_digest`) of the run whose manifest is in ``parts``,
+    refused unless this run (its options and input fingerprints) matches it, field by field."""
+    old = read_manifest(parts, refusal)
+    path = parts.label(MANIFEST)
+    block_rows = stored_block_rows(old, path, refusal)
+    new = json.loads(json.dumps(manifest(job, inputs, block_rows)))  # as stored: tuples -> lists
+    found = differences(old, new)
+    if found:
+        raise JobError(f"{refusal}: {path} does not match this run: " + "; ".join(found))
+    return block_rows, run_digest(new)
 
 
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:

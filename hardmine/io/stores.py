@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import state
-from .outputs import atomic_write, remove_stale_temps
+from .outputs import atomic_write, may_be_live, remove_stale_temps
 from .storage import cache_root, is_uri
 
-MANIFEST = "manifest.json"
+MANIFEST = state.MANIFEST
 
 
 class Folder:
@@ -55,6 +55,9 @@ class Folder:
     def has(self, name: str) -> bool:
         return (self.root / name).exists()
 
+    def delete(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
     def read(self, name: str) -> bytes:
         return (self.root / name).read_bytes()
 
@@ -75,6 +78,22 @@ class Folder:
 
     def clean_temps(self, prefix: str) -> None:
         remove_stale_temps(self.root, prefix)
+
+    def remove_merged(self) -> int:
+        """Removes a merged run's folder, except the temp files of writers that may still run (a
+        late ``--blocks`` task: it notices the merge and cleans up after itself); returns how
+        many were left."""
+        left = 0
+        for path in sorted(self.root.iterdir()) if self.root.exists() else []:
+            if path.name.endswith(".tmp") and may_be_live(path):
+                left += 1
+            elif path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if not left:
+            self.root.rmdir()
+        return left
 
     def scratch(self) -> Path:
         """A local folder for converted inputs, removed with the parts."""
@@ -137,6 +156,10 @@ class Prefix:
     def has(self, name: str) -> bool:
         return self._type(self._path(name)) == "file"
 
+    def delete(self, name: str) -> None:
+        if self.has(name):
+            self._fs[0].delete_file(self._path(name))
+
     def read(self, name: str) -> bytes:
         with self._fs[0].open_input_stream(self._path(name)) as source:
             return source.read()
@@ -145,7 +168,11 @@ class Prefix:
         """Writes into a local temp file first (the writers may seek), then uploads it in one stream."""
         filesystem = self._fs[0]
         scratch = cache_root() / "uploads"
-        scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise state.JobError(f"$HARDMINE_CACHE ({cache_root()}) cannot hold the upload of {self.label(name)}: "
+                                 f"{error}; set HARDMINE_CACHE to a writable folder") from None
         with tempfile.TemporaryFile(dir=scratch) as local:
             write(local)
             local.seek(0)
@@ -164,6 +191,11 @@ class Prefix:
     def clean_temps(self, prefix: str) -> None:
         for name in self.names(f".{prefix}*.tmp"):
             self._fs[0].delete_file(self._path(name))
+
+    def remove_merged(self) -> int:
+        """Removes a merged run's prefix (an object store has no temp files to spare)."""
+        self.remove()
+        return 0
 
     def scratch(self) -> Path:
         """A local folder for converted inputs: in the cache (each machine converts once)."""

@@ -15,6 +15,9 @@ from .strategies import STRATEGIES, WINDOW_SAMPLERS
 #: keep priorities s / T in float32, so T >= 2**-20 keeps every priority finite on every path
 MIN_TEMPERATURE = 2.0**-20
 
+#: query_offset + the rows of a call must fit the int64 row numbers of every backend's draws
+MAX_QUERY_OFFSET = 2**62
+
 
 @dataclass(frozen=True)
 class MiningOptions:
@@ -97,8 +100,8 @@ def mining_options(
         raise ValueError(f"strategy='semihard' needs margin > 0 (the band s_p - margin < s < s_p); got {margin!r}")
     seed = _integer(seed, "seed")
     query_offset = _integer(query_offset, "query_offset")
-    if query_offset < 0:
-        raise ValueError(f"query_offset must be >= 0; got {query_offset}")
+    if not 0 <= query_offset < MAX_QUERY_OFFSET:
+        raise ValueError(f"query_offset must be in [0, 2**62) (global query rows are int64); got {query_offset}")
     if (strategy == "cluster") != clusters_given:
         raise ValueError("strategy='cluster' and clusters= (a hardmine.cluster.reliability) come together")
     if strategy == "cluster":
