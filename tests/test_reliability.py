@@ -18,15 +18,16 @@ from conftest import available_engine_backends
 _CHILD_TIMEOUT = 240
 
 
-def _peak_growth_mib(setup: list[str], call: list[str]) -> float:
+def _peak_growth_mib(folder, setup: list[str], call: list[str]) -> float:
     """How much ``call`` raises the peak RSS of a fresh interpreter after ``setup`` (warm-up
     included). Measured in a child: in this process the peak of an earlier test would hide any
-    growth below it, and the check could never fail."""
+    growth below it, and the check could never fail. The child runs in ``folder``, outside the
+    checkout, so that it imports the installed package (with its compiled core)."""
     lines = ["import resource", "import numpy as np", "import hardmine", *setup,
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss", *call,
              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)"]
     done = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True, text=True,
-                          timeout=_CHILD_TIMEOUT)
+                          timeout=_CHILD_TIMEOUT, cwd=folder)
     assert done.returncode == 0, done.stderr[-2000:]
     return float(done.stdout.strip().splitlines()[-1])
 
@@ -77,10 +78,11 @@ def test_workers_started_after_the_thread_pool_neither_hang_nor_die(tmp_path, en
     assert "children agree" in done.stdout
 
 
-def test_many_threads_for_one_query_allocate_no_idle_tiles():
+def test_many_threads_for_one_query_allocate_no_idle_tiles(tmp_path):
     if hardmine.backends.status()["cpu"] is not None:
         pytest.skip("compiled core absent")
     grown_mib = _peak_growth_mib(
+        tmp_path,
         ["candidates = np.random.default_rng(0).standard_normal((50_000, 64)).astype(np.float32)",
          "hardmine.topk(candidates[:1], candidates, 10, backend='cpu')"],
         ["result = hardmine.topk(candidates[:1], candidates, 10, backend='cpu', num_threads=256)",
@@ -201,8 +203,9 @@ def test_strides_that_are_not_a_multiple_of_the_item_size_are_copied_not_refused
 
 # --- hardmine.engine and the backends: results sized by the candidates, splits, conversions -
 
-def test_a_window_past_the_candidates_costs_no_memory(backend):
+def test_a_window_past_the_candidates_costs_no_memory(backend, tmp_path):
     grown_mib = _peak_growth_mib(
+        tmp_path,
         ["rng = np.random.default_rng(0)",
          "q, c = rng.standard_normal((1000, 8)).astype(np.float32), rng.standard_normal((100, 8)).astype(np.float32)",
          f"hardmine.mine(q, c, num_negatives=5, backend={backend!r})"],  # compiles and starts the pools
