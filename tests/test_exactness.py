@@ -13,8 +13,12 @@ import pytest
 
 import hardmine
 import oracle
+from hardmine import backends
 
-CODES = ("int8", "bf16")
+#: the certified paths live in the compiled core (absent in the Numba-only install)
+_CORE = backends.status()["cpu"]
+needs_core = pytest.mark.skipif(_CORE is not None, reason=f"certified scoring lives in the compiled core: {_CORE}")
+CODES = tuple(pytest.param(codes, marks=needs_core) for codes in ("int8", "bf16"))
 
 
 def _near_copies(rng, row: np.ndarray, count: int, dtype) -> np.ndarray:
@@ -179,6 +183,11 @@ def test_softmax_temperatures_too_small_for_float32_priorities_are_refused():
     queries, candidates = np.ones((2, 3), np.float32), np.ones((5, 3), np.float32)
     with pytest.raises(ValueError, match=r"temperature must be at least 9\.54e-07"):
         hardmine.mine(queries, candidates, strategy="softmax", temperature=1e-310, rank_range=(0, None))
+
+
+@needs_core
+def test_the_smallest_softmax_temperature_draws_alike_on_the_certified_path():
+    queries, candidates = np.ones((2, 3), np.float32), np.ones((5, 3), np.float32)
     smallest = hardmine.mine(queries, candidates, strategy="softmax", temperature=2.0**-20, rank_range=(0, None),
                              num_negatives=3, precision="int8")
     np.testing.assert_array_equal(smallest.indices, hardmine.mine(
