@@ -100,3 +100,32 @@ def predict(cross_encoder, groups: list[list[tuple[str, str]]], *, batch_size: i
     finally:
         if pool is not None:
             cross_encoder.stop_multi_process_pool(pool)
+
+
+def _rows(value: Any, rows: int, name: str, what: str) -> np.ndarray:
+    if type(value).__module__.split(".")[0] == "torch":
+        value = value.detach().cpu().float().numpy()
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[0] != rows:
+        raise ValueError(f"{name} must have shape ({rows}, d), one row per {what}; got {array.shape}")
+    return array
+
+
+def given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts, corpus, positive_texts):
+    """Precomputed embeddings aligned with the deduplicated queries and corpus texts."""
+    rows = _rows(query_embeddings, len(anchors), "query_embeddings", "dataset row")
+    first_anchor = {text: i for i, text in reversed(list(enumerate(anchors)))}
+    query_vectors = rows[[first_anchor[q] for q in queries]]
+    if corpus is not None:
+        given = _rows(corpus_embeddings, len(corpus), "corpus_embeddings", "corpus text")
+        first_row = {text: i for i, text in reversed(list(enumerate(corpus)))}
+        missing = [text for text in texts if text not in first_row]
+        if missing:
+            raise ValueError(f"corpus_embeddings covers `corpus` only, but {len(missing)} positive(s) are not in "
+                             f"the corpus, e.g. {missing[0]!r}; add them to corpus and corpus_embeddings")
+    else:
+        given = _rows(corpus_embeddings, len(positive_texts), "corpus_embeddings", "dataset row")
+        first_row = {text: i for i, text in reversed(list(enumerate(positive_texts)))}
+    corpus_vectors = given[[first_row[text] for text in texts]]
+    return (np.ascontiguousarray(query_vectors, dtype=np.float32),
+            np.ascontiguousarray(corpus_vectors, dtype=np.float32))

@@ -97,15 +97,6 @@ class FixedEmbeddingModel:
         return SimilarityFunction.to_similarity_pairwise_fn(self.similarity_fn_name)(a, b)
 
 
-def _embeddings(value: Any, rows: int, name: str, what: str) -> np.ndarray:
-    if type(value).__module__.split(".")[0] == "torch":
-        value = value.detach().cpu().float().numpy()
-    array = np.asarray(value)
-    if array.ndim != 2 or array.shape[0] != rows:
-        raise ValueError(f"{name} must have shape ({rows}, d), one row per {what}; got {array.shape}")
-    return array
-
-
 #: similarity_fn_name -> hardmine metric, for the similarities the engine computes itself
 ENGINE_METRICS = {"cosine": "cosine", "dot": "dot"}
 
@@ -287,8 +278,9 @@ def mine_hard_negatives(
         query_vectors = np.ascontiguousarray(query_vectors, dtype=np.float32)
         corpus_vectors = np.ascontiguousarray(corpus_vectors, dtype=np.float32)
     else:
-        query_vectors, corpus_vectors = _given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts,
-                                                          corpus if separate_corpus else None, positive_texts)
+        query_vectors, corpus_vectors = _st_encoding.given_embeddings(
+            query_embeddings, corpus_embeddings, anchors, queries, texts, corpus if separate_corpus else None,
+            positive_texts)
     name, similarity = _similarity(model)
     metric = ENGINE_METRICS.get(name)
 
@@ -375,25 +367,6 @@ def st_version() -> tuple[int, int]:
         return (0, 0)
     parts = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]]
     return (parts + [0, 0])[0], (parts + [0, 0])[1]
-
-
-def _given_embeddings(query_embeddings, corpus_embeddings, anchors, queries, texts, corpus, positive_texts):
-    """Precomputed embeddings aligned with the deduplicated queries and corpus texts."""
-    rows = _embeddings(query_embeddings, len(anchors), "query_embeddings", "dataset row")
-    first_anchor = {text: i for i, text in reversed(list(enumerate(anchors)))}
-    query_vectors = rows[[first_anchor[q] for q in queries]]
-    if corpus is not None:
-        given = _embeddings(corpus_embeddings, len(corpus), "corpus_embeddings", "corpus text")
-        first_row = {text: i for i, text in reversed(list(enumerate(corpus)))}
-        missing = [text for text in texts if text not in first_row]
-        if missing:
-            raise ValueError(f"corpus_embeddings covers `corpus` only, but {len(missing)} positive(s) are not in "
-                             f"the corpus, e.g. {missing[0]!r}; add them to corpus and corpus_embeddings")
-    else:
-        given = _embeddings(corpus_embeddings, len(positive_texts), "corpus_embeddings", "dataset row")
-        first_row = {text: i for i, text in reversed(list(enumerate(positive_texts)))}
-    corpus_vectors = given[[first_row[text] for text in texts]]
-    return (np.ascontiguousarray(query_vectors, dtype=np.float32), np.ascontiguousarray(corpus_vectors, dtype=np.float32))
 
 
 def _pairwise(name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

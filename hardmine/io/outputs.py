@@ -48,10 +48,13 @@ def may_be_live(temp: Path) -> bool:
         pid_number = int(pid)
     except (IndexError, ValueError):  # not a name atomic_write makes
         return False
-    if host != socket.gethostname().replace(".", "_"):
-        return True
+    return host != socket.gethostname().replace(".", "_") or pid_alive(pid_number)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs."""
     try:
-        os.kill(pid_number, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's

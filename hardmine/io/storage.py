@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import state
 from .dumps import DumpError
+from .outputs import pid_alive
 
 
 def is_uri(text) -> bool:
@@ -89,11 +90,10 @@ def remove_dead_temps(root: Path) -> None:
     for temp in root.glob(".staging.*.tmp"):
         try:
             pid = int(temp.name.split(".")[2])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(temp, ignore_errors=True)
-        except (ValueError, IndexError, PermissionError):  # not ours, or a live process of another user
+        except (ValueError, IndexError):  # not a name staged() makes
             continue
+        if not pid_alive(pid):
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def localized(job):
