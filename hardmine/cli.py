@@ -1,8 +1,9 @@
-"""The ``hardmine`` command line: ``info``, ``demo``, ``mine``, ``merge``, ``eval``, ``select``, ``bench``."""
+"""The ``hardmine`` command line: ``info``, ``demo``, ``mine``, ``merge``, ``report``, ``eval``, ``select``, ``bench``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -245,6 +246,56 @@ def _select_command(commands) -> None:
     select.set_defaults(run=_select)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from . import report
+    from .io.dumps import load_ids, read_npy
+
+    candidate_ids = None if args.candidate_ids is None else read_npy(args.candidate_ids, "--candidate-ids")
+    result = report.read_output(args.out, candidate_ids)
+    options = None
+    if args.options is not None:
+        text = Path(args.options).read_text() if os.path.exists(args.options) else args.options
+        try:
+            options = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--options must be a JSON object or a file holding one ({error})") from None
+        if not isinstance(options, dict):
+            raise ValueError("--options must be a JSON object")
+    numbers = report.write(
+        result, read_npy(args.queries, "--queries"), read_npy(args.candidates, "--candidates"), args.html,
+        positives=None if args.positives is None else load_ids(args.positives, "--positives"),
+        keys=None if args.keys is None else read_npy(args.keys, "--keys"),
+        texts=None if args.texts is None else report.read_texts(args.texts),
+        query_texts=None if args.query_texts is None else report.read_texts(args.query_texts),
+        margin=args.margin, near_duplicate=args.near_duplicate, options=options,
+        png_path=args.png, source=f"{args.out}: {Path(args.out).name}",
+    )
+    print(f"hardmine report: {args.html}: {numbers.negatives} negatives for {numbers.queries} queries, "
+          f"{numbers.above_positive:.2%} above their positive, {numbers.suspects} suspected false negatives, "
+          f"{numbers.short_queries} queries short of negatives")
+    return 0
+
+
+def _report_command(commands) -> None:
+    """The ``hardmine report`` subcommand and its options."""
+    rep = commands.add_parser("report", help="an HTML page about mined negatives: scores, suspects, coverage")
+    rep.add_argument("out", help="the output of hardmine mine (.parquet, .npz or .jsonl)")
+    rep.add_argument("--queries", required=True, help=".npy (Q, d) the run's queries")
+    rep.add_argument("--candidates", required=True, help=".npy (C, d) the run's candidates")
+    rep.add_argument("--positives", help=".npy ids (Q,) or (Q, m), or .npz CSR: needed to find suspects")
+    rep.add_argument("--keys", help=".npy (C,) integer keys: a negative sharing its positive's key is a suspect")
+    rep.add_argument("--texts", help="candidate texts, one per row (.txt, .jsonl/.parquet 'text' column, .npy)")
+    rep.add_argument("--query-texts", help="query texts, one per row (same formats)")
+    rep.add_argument("--candidate-ids", help=".npy the run's --candidate-ids, when OUT names negatives by id")
+    rep.add_argument("--margin", type=float, default=0.05, help="the band below the positive to count (0.05)")
+    rep.add_argument("--near-duplicate", type=float, default=0.95,
+                     help="cosine to a positive from which a negative is a suspect (0.95)")
+    rep.add_argument("--options", help="the mining options shown on the page: JSON, or a file holding it")
+    rep.add_argument("--html", required=True, help="the page to write")
+    rep.add_argument("--png", help="the main plot as PNG (default: the page's path with .png)")
+    rep.set_defaults(run=_report)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # Ctrl-C / SIGINT stops a command cleanly however it was started: a process launched
@@ -253,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hardmine", description="Exact, fast hard-negative mining.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, backends and build facts").set_defaults(run=_info)
-    for add in (_demo_command, _eval_command, _bench_command, _select_command, offline_commands):
+    for add in (_demo_command, _eval_command, _bench_command, _select_command, offline_commands, _report_command):
         add(commands)
     args = parser.parse_args(argv)
     try:
