@@ -114,26 +114,37 @@ def analyse(indices: Any, scores: Any, positive_scores: Any, queries: Any, candi
     suspects: list[Suspect] = []
     identical = near = 0
     if members is not None:
-        unit = c / np.maximum(np.linalg.norm(c.astype(np.float64), axis=1, keepdims=True), 1e-300)
+        unit = c.astype(np.float64)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-300)
         indptr, pos_ids = members
-        for row, rank in zip(*np.nonzero(valid)):
-            negative = int(ids[row, rank])
-            own = pos_ids[indptr[row]:indptr[row + 1]]
-            if own.size == 0:
-                continue
-            reason, positive = None, -1
-            if key_array is not None and (key_array[own] == key_array[negative]).any():
-                positive = int(own[np.argmax(key_array[own] == key_array[negative])])
-                reason = "same key"
-                identical += 1
-            cosines = unit[own].astype(np.float64) @ unit[negative].astype(np.float64)
-            if cosines.max() >= near_duplicate:
-                near += 1
-                if reason is None:
-                    reason, positive = f"near-duplicate (cos {cosines.max():.3f})", int(own[np.argmax(cosines)])
-            if reason is not None:
-                suspects.append(Suspect(int(row), int(rank), negative, positive, float(s[row, rank]),
-                                        float(s_p[row]), reason))
+        rows, ranks = np.nonzero(valid)
+        for start in range(0, rows.size, 1 << 16):  # (negative, positive) pairs in bounded chunks
+            r, k = rows[start:start + (1 << 16)], ranks[start:start + (1 << 16)]
+            counts = indptr[r + 1] - indptr[r]
+            pair = np.repeat(np.arange(r.size), counts)
+            offsets = np.cumsum(counts) - counts  # negative i's pairs: offsets[i] to offsets[i] + counts[i]
+            positive = pos_ids[indptr[r][pair] + np.arange(pair.size) - offsets[pair]]
+            negative = ids[r, k][pair]
+            same = np.zeros(pair.size, bool) if key_array is None else key_array[negative] == key_array[positive]
+            cosine = np.einsum("ij,ij->i", unit[negative], unit[positive])
+            close = cosine >= near_duplicate
+            any_same = np.bincount(pair, weights=same, minlength=r.size) > 0
+            any_close = np.bincount(pair, weights=close, minlength=r.size) > 0
+            identical += int(any_same.sum())
+            near += int(any_close.sum())
+            # per negative: the positive it shares a key with, else the closest near-duplicate
+            best_cos = np.full(r.size, -np.inf)
+            np.maximum.at(best_cos, pair, np.where(close, cosine, -np.inf))
+            for i in np.nonzero(any_same | any_close)[0]:
+                span = slice(offsets[i], offsets[i] + counts[i])
+                if any_same[i]:
+                    match = positive[span][np.argmax(same[span])]
+                    reason = "same key"
+                else:
+                    match = positive[span][np.argmax(cosine[span])]
+                    reason = f"near-duplicate (cos {best_cos[i]:.3f})"
+                suspects.append(Suspect(int(r[i]), int(k[i]), int(ids[r[i], k[i]]), int(match),
+                                        float(s[r[i], k[i]]), float(s_p[r[i]]), reason))
     suspects.sort(key=lambda x: (-x.score, x.query, x.rank))
     by_rank = tuple(float(np.mean(s[valid[:, r], r])) if valid[:, r].any() else float("nan")
                     for r in range(ids.shape[1]))

@@ -20,7 +20,7 @@ PACKAGE = Path(hardmine.__file__).parent
 #: modules whose public functions are part of the API (besides ``hardmine`` itself)
 PUBLIC_MODULES = ("hardmine.eval", "hardmine.pairs", "hardmine.active", "hardmine.cluster", "hardmine.torch",
                   "hardmine.integrations.pml", "hardmine.integrations.sentence_transformers", "hardmine.distributed",
-                  "hardmine.report")
+                  "hardmine.recipes", "hardmine.report")
 
 
 def public_api() -> dict:

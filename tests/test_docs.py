@@ -7,12 +7,13 @@ import importlib
 
 import pytest
 
-from hardmine import _draws, engine, pairs, synthetic
+from hardmine import _draws, engine, pairs, recipes, synthetic
 from hardmine.mining import pipeline
 from hardmine import eval as hm_eval
 
 
-@pytest.mark.parametrize("module", [engine, pipeline, synthetic, hm_eval, _draws, pairs, "hardmine.torch"])
+@pytest.mark.parametrize("module", [engine, pipeline, synthetic, hm_eval, _draws, pairs, recipes,
+                                    "hardmine.torch"])
 def test_docstring_examples(module):
     if isinstance(module, str):  # modules of the optional peers
         pytest.importorskip("torch")

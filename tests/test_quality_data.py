@@ -1,4 +1,4 @@
-"""The real-data study's data sets (benches/quality/data/build.py) and its determinism."""
+"""The real-data study's data sets (benches/quality/data/textpairs.py) and its determinism."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 QUALITY = Path(__file__).resolve().parents[1] / "benches" / "quality"
 sys.path[:0] = [str(QUALITY), str(QUALITY / "data")]
-build = importlib.import_module("build")
+textpairs = importlib.import_module("textpairs")
 
 DEBIAN = """Package: foo
 Description-md5: 1
@@ -56,21 +56,21 @@ Genesis 2:1: The heavens were finished.
 
 
 def test_debian_pairs_keep_sources_and_identical_texts_related():
-    pairs = build.parse_debian([DEBIAN], AVAILABLE)
+    pairs = textpairs.parse_debian([DEBIAN], AVAILABLE)
     assert pairs.queries == ["foo-doc: documentation for foo", "foo: the foo tool"]
     assert pairs.documents[1] == "Foo does many things with bars, and more. Second paragraph here."
     assert pairs.groups == ["foo", "foo"]  # foo-doc's Source is foo
-    indptr, ids = build.related(pairs.keys)
+    indptr, ids = textpairs.related(pairs.keys)
     assert ids[indptr[0]:indptr[1]].tolist() == [0, 1]
 
 
 def test_wordnet_pairs_are_definitions_to_lemmas_related_by_shared_lemmas():
-    pairs = build.parse_wordnet(WORDNET)
+    pairs = textpairs.parse_wordnet(WORDNET)
     by_query = dict(zip(pairs.queries, pairs.documents))
     assert by_query == {"that which is perceived to have its own distinct existence": "entity, thing (noun)",
                         "a separate and self-contained entity": "thing (noun)",  # the example is cut
                         "in great numbers or amounts": "galore (adjective)"}  # marker dropped, short gloss out
-    indptr, ids = build.related(pairs.keys)
+    indptr, ids = textpairs.related(pairs.keys)
     thing, entity = pairs.documents.index("thing (noun)"), pairs.documents.index("entity, thing (noun)")
     assert ids[indptr[thing]:indptr[thing + 1]].tolist() == sorted([thing, entity])  # "thing" in both
     galore = pairs.documents.index("galore (adjective)")
@@ -78,7 +78,7 @@ def test_wordnet_pairs_are_definitions_to_lemmas_related_by_shared_lemmas():
 
 
 def test_bible_verses_align_and_join_continuation_lines():
-    pairs = build.parse_bible(KJV, WEB)
+    pairs = textpairs.parse_bible(KJV, WEB)
     assert len(pairs) == 3
     row = pairs.queries.index("And the earth was without form, and void.")
     assert pairs.documents[row] == "The earth was formless and empty." and pairs.groups[row] == "Genesis 1"
@@ -86,7 +86,7 @@ def test_bible_verses_align_and_join_continuation_lines():
 
 
 def _check_split(pairs, train, test, seed):
-    train_rows, test_rows = build.split(pairs, train, test, seed=seed)
+    train_rows, test_rows = textpairs.split(pairs, train, test, seed=seed)
     assert len(train_rows) <= train and len(test_rows) <= test
     assert not set(train_rows) & set(test_rows)
     groups = np.array(pairs.groups, dtype=object)
@@ -99,7 +99,7 @@ def _check_split(pairs, train, test, seed):
 def test_splits_are_whole_groups_and_deterministic():
     rng = np.random.default_rng(0)
     groups = [f"g{g}" for g in rng.integers(0, 300, 2000)]
-    pairs = build.PairSet("t", [f"q{i}" for i in range(2000)], [f"d{g}-{i % 3}" for i, g in enumerate(groups)],
+    pairs = textpairs.PairSet("t", [f"q{i}" for i in range(2000)], [f"d{g}-{i % 3}" for i, g in enumerate(groups)],
                           groups, [("x",)] * 2000)
     a = _check_split(pairs, 1500, 300, 0)
     b = _check_split(pairs, 1500, 300, 0)
@@ -110,16 +110,16 @@ def test_splits_are_whole_groups_and_deterministic():
 EXPECT = os.environ.get("HARDMINE_EXPECT_STUDY_DATA") == "1"
 
 
-@pytest.mark.parametrize("name", build.NAMES)
+@pytest.mark.parametrize("name", textpairs.NAMES)
 def test_the_real_data_sets_build_with_leak_free_splits(name):
     try:
-        pairs = build.load(name)
-    except build.SourceMissing as error:
+        pairs = textpairs.load(name)
+    except textpairs.SourceMissing as error:
         if EXPECT:
             raise
         pytest.skip(str(error))  # the sources are Debian packages: .ci/run installs them and sets EXPECT
     assert len(pairs) > 30_000 and len(pairs.sha256()) == 64
-    assert pairs.sha256() == build.load(name).sha256()  # reproducible
+    assert pairs.sha256() == textpairs.load(name).sha256()  # reproducible
     _check_split(pairs, 10_000, 2_000, 0)
 
 
@@ -128,9 +128,9 @@ def test_the_study_is_deterministic_and_reports_every_strategy(monkeypatch):
     rng = np.random.default_rng(1)
     words = [f"w{i}" for i in range(400)]
     docs = [" ".join(rng.choice(words, 8)) for _ in range(400)]
-    pairs = build.PairSet("tiny", [d.split()[0] + " " + d.split()[3] for d in docs], docs,
+    pairs = textpairs.PairSet("tiny", [d.split()[0] + " " + d.split()[3] for d in docs], docs,
                           [f"g{i // 4}" for i in range(400)], [(f"text:{i}", f"src:{i // 4}") for i in range(400)])
-    monkeypatch.setattr(build, "load", lambda name: pairs)
+    monkeypatch.setattr(textpairs, "load", lambda name: pairs)
     config = real_study.Config(datasets=("tiny",), train=300, test=60, seeds=(0, 1), negatives=(1,), batch=32)
     first, _ = real_study.study(config, log=lambda line: None)
     second, _ = real_study.study(config, log=lambda line: None)
@@ -144,7 +144,7 @@ def test_the_study_is_deterministic_and_reports_every_strategy(monkeypatch):
 
 
 def test_every_static_model_starts_from_the_distilled_vectors():
-    models = importlib.import_module("models")
+    models = importlib.import_module("text_models")
     vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
     before = vectors.copy()
     model = models.Static(vectors)

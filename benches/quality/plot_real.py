@@ -22,8 +22,9 @@ def tables(results: dict) -> str:
     lines = []
     for name, data in results["datasets"].items():
         base = data["base"]
-        lines += [f"### {name}: {data['train']:,} training pairs, {data['test']:,} test queries against "
-                  f"{data['documents']:,} documents (pairs sha256 `{data['sha256'][:16]}…`)", "",
+        title = (f"### {name}: {data['train']:,} training pairs, {data['test']:,} test queries against "
+                 f"{data['documents']:,} documents (pairs sha256 `{data['sha256'][:16]}…`)")
+        lines += [title, "",
                   f"Distilled model before training: R@1 {base['R@1']:.2f}, R@10 {base['R@10']:.2f}.", "",
                   "| strategy | R@1 | R@5 | R@10 | MRR@10 | false negatives among mined (%) |",
                   "|---|---|---|---|---|---|"]
@@ -55,7 +56,7 @@ def plots(results: dict) -> None:
         ax.barh(np.arange(len(labels)), means, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
         ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlim(min(means) - 3, max(means) + 3)
+        ax.set_xlim(min(means) - 3, min(100, max(means) + 3))
         ax.set_xlabel("R@1 (mean, 95% interval over seeds)")
         ax.set_title(name)
     fig.tight_layout()

@@ -4,8 +4,8 @@
     python benches/quality/real_study.py             # full: 3 data sets, 10,000 pairs, 10 seeds (~25 min)
     python benches/quality/real_study.py --transformer   # confirming run with all-MiniLM-L6-v2 itself
 
-Data: benches/quality/data/build.py (pairs, groups, false-negative relations; sha256 recorded).
-Model: a static embedding model distilled from all-MiniLM-L6-v2 (benches/quality/models.py),
+Data: benches/quality/data/textpairs.py (pairs, groups, false-negative relations; sha256 recorded).
+Model: a static embedding model distilled from all-MiniLM-L6-v2 (benches/quality/text_models.py),
 trained one epoch with MultipleNegativesRankingLoss (batch 128, AdamW without weight decay, lr 0.05
 decaying linearly to 0, as sentence-transformers trains a StaticEmbedding):
 every strategy gets the same batches and steps. Negatives are mined once, by hardmine, from the
@@ -15,7 +15,7 @@ Strategies (settings fixed before looking at results):
   inbatch     in-batch negatives only
   random      uniform negatives (own document excluded)
   top         naive top-n hardest
-  recommended hardmine's recipe: top-n with relative_margin=0.05 (NV-Retriever's TopK-PercPos),
+  recommended hardmine.recipes.recommended(n): top-n, relative_margin=0.05 (NV-Retriever's TopK-PercPos),
               the known relations as positives (same source package / shared lemma / same text)
               and exclude_keys = text hash (one document per text)
   st          the sentence-transformers recipe: random in ranks 10-50, relative_margin=0.05
@@ -48,11 +48,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "data")]
 
-import models
+import text_models as models
+import textpairs
 
-import build
 import hardmine
-from hardmine import active, cluster
+from hardmine import active, cluster, recipes
 
 RESULTS = HERE.parent / "results"
 MINED = ("random", "top", "recommended", "st", "tagami")
@@ -81,9 +81,9 @@ TRANSFORMER = Config(datasets=("debian",), train=2_000, test=500, seeds=(0, 1), 
 class Data:
     """One data set's train/test sample, tokenised, with the base model's embeddings."""
 
-    def __init__(self, pairs: build.PairSet, config: Config):
+    def __init__(self, pairs: textpairs.PairSet, config: Config):
         self.pairs = pairs
-        train_rows, test_rows = build.split(pairs, config.train, config.test, seed=0)
+        train_rows, test_rows = textpairs.split(pairs, config.train, config.test, seed=0)
         self.train, self.test = pairs.take(train_rows), pairs.take(test_rows)
         texts = self.train.queries + self.train.documents + self.test.queries + self.test.documents
         tokens = models.token_ids(texts)
@@ -95,7 +95,7 @@ class Data:
         n, m = len(self.train), len(self.test)
         self.train_q, self.train_d = tokens[:n], tokens[n:2 * n]
         self.test_q, self.test_d = tokens[2 * n:2 * n + m], tokens[2 * n + m:]
-        self.related = build.related(self.train.keys)
+        self.related = textpairs.related(self.train.keys)
         text_keys = [next(k for k in keys if k.startswith("text:")) for keys in self.train.keys]
         self.text_ids = np.unique(np.array(text_keys), return_inverse=True)[1].astype(np.int64)
         # evaluation: test queries against every document; a hit is any document with the own text
@@ -141,8 +141,8 @@ def mine(data: Data, strategy: str, n: int, seed: int):
     if strategy == "top":
         return hardmine.mine(q, d, positives=own, num_negatives=n).indices, None
     if strategy == "recommended":
-        return hardmine.mine(q, d, positives=data.related, num_negatives=n, relative_margin=0.05,
-                             exclude_keys=data.text_ids).indices, None
+        return hardmine.mine(q, d, positives=data.related, exclude_keys=data.text_ids,
+                             **recipes.recommended(n)).indices, None
     if strategy == "st":
         return hardmine.mine(q, d, positives=own, num_negatives=n, strategy="random", rank_range=(10, 50),
                              relative_margin=0.05, seed=seed).indices, None
@@ -230,7 +230,7 @@ def study(config: Config, log=print) -> tuple[dict, dict]:
     results, timings = {"config": asdict(config), "datasets": {}}, {}
     for name in config.datasets:
         start = time.perf_counter()
-        pairs = build.load(name)
+        pairs = textpairs.load(name)
         data = Data(pairs, config)
         out = {"pairs": len(pairs), "sha256": pairs.sha256(), "train": len(data.train), "test": len(data.test),
                "documents": len(data.train) + len(data.test), "base": metrics(data.evaluate(data.base)),
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"quality_real{suffix}.json"
     try:
         results, timings = study(config)
-    except build.SourceMissing as error:
+    except textpairs.SourceMissing as error:
         print(f"real_study: {error}", file=sys.stderr)
         return 2
     out.write_text(json.dumps(results, indent=1) + "\n")

@@ -1,7 +1,7 @@
 """Paired text data sets with known false-negative relations, built at run time from Debian's
 packages (the texts are not committed: Debian descriptions carry per-package licences).
 
-    python benches/quality/data/build.py [debian|wordnet|bible ...]   # prints sizes and sha256
+    python benches/quality/data/textpairs.py [debian|wordnet|bible ...]   # prints sizes and sha256
 
 Each data set is a list of pairs (query text, document text) with, per pair:
 - ``group``: the split unit (Debian: source package; WordNet: the synset's head lemma; Bible:
