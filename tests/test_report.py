@@ -200,3 +200,15 @@ def _report(cwd, *args):
 
     return subprocess.run([sys.executable, "-m", "hardmine", "report", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
+
+
+def test_an_empty_result_and_queries_without_positives_still_make_a_page(tmp_path):
+    c = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    empty = {"indices": np.zeros((0, 3), np.int64), "scores": np.zeros((0, 3), np.float32),
+             "positive_scores": np.zeros(0, np.float32)}
+    numbers = report.write(empty, np.zeros((0, 4), np.float32), c, tmp_path / "e.html")
+    assert numbers.queries == 0 and numbers.negatives == 0 and Page((tmp_path / "e.html").read_text()).images
+    lonely = {"indices": np.array([[1, 2, -1]] * 3), "scores": np.array([[0.5, 0.4, -np.inf]] * 3, np.float32),
+              "positive_scores": np.full(3, np.nan, np.float32)}
+    numbers = report.write(lonely, c[:3], c, tmp_path / "l.html")
+    assert (numbers.negatives, numbers.short_queries, numbers.above_positive) == (6, 3, 0.0)
