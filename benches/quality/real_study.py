@@ -1,7 +1,7 @@
 """The real-data study: which negatives train a better text retrieval model (issue "prove it on real data").
 
-    python benches/quality/real_study.py --quick     # CI: Debian, 4,000 train pairs, 3 seeds (~4 min)
-    python benches/quality/real_study.py             # full: 3 data sets, 10,000 pairs, 10 seeds (~25 min)
+    python benches/quality/real_study.py --quick     # CI: Debian, 4,000 train pairs, 3 seeds (3-5 min)
+    python benches/quality/real_study.py             # full: 3 data sets, 10,000 pairs, 10 seeds (~18 min)
     python benches/quality/real_study.py --transformer   # confirming run with all-MiniLM-L6-v2 itself
 
 Data: benches/quality/data/textpairs.py (pairs, groups, false-negative relations; sha256 recorded).
