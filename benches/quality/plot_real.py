@@ -40,64 +40,65 @@ def tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _figure(results: dict, height: float, draw, path: str) -> None:
+    """One panel per data set, ``draw(ax, data)`` filling each; saved under docs/."""
+    from matplotlib import pyplot as plt
+
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), height), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        draw(ax, results["datasets"][name])
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / path, dpi=90)
+    plt.close(fig)
+
+
+def _recall(ax, data: dict) -> None:
+    runs = data["runs"]
+    labels = list(runs)
+    means = [runs[x]["R@1"]["mean"] for x in labels]
+    errors = [runs[x]["R@1"]["ci95"] for x in labels]
+    ax.barh(np.arange(len(labels)), means, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
+    ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(min(means) - 3, min(100, max(means) + 3))
+    ax.set_xlabel("R@1 (mean, 95% interval over seeds)")
+
+
+def _false_negatives(ax, data: dict) -> None:
+    runs = data["runs"]
+    for label, run in runs.items():
+        if "false_negative_rate" in run:
+            ax.errorbar(run["false_negative_rate"]["mean"], run["R@1"]["mean"], yerr=run["R@1"]["ci95"], fmt="o")
+            ax.annotate(label, (run["false_negative_rate"]["mean"], run["R@1"]["mean"]), fontsize=7)
+    ax.axhline(runs["inbatch"]["R@1"]["mean"], color="gray", linestyle="--", linewidth=1, label="in-batch only")
+    ax.set_xlabel("false negatives among mined negatives (%)")
+    ax.set_ylabel("R@1")
+    ax.legend(fontsize=7)
+
+
+def _scores(ax, data: dict) -> None:
+    bins = np.array(data["bins"])
+    centres = (bins[:-1] + bins[1:]) / 2
+    positives = np.array(data["positive_histogram"], dtype=float)
+    ax.fill_between(centres, positives / positives.sum(), step="mid", alpha=0.3, color="tab:green", label="positives")
+    for label, run in data["runs"].items():
+        if "score_histogram" in run and label.endswith("n=3"):
+            counts = np.array(run["score_histogram"], dtype=float)
+            ax.step(centres, counts / max(counts.sum(), 1), where="mid", label=label)
+    ax.set_xlabel("score under the distilled model (cosine)")
+    ax.set_ylabel("share")
+    ax.legend(fontsize=7)
+
+
 def plots(results: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    names = list(results["datasets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        runs = results["datasets"][name]["runs"]
-        labels = list(runs)
-        means = [runs[x]["R@1"]["mean"] for x in labels]
-        errors = [runs[x]["R@1"]["ci95"] for x in labels]
-        ax.barh(np.arange(len(labels)), means, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
-        ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlim(min(means) - 3, min(100, max(means) + 3))
-        ax.set_xlabel("R@1 (mean, 95% interval over seeds)")
-        ax.set_title(name)
-    fig.tight_layout()
-    fig.savefig(ROOT / "docs" / "quality_real_r1.png", dpi=90)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        runs = results["datasets"][name]["runs"]
-        for label, run in runs.items():
-            if "false_negative_rate" in run:
-                ax.errorbar(run["false_negative_rate"]["mean"], run["R@1"]["mean"], yerr=run["R@1"]["ci95"], fmt="o")
-                ax.annotate(label, (run["false_negative_rate"]["mean"], run["R@1"]["mean"]), fontsize=7)
-        ax.axhline(runs["inbatch"]["R@1"]["mean"], color="gray", linestyle="--", linewidth=1, label="in-batch only")
-        ax.set_xlabel("false negatives among mined negatives (%)")
-        ax.set_ylabel("R@1")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ROOT / "docs" / "quality_real_fn.png", dpi=90)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        data = results["datasets"][name]
-        bins = np.array(data["bins"])
-        centres = (bins[:-1] + bins[1:]) / 2
-        positives = np.array(data["positive_histogram"], dtype=float)
-        ax.fill_between(centres, positives / positives.sum(), step="mid", alpha=0.3, color="tab:green",
-                        label="positives")
-        for label, run in data["runs"].items():
-            if "score_histogram" in run and label.endswith("n=3"):
-                counts = np.array(run["score_histogram"], dtype=float)
-                ax.step(centres, counts / max(counts.sum(), 1), where="mid", label=label)
-        ax.set_xlabel("score under the distilled model (cosine)")
-        ax.set_ylabel("share")
-        ax.set_title(name)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ROOT / "docs" / "quality_real_scores.png", dpi=90)
-    plt.close(fig)
+    _figure(results, 4.2, _recall, "quality_real_r1.png")
+    _figure(results, 3.8, _false_negatives, "quality_real_fn.png")
+    _figure(results, 3.8, _scores, "quality_real_scores.png")
 
 
 def main(argv: list[str]) -> int:
