@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "fp32", "int8", "bf16")
 MAX_INT8_DIM = 65536
 
 #: ``auto`` tries these in order, the first whose native kernel this CPU runs: bf16 first, as
-#: measured faster on Zen 4 (smaller shortlists for the same kernel speed; README, Benchmarks)
+#: measured faster on Zen 4 (smaller shortlists for the same kernel speed; docs/benchmarks.md)
 AUTO_ORDER = ("bf16", "int8")
 
 #: ``auto`` takes a certified path from this many queries on (below, quantising and packing the

@@ -82,6 +82,8 @@ def build(
     anchor_names, candidate_names : sequence or mapping, optional
         id -> text/path; the columns then hold those values instead of ids.
 
+    Notes
+    -----
     Every table also has a ``group`` column (the anchor's query row) for :func:`split`.
 
     Examples

@@ -110,6 +110,45 @@ def test_no_import_circle():
             visit(node)
 
 
+# The never-import rules of docs/architecture.md ("Rules"), as (importers, forbidden targets): a
+# name covers the module and everything under it.
+LOW_LAYERS = ("hardmine._problem", "hardmine._interop", "hardmine._rows", "hardmine._draws", "hardmine._merge")
+LAYER_RULES = [
+    (LOW_LAYERS, ("hardmine",), LOW_LAYERS),  # low layers import only each other
+    (("hardmine.engine", "hardmine._scan", "hardmine._positives", "hardmine.mining", "hardmine.backends"),
+     ("hardmine.api", "hardmine.io", "hardmine.cli", "hardmine.integrations"), ()),
+    (("hardmine.cluster",), ("hardmine.api", "hardmine.mining"), ()),
+]
+EXTENSIONS = ("hardmine._core", "hardmine._cuda")
+
+
+def _under(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_layer_rules_hold():
+    known = modules()
+    broken = []
+    for name, path in known.items():
+        targets = imports(name, path, known)
+        for importers, forbidden, allowed in LAYER_RULES:
+            if _under(name, importers):
+                broken += [f"{name} imports {t}" for t in targets
+                           if _under(t, forbidden) and not _under(t, allowed) and t != "hardmine"]
+        if not _under(name, ("hardmine.backends",)):
+            broken += [f"{name} imports the extension {t}" for t in targets if _under(t, EXTENSIONS)]
+    assert not broken, "layer rules of docs/architecture.md broken:\n" + "\n".join(broken)
+
+
+def test_layer_rules_see_a_violation(tmp_path):
+    """The rule check on a module that breaks one: it must be found (the test above can fail)."""
+    bad = tmp_path / "engine.py"
+    bad.write_text("from . import cli\nfrom ._core import topk\n")
+    known = {**modules(), "hardmine.engine": bad}
+    targets = imports("hardmine.engine", bad, known)
+    assert "hardmine.cli" in targets and "hardmine._core" in targets
+
+
 def test_every_module_imports_on_its_own(tmp_path):
     pytest.importorskip("torch")
     from hardmine import backends

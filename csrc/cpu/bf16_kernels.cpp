@@ -6,10 +6,7 @@
 #include <cstring>
 #include <limits>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define HARDMINE_X86 1
-#endif
+#include "hardmine/cpu_features.hpp"
 
 namespace hardmine::bf16 {
 namespace {
@@ -64,7 +61,7 @@ __attribute__((target("avx512f,avx512bf16"))) void products_avx512(const uint16_
 
 bool has_bf16() {
 #ifdef HARDMINE_X86
-  return !int8::portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return !int8::portable_forced() && HARDMINE_CPU_HAS("avx512f") && HARDMINE_CPU_HAS("avx512bf16");
 #else
   return false;
 #endif

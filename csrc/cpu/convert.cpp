@@ -5,10 +5,7 @@
 
 #include "hardmine/tiling.hpp"
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define HARDMINE_X86 1
-#endif
+#include "hardmine/cpu_features.hpp"
 
 namespace hardmine {
 namespace {
@@ -58,7 +55,7 @@ __attribute__((target("avx,f16c"))) void halves_to_floats_f16c(const uint16_t* i
 }
 
 bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool has = HARDMINE_CPU_HAS("f16c") && HARDMINE_CPU_HAS("avx");
   return has;
 }
 #endif
@@ -131,29 +128,21 @@ __attribute__((target("avx2"))) uint64_t above_mask64_avx2(const float* x, float
 }
 #endif
 
-using AboveFn = uint64_t (*)(const float*, float);
-using WithinFn = uint64_t (*)(const float*, float, float);
-
-AboveFn pick_above_mask64() {
+std::vector<MaskKernels> available_mask_kernels() {
+  std::vector<MaskKernels> out{{"portable", above_mask64_portable, within_mask64_portable}};
 #ifdef HARDMINE_X86
-  if (__builtin_cpu_supports("avx512f")) return above_mask64_avx512;
-  if (__builtin_cpu_supports("avx2")) return above_mask64_avx2;
+  if (HARDMINE_CPU_HAS("avx2")) out.push_back({"avx2", above_mask64_avx2, within_mask64_avx2});
+  if (HARDMINE_CPU_HAS("avx512f")) out.push_back({"avx512f", above_mask64_avx512, within_mask64_avx512});
 #endif
-  return above_mask64_portable;
-}
-
-WithinFn pick_within_mask64() {
-#ifdef HARDMINE_X86
-  if (__builtin_cpu_supports("avx512f")) return within_mask64_avx512;
-  if (__builtin_cpu_supports("avx2")) return within_mask64_avx2;
-#endif
-  return within_mask64_portable;
+  return out;
 }
 
 }  // namespace
 
-uint64_t (*const above_mask64)(const float*, float) = pick_above_mask64();
-uint64_t (*const within_mask64)(const float*, float, float) = pick_within_mask64();
+std::vector<MaskKernels> mask_kernels() { return available_mask_kernels(); }
+
+uint64_t (*const above_mask64)(const float*, float) = available_mask_kernels().back().above;
+uint64_t (*const within_mask64)(const float*, float, float) = available_mask_kernels().back().within;
 
 const float* rows_as_f32(const MatrixView& view, int64_t first, int64_t count, float* buffer,
                          int64_t* leading) {
@@ -207,12 +196,12 @@ void apply_scales(float* scores, int64_t ld, int64_t rows, int64_t cols, const f
 std::string simd_info() {
 #ifdef HARDMINE_X86
   std::string out = "x86-64 baseline build; run-time:";
-  if (__builtin_cpu_supports("avx512f")) out += " avx512f";
-  if (__builtin_cpu_supports("avx2")) out += " avx2";
-  if (__builtin_cpu_supports("fma")) out += " fma";
+  if (HARDMINE_CPU_HAS("avx512f")) out += " avx512f";
+  if (HARDMINE_CPU_HAS("avx2")) out += " avx2";
+  if (HARDMINE_CPU_HAS("fma")) out += " fma";
   out += cpu_has_f16c() ? " f16c (used for fp16 rows)" : " (no f16c: scalar fp16 conversion)";
-  out += __builtin_cpu_supports("avx512f") ? "; score scan: avx512f"
-         : __builtin_cpu_supports("avx2") ? "; score scan: avx2" : "; score scan: portable";
+  out += HARDMINE_CPU_HAS("avx512f") ? "; score scan: avx512f"
+         : HARDMINE_CPU_HAS("avx2") ? "; score scan: avx2" : "; score scan: portable";
   return out;
 #else
   return "portable build (scalar conversions)";

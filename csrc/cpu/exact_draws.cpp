@@ -66,7 +66,7 @@ class ExactDraws {
       for (size_t i = 0; i < worker.kept.size() && static_cast<int64_t>(taken.size()) < count_;) {
         // a run of equal draws is kept in window order: score them all first
         size_t j = i;
-        while (j < worker.kept.size() && worker.kept[j].u == worker.kept[i].u) score(query, worker, worker.kept[j++]);
+        while (j < worker.kept.size() && worker.kept[j].u == worker.kept[i].u) score(worker, worker.kept[j++]);
         scored += static_cast<int64_t>(j - i);
         std::sort(worker.kept.begin() + i, worker.kept.begin() + j,
                   [](const Drawn& a, const Drawn& b) { return ranks_before(a.score, a.id, b.score, b.id); });
@@ -130,7 +130,7 @@ class ExactDraws {
     return !dropped;
   }
 
-  void score(int64_t query, Worker& worker, Drawn& drawn) const {
+  void score(Worker& worker, Drawn& drawn) const {
     int64_t leading = 0;
     const float* c = rows_as_f32(candidates_, drawn.id, 1, worker.buffer.data(), &leading);
     double value = int8::exact_dot(worker.query.data(), c, queries_.cols);

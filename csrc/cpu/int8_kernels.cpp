@@ -7,10 +7,7 @@
 #include <cstring>
 #include <type_traits>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <immintrin.h>
-#define HARDMINE_X86 1
-#endif
+#include "hardmine/cpu_features.hpp"
 
 namespace hardmine::int8 {
 
@@ -300,21 +297,13 @@ using DotFn = double (*)(const float*, const float*, int64_t);
 using QuantiseFn = RowFacts (*)(const float*, int64_t, int64_t, int8_t*);
 
 bool has_vnni() {
-#ifdef HARDMINE_X86
-  return !portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
+  return !portable_forced() && HARDMINE_CPU_HAS("avx512f") && HARDMINE_CPU_HAS("avx512bw") &&
+         HARDMINE_CPU_HAS("avx512vnni");
 }
 
-bool has_avx512() {
 #ifdef HARDMINE_X86
-  return !portable_forced() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-#else
-  return false;
+bool has_avx512() { return !portable_forced() && HARDMINE_CPU_HAS("avx512f") && HARDMINE_CPU_HAS("avx512bw"); }
 #endif
-}
 
 }  // namespace
 
@@ -328,7 +317,7 @@ void (*const screen_sums)(const float*, const ScreenRows&, const float*, const f
                           float*, float*) = has_avx512() ? screen_avx512<float> : screen_portable<float>;
 double (*const exact_dot)(const float*, const float*, int64_t) =
     has_avx512()                                                                                ? exact_dot_avx512
-    : !portable_forced() && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? exact_dot_avx2
+    : !portable_forced() && HARDMINE_CPU_HAS("avx2") && HARDMINE_CPU_HAS("fma") ? exact_dot_avx2
                                                                                               : exact_dot_portable;
 void (*const classify)(const float*, const float*, int, bool, float, float, uint32_t*, uint32_t*) =
     has_avx512() ? classify_avx512 : classify_portable;

@@ -11,14 +11,47 @@
 
 #include "hardmine/tiling.hpp"
 
-#ifdef HARDMINE_BLAS_PREFIXED
-#include <cblas.h>
+// The four BLAS entry points the core uses, declared here rather than through a cblas.h, so the
+// core compiles for any target without BLAS headers (the aarch64 build check) and links against
+// either the scipy-openblas32 wheel (symbols prefixed, the Python build) or a system BLAS (the
+// C++ unit tests). The CBLAS enum values are fixed by the CBLAS standard.
+namespace {
+constexpr int kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112;
+}  // namespace
+#if HARDMINE_BLAS_PREFIXED
+extern "C" {
+void scipy_cblas_sgemm(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                       int);
+void scipy_openblas_set_num_threads(int);
+char* scipy_openblas_get_config(void);
+char* scipy_openblas_get_corename(void);
+}
 #define HARDMINE_SGEMM scipy_cblas_sgemm
 #define HARDMINE_BLAS_THREADS scipy_openblas_set_num_threads
 #define HARDMINE_BLAS_CONFIG scipy_openblas_get_config
 #define HARDMINE_BLAS_CORE scipy_openblas_get_corename
+#define HARDMINE_BLAS_NAME "scipy-openblas32"
+namespace {
+bool blas_has_openblas_extras() { return true; }
+}  // namespace
 #else
-#error "hardmine needs the scipy-openblas32 headers (HARDMINE_BLAS_PREFIXED)"
+// Any CBLAS; the OpenBLAS extras are weak, so a BLAS without them links too.
+extern "C" {
+void cblas_sgemm(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+__attribute__((weak)) void openblas_set_num_threads(int);
+__attribute__((weak)) char* openblas_get_config(void);
+__attribute__((weak)) char* openblas_get_corename(void);
+}
+#define HARDMINE_SGEMM cblas_sgemm
+#define HARDMINE_BLAS_THREADS openblas_set_num_threads
+#define HARDMINE_BLAS_CONFIG openblas_get_config
+#define HARDMINE_BLAS_CORE openblas_get_corename
+#define HARDMINE_BLAS_NAME "system BLAS"
+namespace {
+bool blas_has_openblas_extras() {
+  return openblas_set_num_threads != nullptr && openblas_get_config != nullptr && openblas_get_corename != nullptr;
+}
+}  // namespace
 #endif
 
 namespace hardmine {
@@ -27,7 +60,7 @@ namespace {
 // Parallelism comes from our own workers (one query block each), so BLAS must
 // not spawn threads of its own inside them.
 const bool blas_single_threaded = [] {
-  HARDMINE_BLAS_THREADS(1);
+  if (blas_has_openblas_extras()) HARDMINE_BLAS_THREADS(1);
   return true;
 }();
 
@@ -57,10 +90,9 @@ void note_parallel_start() {
 void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
              int64_t ldb, float* out, int64_t ldo) {
   if (m == 0 || n == 0) return;
-  HARDMINE_SGEMM(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-                 static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
-                 static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0f, out,
-                 static_cast<blasint>(ldo));
+  HARDMINE_SGEMM(kCblasRowMajor, kCblasNoTrans, kCblasTrans, static_cast<int>(m), static_cast<int>(n),
+                 static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, out,
+                 static_cast<int>(ldo));
 }
 
 BlockSizes choose_block_sizes(int64_t queries, int64_t candidates, int64_t dim, int threads,
@@ -114,7 +146,8 @@ void fail_in_block(int64_t num_blocks, int64_t failing_block, int num_threads) {
 
 std::string blas_info() {
   (void)blas_single_threaded;
-  return std::string("OpenBLAS (scipy-openblas32, ") + HARDMINE_BLAS_CONFIG() + "; kernel " +
+  if (!blas_has_openblas_extras()) return HARDMINE_BLAS_NAME;
+  return std::string("OpenBLAS (" HARDMINE_BLAS_NAME ", ") + HARDMINE_BLAS_CONFIG() + "; kernel " +
          HARDMINE_BLAS_CORE() + ")";
 }
 

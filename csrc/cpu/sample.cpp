@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "hardmine/cpu_features.hpp"
 #include "hardmine/draws.hpp"
 #include "seeded_draws.hpp"
 #include "hardmine/topk_handler.hpp"
@@ -30,18 +31,21 @@ inline __attribute__((always_inline)) void draws_loop(uint64_t seed, int64_t row
   }
 }
 
-__attribute__((target("avx512f,avx512dq"))) void draws_avx512(uint64_t seed, int64_t row, const int64_t* ids,
-                                                              int64_t first_id, int64_t n, double* out) {
-  draws_loop(seed, row, ids, first_id, n, out);
-}
-
 void draws_portable(uint64_t seed, int64_t row, const int64_t* ids, int64_t first_id, int64_t n, double* out) {
   draws_loop(seed, row, ids, first_id, n, out);
 }
 
 using DrawsFn = void (*)(uint64_t, int64_t, const int64_t*, int64_t, int64_t, double*);
-const DrawsFn draws = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") ? draws_avx512
-                                                                                                : draws_portable;
+#ifdef HARDMINE_X86
+__attribute__((target("avx512f,avx512dq"))) void draws_avx512(uint64_t seed, int64_t row, const int64_t* ids,
+                                                              int64_t first_id, int64_t n, double* out) {
+  draws_loop(seed, row, ids, first_id, n, out);
+}
+
+const DrawsFn draws = HARDMINE_CPU_HAS("avx512f") && HARDMINE_CPU_HAS("avx512dq") ? draws_avx512 : draws_portable;
+#else
+const DrawsFn draws = draws_portable;
+#endif
 
 struct Draw {
   double priority;

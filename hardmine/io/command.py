@@ -88,7 +88,7 @@ def add_commands(commands) -> None:
     mine = commands.add_parser(
         "mine", help="mine negatives from embedding dumps (resumable, memory-bounded)",
         description="Output columns: query_id, negative_ids (list), negative_scores (list), positive_score "
-                    "(NaN without positives), num_valid. See README 'Offline mining'.",
+                    "(NaN without positives), num_valid. See docs/offline.md.",
     )
     inputs = (".npy (fp32/fp16, memory-mapped) or Parquet/Arrow file, or a directory of such shards (sorted by name); "
               "or a URI (s3://, gs://, file://: copied once per machine into $HARDMINE_CACHE)")
@@ -129,7 +129,7 @@ def add_commands(commands) -> None:
     mine.add_argument("--quiet", action="store_true", help="no progress output")
     mine.add_argument("--blocks", type=_blocks, metavar="A:B",
                       help="mine only blocks A..B-1 of the plan (array jobs; needs --block-rows); then hardmine merge")
-    scale = mine.add_argument_group("scale-out on Ray (pip install \"hardmine[ray]\"; README 'Scale-out')")
+    scale = mine.add_argument_group("scale-out on Ray (pip install \"hardmine[ray]\"; docs/scale-out.md)")
     scale.add_argument("--ray", metavar="auto|local[:N]|HOST:PORT",
                        help="run the blocks as Ray tasks: the cluster of this machine, a local one of N CPUs, "
                             "or the head node at HOST:PORT")

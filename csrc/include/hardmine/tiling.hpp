@@ -39,6 +39,17 @@ extern uint64_t (*const above_mask64)(const float* x, float threshold);
 /// Bit t set when low < x[t] <= high, for t < 64 (NaN never sets a bit).
 extern uint64_t (*const within_mask64)(const float* x, float low, float high);
 
+/// One instruction-set version of the two mask loops.
+struct MaskKernels {
+  const char* name;
+  uint64_t (*above)(const float* x, float threshold);
+  uint64_t (*within)(const float* x, float low, float high);
+};
+
+/// Every version this CPU can run, the portable one first (the unit tests check each against a
+/// scalar loop; above_mask64 / within_mask64 are the last of them).
+std::vector<MaskKernels> mask_kernels();
+
 /// Adds to tallies.counts[query] each filter's count of scores in row[0, nc) beyond its bound.
 void add_tallies(const FilterCounts& tallies, const float* row, int64_t nc, int64_t query);
 

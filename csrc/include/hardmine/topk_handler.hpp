@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "hardmine/draws.hpp"
 #include "hardmine/tiling.hpp"
 
 namespace hardmine {
@@ -22,10 +23,8 @@ struct Scored {
   int64_t index;
 };
 
-// Higher score first; equal scores by the smaller candidate index.
-inline bool better(const Scored& a, const Scored& b) {
-  return a.score > b.score || (a.score == b.score && a.index < b.index);
-}
+// The window order of draws.hpp: higher score first, equal scores by the smaller candidate index.
+inline bool better(const Scored& a, const Scored& b) { return ranks_before(a.score, a.index, b.score, b.index); }
 
 class TopKHandler {
  public:
